@@ -1,0 +1,211 @@
+"""Typed configuration of RF-Net: one dataclass tree from which everything is built.
+
+This module is torch-free on purpose: the runtime (numpy + OpenCV + ONNX Runtime /
+TensorRT) reads the input settings (size, normalisation, mask size, class order) from the
+same dataclasses that the trainer uses, so preprocessing cannot drift between the two.
+
+Presets
+-------
+``paper``  MobileNet-v1 (width 1.0) + FPN 256 channels, Fusion Feature Pooling, mask 56x56,
+           focal + dice loss (lambda=0.3, alpha=1, gamma=3), 1000 test proposals, K=10
+           detections (paper sections 3 and 4.2).
+``light``  For CPUs and Jetson: MobileNet-v1 width 0.25, FPN 64 channels, a lighter mask
+           branch and fewer proposals. Same architecture, same outputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: Order of the mask channels in every output (model, ONNX, engine, runtime).
+CLASS_NAMES: tuple[str, ...] = ("disc", "cup")
+
+PoolingKind = Literal["fusion", "pyramid"]
+MaskLossKind = Literal["focal_dice", "bce", "dice", "focal", "bce_dice"]
+
+
+@dataclass
+class InputConfig:
+    """Network input: letterboxed square RGB image, normalised per channel."""
+
+    size: int = 512  # paper: resized and zero-padded to 512x512
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class BackboneConfig:
+    """MobileNet-v1 (Howard et al. 2017), trained from scratch as in the paper."""
+
+    width_mult: float = 1.0
+    pretrained_path: str | None = None  # optional state dict to load into the backbone
+
+
+@dataclass
+class FPNConfig:
+    out_channels: int = 256  # P2..P5 channels
+
+
+@dataclass
+class AnchorConfig:
+    """One anchor size per pyramid level P2..P5 (strides 4, 8, 16, 32)."""
+
+    sizes: tuple[int, ...] = (32, 64, 128, 256)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+@dataclass
+class RPNConfig:
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    pre_nms_top_n_train: int = 2000  # per level
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000  # per level
+    post_nms_top_n_test: int = 1000  # paper: 1000 proposals at test time
+    nms_thresh: float = 0.7
+    min_size: float = 1e-3
+
+
+@dataclass
+class RoIHeadConfig:
+    """Second stage: optic disc vs background + class-agnostic box regression."""
+
+    pool_size: int = 7
+    sampling_ratio: int = 2  # explicit: TensorRT's parser defaults to 1, ONNX to 0
+    representation_size: int = 1024
+    batch_size_per_image: int = 200  # paper: N = 200 sampled RoIs per image
+    positive_fraction: float = 0.25  # paper: positives:negatives = 1:3
+    fg_iou_thresh: float = 0.5  # paper: positive at IoU >= 0.5
+    bg_iou_thresh: float = 0.5
+    score_thresh: float = 0.0  # keep every candidate; outputs are fixed-size top-K anyway
+    nms_thresh: float = 0.5
+    detections_per_img: int = 10  # paper: the mask branch runs on the top 10 boxes (K)
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+
+
+@dataclass
+class MaskHeadConfig:
+    """Feature pooling + multi-class mask branch (disc, cup)."""
+
+    pooling: PoolingKind = "fusion"  # "pyramid" = Mask R-CNN one-level pooling (Table 2)
+    mask_size: int = 56  # low-level stream size; the high-level stream is mask_size // 2
+    channels: int = 256
+    num_convs: int = 2  # convs per stream before fusion
+    num_fused_convs: int = 2  # convs after fusing the two streams
+    sampling_ratio: int = 2
+    num_classes: int = 2  # CLASS_NAMES
+    # Cap on positive RoIs per image that get a mask loss (None = all, as in the paper).
+    max_positive_rois: int | None = None
+
+
+@dataclass
+class LossConfig:
+    """Mask loss variant (paper Table 3) and its parameters."""
+
+    mask_loss: MaskLossKind = "focal_dice"
+    focal_lambda: float = 0.3
+    focal_alpha: float = 1.0
+    focal_gamma: float = 3.0
+    rpn_weight: float = 1.0
+    box_weight: float = 1.0
+    mask_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Paper section 4.2: SGD momentum 0.9, lr 0.01 x0.1 every 30 epochs, 100 epochs, batch 4."""
+
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_step_epochs: int = 30
+    lr_gamma: float = 0.1
+    warmup_iters: int = 100
+    grad_clip: float | None = 10.0
+    augment: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build, train and deploy one RF-Net variant."""
+
+    name: str = "paper"
+    input: InputConfig = field(default_factory=InputConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, data, "config")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)  # JSON has no tuples
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def paper_config() -> ModelConfig:
+    """RF-Net as published."""
+    return ModelConfig(name="paper")
+
+
+def light_config() -> ModelConfig:
+    """A narrower RF-Net for CPUs and Jetson: same graph, fewer channels and proposals."""
+    return ModelConfig(
+        name="light",
+        backbone=BackboneConfig(width_mult=0.25),
+        fpn=FPNConfig(out_channels=64),
+        rpn=RPNConfig(
+            pre_nms_top_n_train=1000,
+            post_nms_top_n_train=500,
+            pre_nms_top_n_test=300,
+            post_nms_top_n_test=300,
+        ),
+        roi_heads=RoIHeadConfig(representation_size=256, batch_size_per_image=128),
+        mask_head=MaskHeadConfig(channels=64, num_convs=2, num_fused_convs=1, max_positive_rois=16),
+    )
+
+
+PRESETS = {"paper": paper_config, "light": light_config}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Return a fresh config for preset ``name`` (``ValueError`` lists the known ones)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None

@@ -1,0 +1,47 @@
+"""Markers that skip with a reason: ``cuda``, ``tensorrt``, ``slow``."""
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def _cuda_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to PyTorch"
+    return None
+
+
+def _tensorrt_reason() -> str | None:
+    try:
+        importlib.import_module("tensorrt")
+    except Exception as exc:  # the PyPI stub raises on import without its libs
+        return f"TensorRT Python package not importable ({type(exc).__name__}); run on a GPU machine with pip install '.[tensorrt]'"
+    return _cuda_reason() and "TensorRT is installed but no GPU is visible"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--run-slow") or os.environ.get("RFNET_RUN_SLOW") == "1"
+    reasons: dict[str, str | None] = {}
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow test: use --run-slow or RFNET_RUN_SLOW=1"))
+        if "cuda" in item.keywords:
+            if "cuda" not in reasons:
+                reasons["cuda"] = _cuda_reason()
+            if reasons["cuda"]:
+                item.add_marker(pytest.mark.skip(reason=reasons["cuda"]))
+        if "tensorrt" in item.keywords:
+            if "tensorrt" not in reasons:
+                reasons["tensorrt"] = _tensorrt_reason()
+            if reasons["tensorrt"]:
+                item.add_marker(pytest.mark.skip(reason=reasons["tensorrt"]))

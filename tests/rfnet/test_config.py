@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from rfnet.config import ModelConfig, get_preset, light_config, paper_config
+
+
+def test_paper_preset_matches_paper_defaults() -> None:
+    cfg = paper_config()
+    assert cfg.input.size == 512
+    assert cfg.mask_head.pooling == "fusion" and cfg.mask_head.mask_size == 56
+    assert (cfg.loss.focal_lambda, cfg.loss.focal_alpha, cfg.loss.focal_gamma) == (0.3, 1.0, 3.0)
+    assert cfg.roi_heads.batch_size_per_image == 200 and cfg.roi_heads.positive_fraction == 0.25
+    assert cfg.rpn.post_nms_top_n_test == 1000 and cfg.roi_heads.detections_per_img == 10
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.lr_step_epochs) == (100, 4, 0.01, 30)
+
+
+@pytest.mark.parametrize("name", ["paper", "light"])
+def test_config_json_round_trip(name: str) -> None:
+    cfg = get_preset(name)
+    again = ModelConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+
+
+def test_light_is_lighter() -> None:
+    p, l = paper_config(), light_config()
+    assert l.backbone.width_mult < p.backbone.width_mult and l.fpn.out_channels < p.fpn.out_channels
+
+
+def test_unknown_preset_and_keys_are_named() -> None:
+    with pytest.raises(ValueError, match="known presets"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match=r"config\.fpn: unknown keys \['bogus'\]"):
+        ModelConfig.from_dict({"fpn": {"bogus": 1}})
