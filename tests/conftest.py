@@ -23,10 +23,17 @@ def _cuda_reason() -> str | None:
 
 def _tensorrt_reason() -> str | None:
     try:
-        importlib.import_module("tensorrt")
+        trt = importlib.import_module("tensorrt")
     except Exception as exc:  # the PyPI stub raises on import without its libs
         return f"TensorRT Python package not importable ({type(exc).__name__}); run on a GPU machine with pip install '.[tensorrt]'"
-    return _cuda_reason() and "TensorRT is installed but no GPU is visible"
+    if not hasattr(trt, "Builder"):
+        # tensorrt-stubs (installed for mypy) provides a bare 'tensorrt' namespace package.
+        return "only TensorRT type stubs are installed, not TensorRT; run on a GPU machine with pip install '.[tensorrt]'"
+    try:  # not via torch: a Jetson runtime install has TensorRT but may have no PyTorch
+        trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:
+        return f"TensorRT is installed but cannot create a builder (no usable GPU?): {exc}"
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,221 @@
+"""Image reading and writing that fails loudly (torch-free: numpy + OpenCV).
+
+Why not plain ``cv2.imread``: it returns ``None`` without saying why, silently returns a
+partial (grey-filled) image for a truncated JPEG or PNG, returns 16-bit, grayscale or BGRA
+arrays depending on the file, and uses BGR order. Every reader here decodes the file's bytes
+with ``cv2.imdecode``, checks the container for truncation first and converts to one
+documented layout, so training, evaluation and the deployment runtime see identical pixels.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rfnet.common.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+#: Suffixes (lower case) that :func:`list_images` treats as images.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+_JPEG_SOS = b"\xff\xda"
+
+
+class ImageReadError(ValueError):
+    """An image or mask file could not be read; the message names the file and the problem."""
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    return data
+
+
+def _check_container(path: Path, data: bytes) -> None:
+    """Detect truncated JPEG / PNG / BMP files, which OpenCV may decode partially without error."""
+    if data.startswith(_JPEG_SOI):
+        # 0xFFD9 cannot occur inside entropy-coded data (0xFF is byte-stuffed there), so a
+        # complete file has an EOI marker after its last start-of-scan. Trailing bytes after
+        # EOI (seen in files from some cameras) are tolerated.
+        sos = data.rfind(_JPEG_SOS)
+        eoi = data.rfind(_JPEG_EOI)
+        if sos < 0 or eoi < sos:
+            raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after the image data)")
+    elif data.startswith(_PNG_SIGNATURE):
+        if data.rfind(b"IEND") < 0:
+            raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
+    elif data.startswith(b"BM") and len(data) >= 6:
+        declared = int.from_bytes(data[2:6], "little")
+        # Some writers store 0 here; only a positive declared size is checked.
+        if declared > 0 and len(data) < declared:
+            raise ImageReadError(
+                f"{path}: truncated BMP ({len(data)} bytes, header declares {declared})"
+            )
+
+
+def _decode(path: str | os.PathLike[str]) -> np.ndarray:
+    p = Path(path)
+    data = _read_bytes(p)
+    _check_container(p, data)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # some codecs raise instead of returning None
+        raise ImageReadError(f"{p}: cannot decode image ({exc})") from exc
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{p}: not a readable image (unknown format or corrupt data)")
+    return img
+
+
+def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    """Scale any integer / float depth to uint8 (16-bit: value / 257, rounded)."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if img.dtype == np.int8:
+        return np.clip(img, 0, None).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        finite = np.nan_to_num(img.astype(np.float64))
+        # Float images are conventionally 0..1; values above 1 are taken as 0..255.
+        scale = 255.0 if finite.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
+    raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Returns:
+        uint8 array [H, W, 3] in RGB order. Grayscale is replicated to 3 channels, 16-bit
+        and float images are scaled to 0..255, RGBA is composited onto black (transparent
+        areas become black, like the outside of a fundus field of view).
+
+    Raises:
+        ImageReadError: missing, empty, truncated, non-image or undecodable file; the message
+        names the file and the problem.
+    """
+    p = Path(path)
+    img = _to_uint8(_decode(p), p)
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.ndim != 3:
+        raise ImageReadError(f"{p}: unexpected image shape {img.shape}")
+    channels = img.shape[2]
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        alpha = img[:, :, 3:4].astype(np.uint16)
+        rgb = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.uint16)
+        return ((rgb * alpha + 127) // 255).astype(np.uint8)
+    raise ImageReadError(f"{p}: unsupported number of channels ({channels})")
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a label / mask image with its raw values.
+
+    Returns:
+        uint8 array [H, W]. 8-bit values are returned unchanged (e.g. REFUGE 0/128/255).
+        A 16-bit mask whose values fit in 0..255 keeps its values; otherwise it is scaled
+        by 1/257. A colour mask whose channels are equal gives that channel; differing
+        channels give the per-pixel maximum (so any non-black colour stays non-zero).
+        An alpha channel is ignored.
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    p = Path(path)
+    img = _decode(p)
+    if img.dtype == np.uint16 and int(img.max(initial=0)) <= 255:
+        img = img.astype(np.uint8)
+    img = _to_uint8(img, p)
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+        elif np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2]):
+            img = img[:, :, 0]
+        else:
+            log.debug("%s: colour mask, using the maximum over channels", p)
+            img = img.max(axis=2)
+    if img.ndim != 2:
+        raise ImageReadError(f"{p}: unexpected mask shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality: int = 95) -> None:
+    """Write an RGB [H,W,3] or grey [H,W] uint8 (or bool) array atomically.
+
+    The format follows the suffix (.png, .bmp, .jpg/.jpeg, .tif/.tiff). The caller decides
+    whether overwriting is allowed (see :func:`rfnet.common.fileio.check_can_write`).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ValueError(f"{p}: unsupported image suffix {p.suffix!r}; use one of {IMAGE_EXTENSIONS}")
+    arr = np.asarray(array)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{p}: write_image expects uint8 or bool, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    elif arr.ndim != 2:
+        raise ValueError(f"{p}: write_image expects [H,W] or [H,W,3], got shape {arr.shape}")
+    params: list[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(arr), params)
+    if not ok:
+        raise ValueError(f"{p}: OpenCV could not encode the image as {suffix}")
+    atomic_write_bytes(p, encoded.tobytes())
+
+
+def _is_image_file(p: Path) -> bool:
+    return (
+        p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not p.name.startswith(".")  # macOS "._x.jpg" resource forks, hidden files
+        and "__MACOSX" not in p.parts
+    )
+
+
+def list_images(source: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Image files named by a folder, a glob pattern or a single file, sorted by path.
+
+    A folder lists its image files (by :data:`IMAGE_EXTENSIONS`, case-insensitive; hidden
+    files and ``__MACOSX`` skipped), recursively when ``recursive``. A glob pattern
+    (containing ``*?[``) lists its matching image files. A file is returned as is.
+
+    Raises:
+        FileNotFoundError: ``source`` is neither an existing path nor a glob pattern.
+    """
+    s = os.fspath(source)
+    p = Path(s)
+    if p.is_dir():
+        it = p.rglob("*") if recursive else p.iterdir()
+        return sorted(q for q in it if _is_image_file(q))
+    if p.is_file():
+        return [p]
+    if any(c in s for c in "*?["):
+        return sorted(Path(q) for q in glob.glob(s, recursive=recursive) if _is_image_file(Path(q)))
+    raise FileNotFoundError(f"{p}: no such file or folder")

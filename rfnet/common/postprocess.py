@@ -1,0 +1,202 @@
+"""Model outputs -> clean disc / cup masks at the original image size (torch-free).
+
+Steps (what glaucoma-screening users expect, field notes section 4):
+1. take the top-scoring detection (outputs are sorted; padded slots have score 0);
+2. map its box from network-input pixels to original pixels through the :class:`Letterbox`;
+3. paste each S x S probability map into the original image at that box, bilinear, as
+   Mask R-CNN does (:func:`paste_mask`);
+4. threshold (``prob > threshold``), keep the largest connected component, fill holes;
+5. ``cup = cup AND disc`` (the cup lies inside the disc by definition);
+6. optionally replace each mask by its least-squares ellipse (``cv2.fitEllipse``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from rfnet.common.preprocess import Letterbox
+
+
+@dataclass
+class Segmentation:
+    """Result for one image, at the original resolution.
+
+    Attributes:
+        disc: bool [H, W], optic disc (cup included).
+        cup: bool [H, W], optic cup, a subset of ``disc``.
+        box: float32 [4], x0, y0, x1, y1 of the detection in original pixels (clipped to
+            the image; zeros when nothing was detected).
+        score: detection score of the disc (0 when nothing was detected).
+        disc_prob, cup_prob: float32 [H, W] pasted probabilities, when requested.
+    """
+
+    disc: np.ndarray
+    cup: np.ndarray
+    box: np.ndarray
+    score: float
+    disc_prob: np.ndarray | None = None
+    cup_prob: np.ndarray | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether a disc was detected and segmented."""
+        return bool(self.score > 0 and self.disc.any())
+
+
+def paste_mask(prob: np.ndarray, box_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Paste an S x S probability map into an ``height x width`` image at ``box_xyxy``.
+
+    The map is taken to cover the box exactly (continuous coordinates, pixel centres at
+    +0.5): image pixel (x, y) with its centre inside the box gets the bilinear sample at
+    ``u = (x + 0.5 - x0) / (x1 - x0) * S - 0.5`` (likewise v), edges clamped. This is the
+    alignment-correct form of Mask R-CNN's "resize the mask to the box and paste it".
+    Pixels outside the box are 0; a degenerate box gives all zeros.
+
+    Args:
+        prob: float [S, S] (any square or rectangular map, values in 0..1).
+        box_xyxy: [4] box in original-image pixels (may extend beyond the image).
+        height, width: original image size.
+    Returns:
+        float32 [height, width].
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    if p.ndim != 2:
+        raise ValueError(f"prob must be 2-D [S,S], got shape {p.shape}")
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box_xyxy, dtype=np.float64).reshape(4))
+    out = np.zeros((height, width), dtype=np.float32)
+    if not (x1 > x0 and y1 > y0) or not np.isfinite([x0, y0, x1, y1]).all():
+        return out
+    # integer pixel range whose centres fall inside [x0, x1) x [y0, y1)
+    c0 = max(0, int(np.ceil(x0 - 0.5)))
+    c1 = min(width, int(np.ceil(x1 - 0.5)))
+    r0 = max(0, int(np.ceil(y0 - 0.5)))
+    r1 = min(height, int(np.ceil(y1 - 0.5)))
+    if c1 <= c0 or r1 <= r0:
+        return out
+    sh, sw = p.shape
+    u = ((np.arange(c0, c1, dtype=np.float64) + 0.5 - x0) / (x1 - x0) * sw - 0.5).astype(np.float32)
+    v = ((np.arange(r0, r1, dtype=np.float64) + 0.5 - y0) / (y1 - y0) * sh - 0.5).astype(np.float32)
+    map_x = np.broadcast_to(u[None, :], (r1 - r0, c1 - c0)).copy()
+    map_y = np.broadcast_to(v[:, None], (r1 - r0, c1 - c0)).copy()
+    out[r0:r1, c0:c1] = cv2.remap(p, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def largest_component(binary: np.ndarray) -> np.ndarray:
+    """Keep the largest 8-connected component of a bool [H, W] mask."""
+    m = np.asarray(binary, dtype=bool)
+    if not m.any():
+        return m.copy()
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return m.copy()
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return np.asarray(labels == best)
+
+
+def fill_holes(binary: np.ndarray) -> np.ndarray:
+    """Fill background regions not connected (4-connectivity) to the image border."""
+    m = np.asarray(binary, dtype=bool)
+    if not m.any():
+        return m.copy()
+    padded = np.pad(~m, 1, constant_values=True).astype(np.uint8)
+    # 4-connected background is the topological dual of the 8-connected foreground
+    _, labels = cv2.connectedComponents(padded, connectivity=4)
+    outside = labels == labels[0, 0]
+    return np.asarray(~outside[1:-1, 1:-1])
+
+
+def clean_mask(binary: np.ndarray) -> np.ndarray:
+    """Largest connected component, then hole filling: bool [H, W] -> bool [H, W]."""
+    return fill_holes(largest_component(binary))
+
+
+def fit_ellipse_mask(mask: np.ndarray) -> np.ndarray:
+    """Replace a mask by the filled ellipse ``cv2.fitEllipse`` fits to its outer contour.
+
+    Pixels whose centres lie inside the fitted ellipse are set. Masks whose contour has
+    fewer than 5 points (cv2.fitEllipse's minimum) are returned unchanged.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return m.copy()
+    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    if len(contour) < 5:
+        return m.copy()
+    (cx, cy), (w, h), angle = cv2.fitEllipse(contour)
+    a, b = w / 2.0, h / 2.0
+    if a <= 0 or b <= 0:
+        return m.copy()
+    t = np.deg2rad(angle)
+    # only the window around the ellipse needs evaluating
+    r = max(a, b)
+    r0, r1 = max(0, int(np.floor(cy - r))), min(m.shape[0], int(np.ceil(cy + r)) + 1)
+    c0, c1 = max(0, int(np.floor(cx - r))), min(m.shape[1], int(np.ceil(cx + r)) + 1)
+    out = np.zeros_like(m)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    ys, xs = np.mgrid[r0:r1, c0:c1]
+    dx, dy = xs - cx, ys - cy
+    # contour points are pixel centres, so test pixel centres (integer coordinates)
+    xr = dx * np.cos(t) + dy * np.sin(t)
+    yr = -dx * np.sin(t) + dy * np.cos(t)
+    out[r0:r1, c0:c1] = (xr / a) ** 2 + (yr / b) ** 2 <= 1.0
+    return out
+
+
+def postprocess(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    masks: np.ndarray,
+    lb: Letterbox,
+    threshold: float = 0.5,
+    ellipse: bool = False,
+    *,
+    keep_prob: bool = False,
+) -> Segmentation:
+    """Turn one image's model outputs into a :class:`Segmentation` at the original size.
+
+    Args:
+        boxes: float [K, 4] xyxy in network-input pixels, sorted by score.
+        scores: float [K]; padded slots are 0.
+        masks: float [K, 2, S, S] probabilities (channel 0 disc, 1 cup).
+        lb: the :class:`Letterbox` of this image.
+        threshold: a pixel is foreground when ``prob > threshold``.
+        ellipse: replace disc and cup by fitted ellipses (cup clipped to the disc again).
+        keep_prob: also return the pasted probability maps.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    masks = np.asarray(masks, dtype=np.float32)
+    k = scores.shape[0]
+    if boxes.shape != (k, 4) or masks.ndim != 4 or masks.shape[:2] != (k, 2):
+        raise ValueError(
+            f"inconsistent outputs: boxes {boxes.shape}, scores {scores.shape}, masks {masks.shape} "
+            "(expected [K,4], [K], [K,2,S,S])"
+        )
+    h, w = lb.orig_h, lb.orig_w
+    empty = np.zeros((h, w), dtype=bool)
+    if k == 0 or float(scores.max()) <= 0.0:
+        zeros = np.zeros((h, w), np.float32) if keep_prob else None
+        return Segmentation(empty, empty.copy(), np.zeros(4, np.float32), 0.0, zeros, None if zeros is None else zeros.copy())
+    i = int(np.argmax(scores))
+    box_orig = lb.boxes_to_original(boxes[i : i + 1].astype(np.float64))[0]
+    disc_prob = paste_mask(masks[i, 0], box_orig, h, w)
+    cup_prob = paste_mask(masks[i, 1], box_orig, h, w)
+    disc = clean_mask(disc_prob > threshold)
+    cup = clean_mask(clean_mask(cup_prob > threshold) & disc)
+    if ellipse:
+        disc = fit_ellipse_mask(disc)
+        cup = clean_mask(fit_ellipse_mask(cup) & disc)
+    clipped = lb.boxes_to_original(boxes[i : i + 1].astype(np.float64), clip=True)[0].astype(np.float32)
+    return Segmentation(
+        disc=disc,
+        cup=cup,
+        box=clipped,
+        score=float(scores[i]),
+        disc_prob=disc_prob if keep_prob else None,
+        cup_prob=cup_prob if keep_prob else None,
+    )

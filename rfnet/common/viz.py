@@ -1,0 +1,136 @@
+"""Overlays of disc / cup contours and training-curve plots (torch-free).
+
+matplotlib is imported lazily (Agg backend) so the deployment runtime, which only draws
+overlays with OpenCV, does not need it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rfnet.common.fileio import atomic_write_bytes
+
+#: RGB contour colours: disc green, cup blue (both stand out on an orange-red fundus).
+DISC_COLOUR: tuple[int, int, int] = (0, 255, 0)
+CUP_COLOUR: tuple[int, int, int] = (0, 128, 255)
+
+
+def _thickness(h: int, w: int) -> int:
+    return max(1, int(round(min(h, w) / 250)))
+
+
+def draw_contours(image: np.ndarray, disc: np.ndarray, cup: np.ndarray, label: str | None = None) -> np.ndarray:
+    """Copy of ``image`` (uint8 [H,W,3] RGB) with the disc and cup outlines drawn, and an
+    optional text label in the top-left corner."""
+    img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).copy())
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"overlay expects an RGB image [H,W,3], got shape {img.shape}")
+    h, w = img.shape[:2]
+    t = _thickness(h, w)
+    for mask, colour in ((disc, DISC_COLOUR), (cup, CUP_COLOUR)):
+        m = np.asarray(mask).astype(np.uint8)
+        if m.shape != (h, w):
+            raise ValueError(f"mask shape {m.shape} does not match the image {h}x{w}")
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(img, contours, -1, colour, t, lineType=cv2.LINE_8)
+    if label:
+        scale = max(0.4, min(h, w) / 600)
+        org = (int(8 * scale), int(28 * scale))
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), t + 2, cv2.LINE_AA)
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), t, cv2.LINE_AA)
+    return img
+
+
+def overlay(
+    image: np.ndarray,
+    disc: np.ndarray,
+    cup: np.ndarray,
+    gt_disc: np.ndarray | None = None,
+    gt_cup: np.ndarray | None = None,
+) -> np.ndarray:
+    """Prediction contours (disc green, cup blue) on the image.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+        disc, cup: bool [H, W] predicted masks.
+        gt_disc, gt_cup: optional bool [H, W] ground truth; when given, the result is the
+            prediction panel beside a ground-truth panel, labelled.
+    Returns:
+        uint8 [H, W, 3], or [H, 2W, 3] with the ground truth.
+    """
+    if (gt_disc is None) != (gt_cup is None):
+        raise ValueError("give both gt_disc and gt_cup, or neither")
+    if gt_disc is None or gt_cup is None:
+        return draw_contours(image, disc, cup)
+    left = draw_contours(image, disc, cup, "prediction")
+    right = draw_contours(image, gt_disc, gt_cup, "ground truth")
+    return np.concatenate([left, right], axis=1)
+
+
+def _read_metrics_csv(path: Path) -> tuple[list[float], dict[str, list[float]]]:
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read metrics CSV ({exc.strerror or exc})") from exc
+    if "epoch" not in fields:
+        raise ValueError(f"{path}: metrics CSV has no 'epoch' column (columns: {fields})")
+    if not rows:
+        raise ValueError(f"{path}: metrics CSV has no rows")
+
+    def num(v: str | None) -> float:
+        try:
+            return float(v) if v not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    epochs = [num(r.get("epoch")) for r in rows]
+    series = {c: [num(r.get(c)) for r in rows] for c in fields if c != "epoch"}
+    # keep columns with at least one number (drop text columns such as timestamps)
+    series = {c: v for c, v in series.items() if any(not math.isnan(x) for x in v)}
+    return epochs, series
+
+
+def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> None:
+    """Plot every numeric column of a metrics CSV against its ``epoch`` column.
+
+    Columns whose name contains "loss" go in the left panel, all others (Dice, IoU, lr,
+    ...) in the right panel. The figure is written atomically to ``png_path`` (format
+    from its suffix). Raises ``ValueError`` naming the file for a missing ``epoch``
+    column or an empty CSV.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    csv_p, out_p = Path(csv_path), Path(png_path)
+    epochs, series = _read_metrics_csv(csv_p)
+    losses = {k: v for k, v in series.items() if "loss" in k.lower()}
+    others = {k: v for k, v in series.items() if k not in losses}
+    panels = [(title, d) for title, d in (("losses", losses), ("metrics", others)) if d]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4), squeeze=False)
+    try:
+        for ax, (title, data) in zip(axes[0], panels):
+            for name, vals in data.items():
+                ax.plot(epochs, vals, marker="o" if len(epochs) < 30 else None, markersize=3, label=name)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+        if not panels:
+            axes[0][0].set_title("no numeric columns")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=(out_p.suffix.lstrip(".").lower() or "png"), dpi=100)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(out_p, buf.getvalue())

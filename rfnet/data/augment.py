@@ -1,0 +1,84 @@
+"""Paper augmentation: random horizontal / vertical flips and rotations by 0/90/180/270
+degrees, applied identically to the image, its masks and its boxes (numpy, torch-free).
+
+These are exact pixel permutations (no interpolation), so the transformed box of a mask is
+exactly the box of the transformed mask. Boxes are xyxy in pixel-edge coordinates
+(``x1 = last column + 1``), the convention of :func:`rfnet.data.sample.box_from_mask`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rfnet.data.sample import Sample
+
+
+@dataclass(frozen=True)
+class FlipRotate:
+    """Horizontal flip, then vertical flip, then ``k`` quarter turns counter-clockwise
+    (``np.rot90`` convention: looking at the displayed image)."""
+
+    hflip: bool = False
+    vflip: bool = False
+    k: int = 0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, p_flip: float = 0.5, rotate: bool = True) -> "FlipRotate":
+        """Each flip with probability ``p_flip``; rotation uniform over 0/90/180/270 if ``rotate``."""
+        return cls(
+            hflip=bool(rng.random() < p_flip),
+            vflip=bool(rng.random() < p_flip),
+            k=int(rng.integers(0, 4)) if rotate else 0,
+        )
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.hflip and not self.vflip and self.k % 4 == 0
+
+    def apply_array(self, arr: np.ndarray) -> np.ndarray:
+        """Transform an [H, W] or [H, W, C] array (returns a contiguous copy)."""
+        out = arr
+        if self.hflip:
+            out = out[:, ::-1]
+        if self.vflip:
+            out = out[::-1]
+        if self.k % 4:
+            out = np.rot90(out, self.k % 4, axes=(0, 1))
+        return np.ascontiguousarray(out)
+
+    def apply_boxes(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Transform boxes [N, 4] xyxy of an ``height x width`` image; same dtype out."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        h, w = float(height), float(width)
+        if self.hflip:
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        if self.vflip:
+            b[:, [1, 3]] = h - b[:, [3, 1]]
+        for _ in range(self.k % 4):
+            # one counter-clockwise quarter turn of a w x h image: (x, y) -> (y, w - x),
+            # and the image becomes h wide and w tall
+            x0, y0, x1, y1 = b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy()
+            b[:, 0], b[:, 1], b[:, 2], b[:, 3] = y0, w - x1, y1, w - x0
+            h, w = w, h
+        return b.astype(np.asarray(boxes).dtype if np.issubdtype(np.asarray(boxes).dtype, np.floating) else np.float32)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        return (width, height) if self.k % 2 else (height, width)
+
+
+def augment_arrays(
+    op: FlipRotate, image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Apply ``op`` to image [H,W,C], each mask [H,W] and boxes [N,4]."""
+    h, w = image.shape[:2]
+    return op.apply_array(image), [op.apply_array(m) for m in masks], op.apply_boxes(boxes, h, w)
+
+
+def augment_sample(sample: Sample, rng: np.random.Generator) -> Sample:
+    """A randomly flipped / rotated copy of ``sample`` (meta gains ``augment``)."""
+    op = FlipRotate.random(rng)
+    image, (disc, cup), box = augment_arrays(op, sample.image, [sample.disc, sample.cup], sample.box[None])
+    meta = dict(sample.meta)
+    meta["augment"] = op
+    return Sample(image=image, disc=disc, cup=cup, box=box[0], meta=meta)

@@ -1,0 +1,129 @@
+"""PyTorch Dataset over any loader, producing the training targets of docs/design.md.
+
+Per item: the sample is letterboxed to ``input.size`` with :mod:`rfnet.common.preprocess`
+(the very code the deployment runtime uses), augmented when training (flips and 90-degree
+rotations, paper section 4.2) and normalised::
+
+    image   float32 [3, S, S]  (x - mean) / std, zero (black) padding before normalisation
+    target  {"boxes": float32 [1, 4] xyxy in network-input pixels,
+             "labels": int64 [1] = 1 (disc),
+             "masks": float32 [1, 2, S, S] (disc incl. cup, cup) at network-input resolution}
+    meta    the sample's meta + "letterbox" (Letterbox) + "index" + "augment" (FlipRotate)
+
+A bad item (unreadable file, empty disc, ...) yields ``None``; :func:`collate_fn` drops
+``None`` items and reports how many it dropped in ``Batch.skipped``, so the trainer can
+count them across worker processes and report the total; with ``strict=True`` the error
+is raised instead.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from rfnet.common.preprocess import letterbox, letterbox_mask, normalize
+from rfnet.config import InputConfig, ModelConfig
+from rfnet.data.augment import FlipRotate
+from rfnet.data.base import FundusDataset
+from rfnet.data.sample import SampleError
+
+log = logging.getLogger(__name__)
+
+Item = tuple[Tensor, dict[str, Tensor], dict[str, Any]]
+
+
+class Batch(NamedTuple):
+    """A collated batch: images float32 [B,3,S,S] (B may be 0), B target dicts, B metas,
+    and the number of bad items dropped from this batch."""
+
+    images: Tensor
+    targets: list[dict[str, Tensor]]
+    metas: list[dict[str, Any]]
+    skipped: int
+
+
+class FundusTorchDataset(Dataset[Item | None]):
+    """Wrap a :class:`~rfnet.data.base.FundusDataset` for ``torch.utils.data.DataLoader``.
+
+    Args:
+        loader: any dataset from :func:`rfnet.data.load_dataset`.
+        cfg: a :class:`ModelConfig` or its :class:`InputConfig` (size, mean, std).
+        train: training mode (augmentation on unless ``augment`` says otherwise).
+        augment: override; defaults to ``train`` (and ``cfg.train.augment`` for a ModelConfig).
+        strict: raise on a bad item instead of returning ``None``.
+
+    Augmentation randomness comes from torch's generator, so ``torch.manual_seed`` makes a
+    run reproducible and DataLoader workers draw different transforms.
+    """
+
+    def __init__(
+        self,
+        loader: FundusDataset,
+        cfg: ModelConfig | InputConfig,
+        *,
+        train: bool = False,
+        augment: bool | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.loader = loader
+        self.input_cfg = cfg.input if isinstance(cfg, ModelConfig) else cfg
+        default_aug = train and (cfg.train.augment if isinstance(cfg, ModelConfig) else True)
+        self.augment = default_aug if augment is None else augment
+        self.train = train
+        self.strict = strict
+        #: items skipped in *this* process (DataLoader workers keep their own; use Batch.skipped)
+        self.skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getitem__(self, index: int) -> Item | None:
+        try:
+            sample = self.loader[index]
+        except SampleError as exc:
+            if self.strict:
+                raise
+            self.skipped[exc.name] = exc.problem
+            return None
+        size = self.input_cfg.size
+        image, lb = letterbox(sample.image, size)
+        disc = letterbox_mask(sample.disc, lb)
+        cup = letterbox_mask(sample.cup, lb)
+        box = lb.boxes_to_input(sample.box[None].astype(np.float64))
+        op = FlipRotate()
+        if self.augment:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            op = FlipRotate.random(np.random.default_rng(seed))
+            if not op.is_identity:
+                image, disc, cup = op.apply_array(image), op.apply_array(disc), op.apply_array(cup)
+                box = op.apply_boxes(box, size, size)
+        x = normalize(image, self.input_cfg.mean, self.input_cfg.std)
+        target = {
+            "boxes": torch.from_numpy(box.astype(np.float32)).reshape(1, 4),
+            "labels": torch.ones(1, dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack([disc, cup]).astype(np.float32)).unsqueeze(0),
+        }
+        meta = dict(sample.meta)
+        meta.update({"letterbox": lb, "index": int(index), "augment": op})
+        return torch.from_numpy(x), target, meta
+
+    def collate(self, batch: list[Item | None]) -> Batch:
+        """:func:`collate_fn` that knows the input size (for all-bad batches)."""
+        return collate_fn(batch, self.input_cfg.size)
+
+
+def collate_fn(batch: list[Item | None], size: int = 0) -> Batch:
+    """Stack good items, drop ``None`` (bad) ones and count them.
+
+    Returns a :class:`Batch`; when every item was bad, ``images`` has shape [0, 3, size, size].
+    """
+    good = [b for b in batch if b is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return Batch(torch.zeros((0, 3, size, size), dtype=torch.float32), [], [], skipped)
+    images = torch.stack([b[0] for b in good])
+    return Batch(images, [b[1] for b in good], [b[2] for b in good], skipped)

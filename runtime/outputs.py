@@ -1,0 +1,179 @@
+"""Everything the runtime writes, atomically, and never over existing results without --overwrite.
+
+Layout of the output folder::
+
+    masks/<name>_disc.png, masks/<name>_cup.png   uint8 0/255 at the original size
+    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background
+    overlay/<name>.png                            contours (disc green, cup blue) on the image
+    results.csv                                   one row per processed image
+    summary.json                                  run settings, timings, failures
+
+Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an
+interrupted run never leaves a half-written image or table behind.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
+from rfnet.common.imageio import write_image
+from rfnet.common.metrics import to_refuge_seg
+from rfnet.common.viz import overlay
+from runtime.pipeline import ImageResult
+
+SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
+RESULTS_CSV = "results.csv"
+SUMMARY_JSON = "summary.json"
+
+#: results.csv columns. vcdr is REFUGE's (max column count ratio), vcdr_extent the
+#: row-extent ratio; the disc box is in original pixels; latency_ms is the backend time of
+#: the image's batch divided by the images in it.
+CSV_COLUMNS = (
+    "name",
+    "file",
+    "vcdr",
+    "vcdr_extent",
+    "hcdr",
+    "area_cdr",
+    "disc_x0",
+    "disc_y0",
+    "disc_x1",
+    "disc_y1",
+    "score",
+    "disc_found",
+    "latency_ms",
+)
+
+
+def parse_save(text: str) -> frozenset[str]:
+    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (ValueError on unknown)."""
+    items = {s.strip().lower() for s in text.split(",") if s.strip()}
+    if items == {"all"}:
+        return frozenset(SAVE_CHOICES)
+    unknown = sorted(items - set(SAVE_CHOICES))
+    if unknown or not items:
+        raise ValueError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
+    return frozenset(items)
+
+
+def prepare_output_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: the folder has files in it and ``overwrite`` is false (nothing is touched).
+        NotADirectoryError: ``out_dir`` is a file.
+    """
+    p = Path(out_dir)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{p}: output path exists and is not a folder")
+    if p.is_dir():
+        entries = sorted(e.name for e in p.iterdir())
+        if entries and not overwrite:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise OutputExistsError(
+                f"{p}: output folder is not empty ({len(entries)} entries: {shown}); "
+                f"pass --overwrite to write into it (existing files with the same names are replaced)"
+            )
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A unique, filesystem-safe output name per input (the stem, disambiguated when needed).
+
+    ``a/x.png`` and ``b/x.png`` (or ``x.png`` and ``x.jpg``) would collide on the stem; those
+    get the parent folder and the extension added (``a_x_png``), then a counter if needed.
+    """
+    def safe(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._") or "image"
+
+    stems = Counter(safe(Path(p).stem) for p in paths)
+    names: list[str] = []
+    used: set[str] = set()
+    for p in paths:
+        p = Path(p)
+        name = safe(p.stem)
+        if stems[name] > 1:
+            name = safe(f"{p.parent.name}_{p.stem}_{p.suffix.lstrip('.')}")
+        base, k = name, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+class OutputWriter:
+    """Writes per-image files as results arrive and the tables at the end."""
+
+    def __init__(self, out_dir: Path, save: Iterable[str]) -> None:
+        self.out_dir = Path(out_dir)
+        self.save = frozenset(save)
+        self.rows: list[tuple[int, dict[str, Any]]] = []
+
+    def write(self, name: str, result: ImageResult) -> list[Path]:
+        """Write the per-image files selected by ``save`` and record the CSV row."""
+        seg = result.segmentation
+        written: list[Path] = []
+        if "masks" in self.save:
+            for kind, mask in (("disc", seg.disc), ("cup", seg.cup)):
+                path = self.out_dir / "masks" / f"{name}_{kind}.png"
+                write_image(path, np.where(mask, 255, 0).astype(np.uint8))
+                written.append(path)
+        if "refuge" in self.save:
+            path = self.out_dir / "refuge" / f"{name}.bmp"
+            write_image(path, to_refuge_seg(seg.disc, seg.cup))
+            written.append(path)
+        if "overlay" in self.save:
+            path = self.out_dir / "overlay" / f"{name}.png"
+            write_image(path, overlay(result.image, seg.disc, seg.cup))
+            written.append(path)
+        box = [float(v) for v in np.asarray(seg.box, dtype=np.float64).reshape(4)]
+        row = {
+            "name": name,
+            "file": str(result.path),
+            "vcdr": _f(result.cdr["vcdr"]),
+            "vcdr_extent": _f(result.cdr["vcdr_extent"]),
+            "hcdr": _f(result.cdr["hcdr"]),
+            "area_cdr": _f(result.cdr["area_cdr"]),
+            "disc_x0": f"{box[0]:.2f}",
+            "disc_y0": f"{box[1]:.2f}",
+            "disc_x1": f"{box[2]:.2f}",
+            "disc_y1": f"{box[3]:.2f}",
+            "score": _f(seg.score),
+            "disc_found": int(seg.found),
+            "latency_ms": f"{result.latency_ms:.3f}",
+        }
+        self.rows.append((result.index, row))
+        return written
+
+    def write_csv(self) -> Path | None:
+        """results.csv sorted by input order (None when "csv" is not in ``save``)."""
+        if "csv" not in self.save:
+            return None
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for _, row in sorted(self.rows, key=lambda r: r[0]):
+            w.writerow(row)
+        path = self.out_dir / RESULTS_CSV
+        atomic_write_text(path, buf.getvalue())
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.out_dir / SUMMARY_JSON
+        atomic_write_json(path, summary)
+        return path
+
+
+def _f(v: float) -> str:
+    return f"{float(v):.6f}"

@@ -1,0 +1,142 @@
+"""Image reading: every depth/channel layout becomes uint8 RGB; bad files name the file and problem."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rfnet.common.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, read_mask, write_image
+
+
+def _rgb(h: int = 20, w: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_png_rgb_round_trip_keeps_channel_order(tmp_path: Path) -> None:
+    img = _rgb()
+    img[0, 0] = (255, 0, 0)  # pure red must stay red (not BGR)
+    write_image(tmp_path / "a.png", img)
+    out = read_image(tmp_path / "a.png")
+    assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
+    np.testing.assert_array_equal(out, img)
+    assert tuple(out[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("suffix", [".bmp", ".jpg", ".tif"])
+def test_other_formats(tmp_path: Path, suffix: str) -> None:
+    img = np.full((16, 24, 3), (200, 100, 50), np.uint8)
+    write_image(tmp_path / f"a{suffix}", img)
+    out = read_image(tmp_path / f"a{suffix}")
+    assert out.shape == img.shape
+    assert np.abs(out.astype(int) - img).max() <= 3  # JPEG is lossy
+
+
+def test_grayscale_is_replicated(tmp_path: Path) -> None:
+    grey = np.arange(200, dtype=np.uint8).reshape(10, 20)
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (10, 20, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], grey)
+
+
+def test_16bit_is_scaled(tmp_path: Path) -> None:
+    img16 = np.zeros((4, 5, 3), np.uint16)
+    img16[..., 2] = 65535  # BGR order on disk: channel 2 is red
+    img16[..., 1] = 257 * 100
+    cv2.imwrite(str(tmp_path / "d.png"), img16)
+    out = read_image(tmp_path / "d.png")
+    assert out.dtype == np.uint8
+    assert tuple(out[0, 0]) == (255, 100, 0)
+
+
+def test_16bit_grey_mask_keeps_small_values(tmp_path: Path) -> None:
+    m = np.array([[0, 128, 255]], np.uint16)
+    cv2.imwrite(str(tmp_path / "m.png"), m)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), np.array([[0, 128, 255]], np.uint8))
+
+
+def test_rgba_is_composited_on_black(tmp_path: Path) -> None:
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., :3] = (10, 20, 200)  # B, G, R
+    bgra[0, 0, 3] = 255
+    bgra[0, 1, 3] = 0
+    bgra[1, :, 3] = 128
+    cv2.imwrite(str(tmp_path / "r.png"), bgra)
+    out = read_image(tmp_path / "r.png")
+    assert out.shape == (2, 2, 3)
+    assert tuple(out[0, 0]) == (200, 20, 10)
+    assert tuple(out[0, 1]) == (0, 0, 0)
+    assert tuple(out[1, 0]) == (100, 10, 5)
+
+
+def test_read_mask_raw_values_and_colour(tmp_path: Path) -> None:
+    m = np.array([[0, 128], [255, 128]], np.uint8)
+    write_image(tmp_path / "m.bmp", m)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.bmp"), m)
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    write_image(tmp_path / "c.png", colour)
+    np.testing.assert_array_equal(read_mask(tmp_path / "c.png"), [[255, 0], [0, 0]])
+
+
+def test_missing_empty_dir_nonimage(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match=r"nope\.png: no such file"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty\.jpg: file is empty"):
+        read_image(tmp_path / "empty.jpg")
+    with pytest.raises(ImageReadError, match="is a directory"):
+        read_image(tmp_path)
+    (tmp_path / "notes.png").write_text("this is not an image")
+    with pytest.raises(ImageReadError, match=r"notes\.png: not a readable image"):
+        read_image(tmp_path / "notes.png")
+    assert issubclass(ImageReadError, ValueError)
+
+
+@pytest.mark.parametrize("suffix,match", [(".jpg", "truncated JPEG"), (".png", "truncated PNG"), (".bmp", "truncated BMP")])
+def test_truncated_files(tmp_path: Path, suffix: str, match: str) -> None:
+    img = _rgb(64, 64)
+    full = tmp_path / f"full{suffix}"
+    write_image(full, img)
+    data = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageReadError, match=match) as info:
+        read_image(cut)
+    assert str(cut) in str(info.value)
+    with pytest.raises(ImageReadError, match=match):
+        read_mask(cut)
+
+
+def test_jpeg_with_trailing_bytes_is_accepted(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.jpg", _rgb())
+    (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes() + b"\x00" * 16)
+    assert read_image(tmp_path / "b.jpg").shape == (20, 30, 3)
+
+
+def test_write_image_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unsupported image suffix"):
+        write_image(tmp_path / "a.gif", _rgb())
+    with pytest.raises(ValueError, match="uint8"):
+        write_image(tmp_path / "a.png", _rgb().astype(np.float32))
+    write_image(tmp_path / "b.png", np.eye(3, dtype=bool))
+    np.testing.assert_array_equal(read_mask(tmp_path / "b.png"), np.eye(3, dtype=np.uint8) * 255)
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writer left no temporaries
+
+
+def test_list_images(tmp_path: Path) -> None:
+    for name in ["b.png", "a.JPG", "c.txt", ".hidden.png"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.bmp").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.JPG", "b.png", "d.bmp"]
+    assert [p.name for p in list_images(str(tmp_path / "*.png"))] == ["b.png"]
+    assert list_images(tmp_path / "b.png") == [tmp_path / "b.png"]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        list_images(tmp_path / "missing")
+    assert ".jpg" in IMAGE_EXTENSIONS
