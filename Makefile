@@ -23,9 +23,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
-	$(PY) -m mypy --config-file mypy.ini
+	$(MAKE) --no-print-directory typecheck
 
+# mypy against the TensorRT 10.x stubs; export.trt_typing_stubs repairs the published stubs into build/typings
+# (as published they lack py.typed and do not parse, so mypy would silently treat tensorrt as Any).
 typecheck: install
+	$(PY) -m export.trt_typing_stubs
 	$(PY) -m mypy --config-file mypy.ini
 
 clean:

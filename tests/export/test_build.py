@@ -1,0 +1,240 @@
+"""export/build.py without TensorRT: --help and the no-TensorRT exit with torch blocked, argument handling."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from export import build
+from export import build_plan as bp
+
+_spec = importlib.util.spec_from_file_location("trt_onnx_fixture", Path(__file__).with_name("_trt_onnx_fixture.py"))
+assert _spec is not None and _spec.loader is not None
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = REPO / "engines" / "targets"
+
+# Runs export/build.py as `python export/build.py` would, with torch and tensorrt unimportable,
+# and reports every attempt to import torch (even one a try/except would hide).
+_BLOCKED_RUN = textwrap.dedent(
+    """
+    import atexit, importlib.abc, runpy, sys
+    attempts = []
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            root = name.split(".")[0]
+            if root in ("torch", "torchvision", "tensorrt"):
+                if root != "tensorrt":
+                    attempts.append(name)
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+    sys.meta_path.insert(0, Block())
+    atexit.register(lambda: print("TORCH_IMPORT_ATTEMPTS=" + ",".join(attempts), file=sys.stderr))
+    sys.argv = ["export/build.py"] + sys.argv[1:]
+    runpy.run_path("export/build.py", run_name="__main__")
+    """
+)
+
+
+def _run_blocked(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_runs_with_torch_absent() -> None:
+    res = _run_blocked("--help")
+    assert res.returncode == 0, res.stderr
+    assert "--precision {fp32,fp16,int8}" in res.stdout and "--dla-core" in res.stdout
+    assert "TORCH_IMPORT_ATTEMPTS=\n" in res.stderr or res.stderr.rstrip().endswith("TORCH_IMPORT_ATTEMPTS=")
+
+
+def test_without_tensorrt_exits_2_with_install_command(tmp_path: Path) -> None:
+    onnx_path = fx.write_model(tmp_path / "m.onnx")
+    out = tmp_path / "engines" / "x.engine"
+    res = _run_blocked("--onnx", str(onnx_path), "--precision", "fp16", "--output", str(out),
+                       "--target", str(TARGETS / "datacenter-fp16.toml"))
+    assert res.returncode == 2, res.stderr
+    assert 'pip install ".[tensorrt]"' in res.stderr and "NVIDIA GPU" in res.stderr
+    assert "No engine was built" in res.stderr
+    assert "trtexec --onnx=" in res.stderr and "--optShapes=image:8x3x64x64" in res.stderr
+    assert "engine:" not in res.stdout and "manifest:" not in res.stdout
+    assert not out.exists() and not out.parent.exists()
+    assert res.stderr.rstrip().endswith("TORCH_IMPORT_ATTEMPTS=")
+
+
+def test_bad_onnx_is_reported_before_tensorrt(tmp_path: Path) -> None:
+    res = _run_blocked("--onnx", str(tmp_path / "missing.onnx"), "--precision", "fp16", "--output",
+                       str(tmp_path / "x.engine"))
+    assert res.returncode == 1 and "missing.onnx: no such ONNX file" in res.stderr
+
+
+def _args(tmp_path: Path, *extra: str, onnx_kwargs: dict | None = None) -> tuple[object, object]:
+    onnx_path = fx.write_model(tmp_path / "model.onnx", **(onnx_kwargs or {}))
+    args = build.build_parser().parse_args(["--onnx", str(onnx_path), "--output", str(tmp_path / "x.engine"), *extra])
+    return args, build.analyse_onnx(onnx_path)
+
+
+def _plan(tmp_path: Path, *extra: str, target: str | None = None, onnx_kwargs: dict | None = None) -> bp.BuildPlan:
+    from export.targets import load_target
+
+    args, facts = _args(tmp_path, *extra, onnx_kwargs=onnx_kwargs)
+    return build.make_plan(args, load_target(TARGETS / target) if target else None, facts)  # type: ignore[arg-type]
+
+
+def test_shapes_from_batch_preset_and_explicit(tmp_path: Path) -> None:
+    p = _plan(tmp_path)
+    assert p.min_shape == p.opt_shape == p.max_shape == (1, 3, 64, 64) and p.precision == "fp16"
+    p = _plan(tmp_path, "--batch", "4")
+    assert p.max_shape == (4, 3, 64, 64) and not p.dynamic
+    p = _plan(tmp_path, target="datacenter-fp16.toml")
+    assert (p.min_shape[0], p.opt_shape[0], p.max_shape[0]) == (1, 8, 8)
+    assert p.workspace_bytes == 4 << 30
+    p = _plan(tmp_path, "--batch", "2", "--workspace-gb", "0.5", target="datacenter-fp16.toml")  # CLI wins
+    assert p.max_shape[0] == 2 and p.workspace_bytes == 1 << 29
+    p = _plan(tmp_path, "--min", "1x3x64x64", "--opt", "image:2x3x64x64", "--max", "4x3x64x64")
+    assert (p.opt_shape, p.max_shape) == ((2, 3, 64, 64), (4, 3, 64, 64)) and p.dynamic
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (("--min", "1x3x64x64"), "--min, --opt and --max must be given together"),
+        (("--min", "1x3x64x64", "--opt", "1x3x32x32", "--max", "1x3x64x64"), "fixes it to 64"),
+        (("--min", "2x3x64x64", "--opt", "1x3x64x64", "--max", "4x3x64x64"), "min <= opt <= max"),
+        (("--min", "1x3x64", "--opt", "1x3x64", "--max", "1x3x64"), "has rank 3"),
+        (("--min", "foo:1x3x64x64", "--opt", "1x3x64x64", "--max", "1x3x64x64"), "names input 'foo'"),
+        (("--batch", "0"), "--batch must be >= 1"),
+        (("--precision", "fp32", "--dla-core", "0"), "DLA runs only FP16 or INT8"),
+        (("--min", "1x3x64x64", "--opt", "1x3x64x64", "--max", "2x3x64x64", "--dla-core", "0"), "static shapes"),
+        (("--precision", "int8",), "needs calibration"),
+        (("--workspace-gb", "0"), "--workspace-gb"),
+    ],
+)
+def test_plan_errors(tmp_path: Path, extra: tuple[str, ...], needle: str) -> None:
+    with pytest.raises(bp.PlanError) as ei:
+        _plan(tmp_path, *extra)
+    assert needle in str(ei.value)
+
+
+def test_static_onnx_batch_is_enforced(tmp_path: Path) -> None:
+    with pytest.raises(bp.PlanError, match="dimension 0 is 4"):
+        _plan(tmp_path, "--batch", "4", onnx_kwargs={"batch_dim": 1})
+
+
+def test_precision_vs_graph(tmp_path: Path) -> None:
+    with pytest.raises(bp.PlanError, match="quantized"):
+        _plan(tmp_path, "--precision", "fp16", onnx_kwargs={"qdq": True})
+    p = _plan(tmp_path, "--precision", "int8", onnx_kwargs={"qdq": True})  # Q/DQ: no calibration needed
+    assert not p.implicit_int8 and p.calib_set is None and p.calib_cache is None
+    with pytest.raises(bp.PlanError, match="FP32 ONNX"):
+        _plan(tmp_path, "--precision", "fp32", onnx_kwargs={"fp16": True})
+
+
+def test_int8_calibration_options(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(cal / f"{i}.png"), np.full((50, 70, 3), 40 * i, np.uint8))
+    from export.calibration import CalibrationDataError
+
+    with pytest.raises(CalibrationDataError, match="fewer than one calibration batch of 8"):  # preset calib_batch
+        _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), target="datacenter-int8.toml")
+    p = _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "2")
+    assert p.implicit_int8 and p.calib_set is not None and p.calib_set.num_batches == 2 and p.calib_set.shape == (2, 3, 64, 64)
+    assert p.calib_cache == tmp_path / "x.calib.cache"
+    p.calib_cache.write_bytes(b"cache")
+    with pytest.raises(bp.PlanError, match="calibration cache exists; pass --overwrite"):
+        _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "2")
+    p = _plan(tmp_path, "--precision", "int8")  # reuse the existing cache
+    assert p.calib_set is None and p.calib_cache == tmp_path / "x.calib.cache"
+
+
+def test_trtexec_commands(tmp_path: Path) -> None:
+    p = _plan(tmp_path, target="datacenter-fp16.toml")
+    cmd = bp.trtexec_command(p, strongly_typed=False)
+    assert cmd.startswith(f"trtexec --onnx={tmp_path / 'model.onnx'} --saveEngine={tmp_path / 'x.engine'} --fp16 ")
+    assert "--minShapes=image:1x3x64x64 --optShapes=image:8x3x64x64 --maxShapes=image:8x3x64x64" in cmd
+    assert "--memPoolSize=workspace:4096" in cmd
+    strong = bp.trtexec_command(p, strongly_typed=True)
+    assert "--stronglyTyped" in strong and "--fp16" not in strong
+    p = _plan(tmp_path, "--timing-cache", "t.timing", target="jetson-agx-orin-int8-dla.toml",
+              onnx_kwargs={"qdq": True})
+    cmd = bp.trtexec_command(p, strongly_typed=False)
+    assert "--int8 --fp16" in cmd and "--useDLACore=0 --allowGPUFallback" in cmd
+    assert "--timingCacheFile=t.timing" in cmd and "--calib" not in cmd
+    (tmp_path / "x.calib.cache").write_bytes(b"c")
+    p = _plan(tmp_path, "--precision", "int8")
+    assert f"--calib={tmp_path / 'x.calib.cache'}" in bp.trtexec_command(p, strongly_typed=False)
+
+
+def test_strong_typing_picks_the_fp16_sibling(tmp_path: Path) -> None:
+    p = _plan(tmp_path, "--precision", "fp16")
+    _, facts = _args(tmp_path)
+    with pytest.raises(bp.PlanError, match="export/fp16.py"):
+        build._pick_for_strong_typing(p, facts)  # type: ignore[arg-type]
+    fx.write_model(tmp_path / "model_fp16.onnx", fp16=True)
+    picked = build._pick_for_strong_typing(p, facts)  # type: ignore[arg-type]
+    assert picked.path == tmp_path / "model_fp16.onnx" and picked.graph.is_fp16
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_path = fx.write_model(tmp_path / "m.onnx")
+    (tmp_path / "x.engine").write_bytes(b"old")
+    rc = build.main(["--onnx", str(onnx_path), "--output", str(tmp_path / "x.engine")])
+    assert rc == 1 and "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x.engine").read_bytes() == b"old"
+
+
+def test_main_writes_engine_and_manifest_with_a_stand_in_builder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The writing path (atomic engine, manifest fields, printed trtexec) with TensorRT faked out."""
+    from export import cuda_device, trt_builder
+    from export.graph_checks import PluginCheckResult
+    from runtime.manifest import check_compatible, check_engine_file, load_manifest
+
+    onnx_path = fx.write_model(tmp_path / "m.onnx")
+    fake_caps = trt_builder.Capabilities("10.3.0", False, True, True)
+    monkeypatch.setattr(trt_builder, "import_tensorrt", lambda: object())
+    monkeypatch.setattr(trt_builder, "capabilities", lambda mod: fake_caps)
+    monkeypatch.setattr(cuda_device, "gpu_info", lambda device=0: cuda_device.GpuInfo("Orin", "8.7", "test"))
+
+    def fake_build(plan: bp.BuildPlan) -> trt_builder.BuildResult:
+        assert plan.roialign_nodes == ["/roi_heads/pool/RoiAlign_p2", "/roi_heads/pool/RoiAlign_p3"]
+        return trt_builder.BuildResult(
+            engine=memoryview(b"not-a-real-engine"), tensorrt_version="10.3.0", strongly_typed=False,
+            inputs=[{"name": "image", "shape": [-1, 3, 64, 64], "dtype": "float32"}],
+            outputs=[{"name": "pooled", "shape": [3, 4, 7, 7], "dtype": "float32"}],
+            builder_flags=["FP16"], network_flags=[],
+            plugin_check=PluginCheckResult(matched={n: n for n in plan.roialign_nodes}),
+            build_time_s=1.5, layer_placement=None,
+        )
+
+    monkeypatch.setattr(trt_builder, "build_engine", fake_build)
+    engine = tmp_path / "engines" / "orin.engine"
+    rc = build.main(["--onnx", str(onnx_path), "--output", str(engine),
+                     "--target", str(TARGETS / "jetson-orin-nano.toml")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert engine.read_bytes() == b"not-a-real-engine"
+    m = load_manifest(engine)
+    check_engine_file(engine, m)
+    check_compatible(m, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    assert m["precision"] == "fp16" and m["build_flags"]["workspace_bytes"] == 1 << 30
+    assert m["profiles"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [1, 3, 64, 64]}}
+    assert (m["preset"], m["input_size"], m["mask_size"], m["top_k"]) == ("light", 64, 56, 10)
+    assert m["onnx_sha256"] and m["calibration"] is None and m["dla_core"] is None
+    assert "build_flags" in m and m["build_flags"]["trtexec"].startswith("trtexec ")
+    assert "RoiAlign -> ROIAlign_TRT: 2/2 nodes" in out and "equivalent trtexec command" in out
+    assert json.loads((tmp_path / "engines" / "orin.engine.json").read_text())["engine_file"] == "orin.engine"
+    assert sorted(p.name for p in engine.parent.iterdir()) == ["orin.engine", "orin.engine.json"]  # no temp files
