@@ -1,0 +1,147 @@
+"""Box utilities shared by the RPN and the RoI heads: delta coding, matching, sampling.
+
+Everything on the inference path here is written with tensor ops only (no ``.item()``, no
+data-dependent Python branches) so that it traces into a static ONNX graph. The matching and
+sampling helpers are training-only and may use data-dependent shapes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, box_iou, nms
+
+from rfnet.model.tracing import is_exporting
+
+#: Largest log-scale of a width/height delta (as in Detectron): exp(4.135) = 62.5x.
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+class BoxCoder:
+    """Faster R-CNN box parameterisation (dx, dy, dw, dh) scaled by ``weights``."""
+
+    def __init__(self, weights: tuple[float, float, float, float]) -> None:
+        self.weights = tuple(float(w) for w in weights)
+
+    def encode(self, gt: Tensor, ref: Tensor) -> Tensor:
+        """Deltas that turn ``ref`` [N,4] xyxy into ``gt`` [N,4] xyxy -> [N,4]."""
+        wx, wy, ww, wh = self.weights
+        rw = ref[:, 2] - ref[:, 0]
+        rh = ref[:, 3] - ref[:, 1]
+        rx = ref[:, 0] + 0.5 * rw
+        ry = ref[:, 1] + 0.5 * rh
+        gw = gt[:, 2] - gt[:, 0]
+        gh = gt[:, 3] - gt[:, 1]
+        gx = gt[:, 0] + 0.5 * gw
+        gy = gt[:, 1] + 0.5 * gh
+        return torch.stack(
+            (wx * (gx - rx) / rw, wy * (gy - ry) / rh, ww * torch.log(gw / rw), wh * torch.log(gh / rh)), dim=-1
+        )
+
+    def decode(self, deltas: Tensor, ref: Tensor) -> Tensor:
+        """Apply ``deltas`` [...,4] to reference boxes ``ref`` [...,4] (broadcastable) -> [...,4] xyxy."""
+        wx, wy, ww, wh = self.weights
+        rw = ref[..., 2] - ref[..., 0]
+        rh = ref[..., 3] - ref[..., 1]
+        rx = ref[..., 0] + 0.5 * rw
+        ry = ref[..., 1] + 0.5 * rh
+        dx = deltas[..., 0] / wx
+        dy = deltas[..., 1] / wy
+        # Clamp before exp so an untrained head cannot produce inf boxes.
+        dw = torch.clamp(deltas[..., 2] / ww, max=BBOX_XFORM_CLIP)
+        dh = torch.clamp(deltas[..., 3] / wh, max=BBOX_XFORM_CLIP)
+        cx = dx * rw + rx
+        cy = dy * rh + ry
+        w = torch.exp(dw) * rw
+        h = torch.exp(dh) * rh
+        return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
+
+
+def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Clip xyxy boxes [...,4] to the image ``[0,width] x [0,height]`` (static sizes)."""
+    x = boxes[..., 0::2].clamp(min=0.0, max=float(width))
+    y = boxes[..., 1::2].clamp(min=0.0, max=float(height))
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def box_sizes_ok(boxes: Tensor, min_size: float) -> Tensor:
+    """Bool [...] mask of boxes whose width and height are both >= ``min_size``."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+def match_boxes(
+    gt: Tensor, candidates: Tensor, fg_thresh: float, bg_thresh: float, allow_low_quality: bool
+) -> tuple[Tensor, Tensor]:
+    """Match candidates [M,4] to ground truth [N,4] (training only).
+
+    Returns ``(matched_idx [M] int64, label [M] float)`` where label is 1 (IoU >= fg_thresh),
+    0 (IoU < bg_thresh) or -1 (between: ignored). With ``allow_low_quality`` every GT box's
+    best candidates are positive too (RPN rule, so that small objects get anchors).
+    With no GT box every candidate is background.
+    """
+    m = candidates.shape[0]
+    if gt.numel() == 0:
+        return (torch.zeros(m, dtype=torch.int64, device=candidates.device),
+                torch.zeros(m, dtype=candidates.dtype, device=candidates.device))
+    iou = box_iou(gt, candidates)  # [N, M]
+    best_iou, matched = iou.max(dim=0)
+    label = torch.full((m,), -1.0, dtype=candidates.dtype, device=candidates.device)
+    label[best_iou < bg_thresh] = 0.0
+    label[best_iou >= fg_thresh] = 1.0
+    if allow_low_quality:
+        best_per_gt = iou.max(dim=1, keepdim=True).values
+        gt_idx, cand_idx = torch.nonzero((iou == best_per_gt) & (best_per_gt > 0), as_tuple=True)
+        label[cand_idx] = 1.0
+        matched[cand_idx] = gt_idx
+    return matched, label
+
+
+def sample_labels(label: Tensor, batch_size: int, positive_fraction: float, generator: torch.Generator | None = None
+                  ) -> tuple[Tensor, Tensor]:
+    """Randomly sample at most ``batch_size`` of the labelled entries (training only).
+
+    ``label`` [M] holds 1 (positive), 0 (negative), -1 (ignore). Returns the indices of the
+    sampled positives and negatives (int64, positives first used for box/mask losses).
+    """
+    pos = torch.nonzero(label == 1, as_tuple=True)[0]
+    neg = torch.nonzero(label == 0, as_tuple=True)[0]
+    num_pos = min(pos.numel(), int(batch_size * positive_fraction))
+    num_neg = min(neg.numel(), batch_size - num_pos)
+    pos = pos[torch.randperm(pos.numel(), device=pos.device, generator=generator)[:num_pos]]
+    neg = neg[torch.randperm(neg.numel(), device=neg.device, generator=generator)[:num_neg]]
+    return pos, neg
+
+
+def fpn_levels(boxes: Tensor, k_min: int = 2, k_max: int = 5, canonical_size: float = 224.0,
+               canonical_level: int = 4) -> Tensor:
+    """FPN level-assignment rule (Lin et al. eq. 1): boxes [R,4] -> level index [R] in 0..k_max-k_min.
+
+    ``k = floor(k0 + log2(sqrt(w*h) / 224))`` clamped to ``[k_min, k_max]``; returned relative to
+    ``k_min`` (0 = P2). Tensor ops only, so it exports.
+    """
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
+    k = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_size + 1e-6))
+    return (k.clamp(min=k_min, max=k_max) - k_min).to(torch.int64)
+
+
+def smooth_l1(input: Tensor, target: Tensor, beta: float) -> Tensor:
+    """Summed smooth-L1 loss (caller normalises)."""
+    return torch.nn.functional.smooth_l1_loss(input, target, beta=beta, reduction="sum")
+
+
+def batched_nms_static(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,
+                       max_coordinate: float) -> Tensor:
+    """NMS within each group; returns kept indices sorted by decreasing score.
+
+    Eager mode calls ``torchvision.ops.batched_nms`` (it picks the fastest strategy). When
+    tracing, it offsets each group's boxes by ``group * (max_coordinate + 1)`` so that groups
+    never overlap and calls ``torchvision.ops.nms`` once: a single ONNX ``NonMaxSuppression``
+    with no ``If`` node (torchvision's own trick is scripted and exports a conditional).
+    ``max_coordinate`` (a Python number, e.g. the image size for clipped boxes) keeps the
+    offset a constant.
+    """
+    if not is_exporting():
+        return batched_nms(boxes, scores, groups, iou_threshold)
+    offsets = groups.to(boxes.dtype) * (float(max_coordinate) + 1.0)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)

@@ -1,0 +1,47 @@
+"""Multi-class mask branch (paper section 3.3, Fig. 2 right / Fig. 4b).
+
+Two streams from the pooling: low-level ``[R,C,S,S]`` and high-level ``[R,C,S/2,S/2]``.
+Each gets ``num_convs`` 3x3 conv + ReLU; the high stream is upsampled x2 with a learned
+2x2 stride-2 transposed conv (as Mask R-CNN's mask head) and added to the low stream; then
+``num_fused_convs`` 3x3 convs and a 1x1 predictor give ``num_classes`` logits per pixel
+(channel 0 disc incl. cup, channel 1 cup): ``[R, num_classes, S, S]``. The two channels are
+independent binary problems (sigmoid), as the paper treats OD and OC.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from rfnet.config import MaskHeadConfig
+
+
+def _conv_stack(cin: int, cout: int, n: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class MultiClassMaskHead(nn.Module):
+    """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2]) -> logits [R,num_classes,S,S]``."""
+
+    def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
+        super().__init__()
+        if cfg.num_convs < 0 or cfg.num_fused_convs < 0 or cfg.channels <= 0:
+            raise ValueError("mask_head: num_convs/num_fused_convs must be >= 0 and channels > 0")
+        c = cfg.channels
+        self.low = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
+        self.high = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
+        self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2)
+        self.relu = nn.ReLU(inplace=True)
+        self.fused = _conv_stack(c, c, cfg.num_fused_convs)
+        self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        x = self.low(low) + self.relu(self.upsample(self.high(high)))
+        return self.predictor(self.fused(x))

@@ -1,0 +1,115 @@
+"""RoI feature pooling from the pyramid P2..P5.
+
+* :class:`FusionFeaturePooling` (RF-Net, paper section 3.2 / Fig. 3b): every RoI is pooled
+  from *every* level: P2 and P3 at ``mask_size`` and fused by an elementwise max (low-level
+  stream), P4 and P5 at ``mask_size // 2`` and fused by max (high-level stream).
+* :class:`PyramidFeaturePooling` (Mask R-CNN, Fig. 3a; the Table 2 ablation): each RoI is
+  pooled from ONE level chosen by the FPN level-assignment rule.
+
+Both use ``torchvision.ops.roi_align(aligned=True)`` with an explicit ``sampling_ratio``,
+which exports to ONNX ``RoiAlign(coordinate_transformation_mode="half_pixel")`` at opset >= 16.
+When exported, the pyramid variant pools all levels and selects per RoI with ``where``
+instead of gathering RoIs per level: no data-dependent shapes (no NonZero), so the graph
+stays static; in eager mode it gathers (same values, less work).
+
+RoIs are given as ``[R,5]`` rows ``(batch_index, x0, y0, x1, y1)`` in input pixels.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from rfnet.model.boxes import fpn_levels
+from rfnet.model.tracing import is_exporting, quiet_tracer
+
+#: Strides of P2..P5.
+STRIDES = (4, 8, 16, 32)
+
+
+def _pool(feat: Tensor, rois: Tensor, size: int, stride: int, sampling_ratio: int) -> Tensor:
+    with quiet_tracer():  # torchvision's own shape assert trips a TracerWarning
+        return roi_align(feat, rois, output_size=(size, size), spatial_scale=1.0 / stride,
+                         sampling_ratio=sampling_ratio, aligned=True)
+
+
+def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: int,
+                 static: bool | None = None) -> Tensor:
+    """One-level-per-RoI pooling (Mask R-CNN): ``[R,5] -> [R,C,size,size]``.
+
+    ``static=True``: pool the RoIs on every level and keep each RoI's assigned level with
+    ``where`` (fixed shapes, what gets exported). ``static=False``: pool each RoI only on
+    its level (index gather; 4x less RoIAlign work, used in eager mode, notably for
+    training where the RoIAlign backward dominates). Both give identical values;
+    ``None`` picks static exactly when tracing/exporting.
+    """
+    levels = fpn_levels(rois[:, 1:], k_min=2, k_max=1 + len(feats))
+    if static is None:
+        static = is_exporting()
+    if not static:
+        out = rois.new_zeros((rois.shape[0], feats[0].shape[1], size, size))
+        for lvl, feat in enumerate(feats):
+            idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
+            if idx.numel():
+                out = out.index_copy(0, idx, _pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
+        return out
+    out = _pool(feats[0], rois, size, STRIDES[0], sampling_ratio)
+    for lvl in range(1, len(feats)):
+        pooled = _pool(feats[lvl], rois, size, STRIDES[lvl], sampling_ratio)
+        out = torch.where((levels == lvl).view(-1, 1, 1, 1), pooled, out)
+    return out
+
+
+class FusionFeaturePooling(nn.Module):
+    """``forward([P2..P5], rois [R,5]) -> (low [R,C,S,S], high [R,C,S/2,S/2])`` with S = mask_size."""
+
+    def __init__(self, mask_size: int, sampling_ratio: int) -> None:
+        super().__init__()
+        if mask_size < 2 or mask_size % 2:
+            raise ValueError(f"mask_head.mask_size must be an even number >= 2, got {mask_size}")
+        self.mask_size = mask_size
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, feats: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
+        s, r = self.mask_size, self.sampling_ratio
+        low = torch.maximum(_pool(feats[0], rois, s, STRIDES[0], r), _pool(feats[1], rois, s, STRIDES[1], r))
+        high = torch.maximum(_pool(feats[2], rois, s // 2, STRIDES[2], r),
+                             _pool(feats[3], rois, s // 2, STRIDES[3], r))
+        return low, high
+
+
+class PyramidFeaturePooling(nn.Module):
+    """Mask R-CNN pooling for the ablation: each RoI from its assigned level only.
+
+    The mask branch takes two streams, so the same assigned level is pooled twice: at
+    ``mask_size`` (low stream) and at ``mask_size // 2`` (high stream). The branch then sees
+    one level of the pyramid per RoI, which is exactly what Table 2 contrasts with FFP.
+    """
+
+    def __init__(self, mask_size: int, sampling_ratio: int) -> None:
+        super().__init__()
+        if mask_size < 2 or mask_size % 2:
+            raise ValueError(f"mask_head.mask_size must be an even number >= 2, got {mask_size}")
+        self.mask_size = mask_size
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, feats: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
+        low = level_select(feats, rois, self.mask_size, self.sampling_ratio)
+        high = level_select(feats, rois, self.mask_size // 2, self.sampling_ratio)
+        return low, high
+
+
+def build_mask_pooler(kind: str, mask_size: int, sampling_ratio: int) -> nn.Module:
+    """``"fusion"`` -> :class:`FusionFeaturePooling`, ``"pyramid"`` -> :class:`PyramidFeaturePooling`."""
+    if kind == "fusion":
+        return FusionFeaturePooling(mask_size, sampling_ratio)
+    if kind == "pyramid":
+        return PyramidFeaturePooling(mask_size, sampling_ratio)
+    raise ValueError(f"mask_head.pooling must be 'fusion' or 'pyramid', got {kind!r}")
+
+
+def make_rois(boxes: Tensor) -> Tensor:
+    """Batched boxes [B,N,4] -> RoIs [B*N,5] with the batch index in column 0 (export-safe)."""
+    b, n = boxes.shape[0], boxes.shape[1]
+    idx = torch.arange(b, device=boxes.device, dtype=boxes.dtype).view(-1, 1, 1).expand(-1, n, 1)
+    return torch.cat((idx, boxes), dim=2).reshape(-1, 5)

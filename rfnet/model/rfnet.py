@@ -1,0 +1,134 @@
+"""RF-Net: MobileNet-v1 + FPN, RPN, box head, Fusion Feature Pooling, multi-class mask branch.
+
+Contract (docs/design.md, "Model outputs"):
+
+* ``model.eval(); model(images [B,3,S,S])`` -> ``{"boxes" [B,K,4], "scores" [B,K],
+  "masks" [B,K,2,M,M]}`` (xyxy input pixels, sorted by score, padded slots score 0 / box 0 /
+  mask 0; masks are sigmoid probabilities, channel 0 disc incl. cup, channel 1 cup).
+* ``model.train(); model(images, targets)`` -> dict of scalar losses.
+
+The eval path uses tensor ops with static shapes only, so it traces to ONNX
+(``torch.onnx.export(..., opset_version=17, dynamo=False)``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from rfnet.config import ModelConfig
+from rfnet.model.anchors import AnchorGenerator
+from rfnet.model.backbone import build_backbone
+from rfnet.model.fpn import FPN
+from rfnet.model.losses import mask_loss, mask_targets
+from rfnet.model.mask_head import MultiClassMaskHead
+from rfnet.model.pooling import build_mask_pooler, make_rois
+from rfnet.model.roi_heads import RoIHeads
+from rfnet.model.rpn import RegionProposalNetwork
+from rfnet.model.tracing import static_int
+
+#: Names of the eval outputs, in export order.
+OUTPUT_NAMES = ("boxes", "scores", "masks")
+
+
+class RFNet(nn.Module):
+    """Region Focus Network built from one :class:`~rfnet.config.ModelConfig`."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.mask_head.num_classes != 2:
+            raise ValueError(f"mask_head.num_classes must be 2 (disc, cup), got {cfg.mask_head.num_classes}")
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels)
+        self.anchors = AnchorGenerator(cfg.anchors)
+        if len(cfg.anchors.sizes) != 4:
+            raise ValueError(f"anchors.sizes needs one size per level P2..P5 (4), got {len(cfg.anchors.sizes)}")
+        self.rpn = RegionProposalNetwork(cfg.rpn, cfg.fpn.out_channels, self.anchors.num_anchors)
+        self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head.max_positive_rois)
+        self.mask_pooler = build_mask_pooler(cfg.mask_head.pooling, cfg.mask_head.mask_size,
+                                             cfg.mask_head.sampling_ratio)
+        self.mask_head = MultiClassMaskHead(cfg.fpn.out_channels, cfg.mask_head)
+
+    def _check_images(self, images: Tensor) -> None:
+        if images.dim() != 4 or static_int(images.shape[1]) != 3:
+            raise ValueError(f"images must be [B,3,H,W], got {tuple(images.shape)}")
+        if static_int(images.shape[-1]) % 32 or static_int(images.shape[-2]) % 32:
+            raise ValueError(f"image height and width must be multiples of 32 (stride of P5), got {tuple(images.shape)}")
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """Pyramid P2..P5 for ``images`` [B,3,H,W]."""
+        return self.fpn(self.backbone(images))
+
+    def mask_logits(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        """RoIs [R,5] -> mask logits [R,2,M,M]."""
+        low, high = self.mask_pooler(feats, rois)
+        return self.mask_head(low, high)
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
+        self._check_images(images)
+        image_size = (static_int(images.shape[-2]), static_int(images.shape[-1]))
+        feats = self.features(images)
+        anchors = self.anchors([(static_int(f.shape[-2]), static_int(f.shape[-1])) for f in feats], image_size, images.device)
+        if self.training:
+            if targets is None or len(targets) != images.shape[0]:
+                raise ValueError("training mode needs one target dict per image: model(images, targets)")
+            return self._losses(images, feats, anchors, image_size, targets)
+        proposals, _ = self.rpn(feats, anchors, image_size)
+        boxes, scores = self.roi_heads.detect(feats, proposals, image_size)
+        masks = torch.sigmoid(self.mask_logits(feats, make_rois(boxes)))
+        b, k, m = boxes.shape[0], boxes.shape[1], self.cfg.mask_head.mask_size
+        masks = masks.reshape(b, k, 2, m, m) * (scores > 0).to(masks.dtype).view(b, k, 1, 1, 1)
+        return {"boxes": boxes, "scores": scores, "masks": masks}
+
+    def _losses(self, images: Tensor, feats: list[Tensor], anchors: list[Tensor], image_size: tuple[int, int],
+                targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        for i, t in enumerate(targets):
+            for key in ("boxes", "masks"):
+                if key not in t:
+                    raise ValueError(f"target {i} has no {key!r}")
+            if t["masks"].shape[0] != t["boxes"].shape[0] or tuple(t["masks"].shape[-2:]) != image_size:
+                raise ValueError(f"target {i}: masks {tuple(t['masks'].shape)} do not fit boxes "
+                                 f"{tuple(t['boxes'].shape)} and image size {image_size}")
+        proposals, rpn_losses = self.rpn(feats, anchors, image_size, targets)
+        box_losses, positives = self.roi_heads.loss(feats, proposals, targets)
+        cfg = self.cfg
+        logits = self.mask_logits(feats, positives.rois)
+        with torch.no_grad():
+            gt_masks = torch.cat([t["masks"].to(images.dtype) for t in targets])
+            tgt = mask_targets(gt_masks, positives.rois, positives.gt_index, cfg.mask_head.mask_size,
+                               cfg.mask_head.sampling_ratio)
+        losses = {
+            "loss_objectness": rpn_losses["loss_objectness"] * cfg.loss.rpn_weight,
+            "loss_rpn_box": rpn_losses["loss_rpn_box"] * cfg.loss.rpn_weight,
+            "loss_classifier": box_losses["loss_classifier"],
+            "loss_box": box_losses["loss_box"] * cfg.loss.box_weight,
+            "loss_mask": mask_loss(logits, tgt, cfg.loss) * cfg.loss.mask_weight,
+        }
+        return losses
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: RFNet, batches: Iterable[Tensor]) -> None:
+    """Re-estimate the backbone's BatchNorm running statistics on ``batches`` ([B,3,S,S] each).
+
+    After a short from-scratch run the running averages lag behind the fast-changing
+    weights, so eval-mode outputs differ from train-mode ones; a pass over a few batches
+    with a cumulative average (``momentum=None``) fixes that. The model's train/eval mode and
+    the BN momenta are restored afterwards.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        for images in batches:
+            model.features(images)
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+        model.train(was_training)

@@ -1,0 +1,163 @@
+"""Shapes and invariants of every RF-Net module."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rfnet.config import AnchorConfig, MaskHeadConfig, RoIHeadConfig, RPNConfig
+from rfnet.model.anchors import AnchorGenerator
+from rfnet.model.backbone import MobileNetV1, build_backbone, scaled_channels
+from rfnet.model.boxes import BoxCoder, batched_nms_static, fpn_levels, match_boxes
+from rfnet.model.fpn import FPN
+from rfnet.model.mask_head import MultiClassMaskHead
+from rfnet.model.pooling import FusionFeaturePooling, PyramidFeaturePooling, build_mask_pooler, level_select, make_rois
+from rfnet.model.roi_heads import RoIHeads
+from rfnet.model.rpn import RegionProposalNetwork
+
+torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("width,expected", [(1.0, [128, 256, 512, 1024]), (0.25, [32, 64, 128, 256])])
+def test_backbone_channels_and_strides(width: float, expected: list[int]) -> None:
+    net = MobileNetV1(width).eval()
+    assert net.out_channels == expected
+    with torch.no_grad():
+        feats = net(torch.randn(2, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 96 // s) for c, s in zip(expected, (4, 8, 16, 32))]
+    assert scaled_channels(32, 0.1) == 8
+
+
+def test_backbone_pretrained_path(tmp_path) -> None:
+    from rfnet.config import BackboneConfig
+
+    src = MobileNetV1(0.25)
+    path = tmp_path / "bb.pt"
+    torch.save(src.state_dict(), path)
+    loaded = build_backbone(BackboneConfig(width_mult=0.25, pretrained_path=str(path)))
+    assert torch.equal(loaded.stem[0].weight, src.stem[0].weight)
+    with pytest.raises(ValueError, match="bb.pt.*do not fit"):
+        build_backbone(BackboneConfig(width_mult=0.5, pretrained_path=str(path)))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_backbone(BackboneConfig(width_mult=0.25, pretrained_path=str(tmp_path / "missing.pt")))
+
+
+def _pyramid(b: int = 2, c: int = 16, size: int = 128) -> list[torch.Tensor]:
+    return [torch.randn(b, c, size // s, size // s) for s in (4, 8, 16, 32)]
+
+
+def test_fpn_shapes() -> None:
+    fpn = FPN([32, 64, 128, 256], 24)
+    feats = [torch.randn(2, c, 128 // s, 128 // s) for c, s in zip([32, 64, 128, 256], (4, 8, 16, 32))]
+    outs = fpn(feats)
+    assert [tuple(o.shape) for o in outs] == [(2, 24, 32, 32), (2, 24, 16, 16), (2, 24, 8, 8), (2, 24, 4, 4)]
+
+
+def test_anchors_count_order_and_size() -> None:
+    gen = AnchorGenerator(AnchorConfig())
+    anchors = gen([(32, 32), (16, 16), (8, 8), (4, 4)], (128, 128), torch.device("cpu"))
+    assert [a.shape[0] for a in anchors] == [32 * 32 * 3, 16 * 16 * 3, 8 * 8 * 3, 4 * 4 * 3]
+    a = anchors[0]
+    # first cell centred at (0,0), ratios 0.5,1,2 (h/w) with area 32^2; next cell shifted by stride 4
+    wh = torch.stack((a[:3, 2] - a[:3, 0], a[:3, 3] - a[:3, 1]), 1)
+    torch.testing.assert_close(wh[:, 0] * wh[:, 1], torch.full((3,), 1024.0))
+    torch.testing.assert_close(wh[:, 1] / wh[:, 0], torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(a[3] - a[0], torch.tensor([4.0, 0.0, 4.0, 0.0]))
+    assert gen([(32, 32), (16, 16), (8, 8), (4, 4)], (128, 128), torch.device("cpu"))[0] is a  # cached
+
+
+def test_box_coder_round_trip_and_matching() -> None:
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    ref = torch.tensor([[10.0, 10.0, 50.0, 30.0], [0.0, 0.0, 8.0, 8.0]])
+    gt = torch.tensor([[12.0, 8.0, 60.0, 33.0], [1.0, 2.0, 5.0, 9.0]])
+    torch.testing.assert_close(coder.decode(coder.encode(gt, ref), ref), gt, atol=1e-4, rtol=0)
+    matched, label = match_boxes(gt[:1], torch.cat((gt[:1], ref)), 0.5, 0.5, allow_low_quality=False)
+    assert label.tolist() == [1.0, 1.0, 0.0] and matched[0] == 0
+    levels = fpn_levels(torch.tensor([[0.0, 0, 10, 10], [0, 0, 224, 224], [0, 0, 1000, 1000]]))
+    assert levels.tolist() == [0, 2, 3]  # P2, P4 (canonical 224), P5 (clamped)
+
+
+def test_batched_nms_static_matches_torchvision_when_traced() -> None:
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    groups = torch.tensor([0, 0, 1, 1])
+    eager = batched_nms_static(boxes, scores, groups, 0.5, 64)
+    traced = torch.jit.trace(lambda b, s, g: batched_nms_static(b, s, g, 0.5, 64), (boxes, scores, groups))
+    assert eager.tolist() == [0, 2, 3] and traced(boxes, scores, groups).tolist() == [0, 2, 3]
+
+
+def _rois(n: int, b: int, size: int = 128) -> torch.Tensor:
+    xy = torch.rand(b, n, 2) * size * 0.6
+    wh = torch.rand(b, n, 2) * size * 0.35 + 4
+    return make_rois(torch.cat((xy, xy + wh), -1))
+
+
+def test_make_rois_batch_index() -> None:
+    rois = make_rois(torch.zeros(2, 3, 4))
+    assert rois.shape == (6, 5) and rois[:, 0].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("kind", ["fusion", "pyramid"])
+def test_mask_poolers_shapes(kind: str) -> None:
+    pooler = build_mask_pooler(kind, 56, 2)
+    low, high = pooler(_pyramid(), _rois(5, 2))
+    assert low.shape == (10, 16, 56, 56) and high.shape == (10, 16, 28, 28)
+    assert isinstance(pooler, FusionFeaturePooling if kind == "fusion" else PyramidFeaturePooling)
+
+
+def test_ffp_is_elementwise_max_of_levels() -> None:
+    from torchvision.ops import roi_align
+
+    feats, rois = _pyramid(), _rois(3, 2)
+    low, high = FusionFeaturePooling(8, 2)(feats, rois)
+    r = [roi_align(f, rois, (8 if i < 2 else 4,) * 2, 1 / s, 2, True) for i, (f, s) in enumerate(zip(feats, (4, 8, 16, 32)))]
+    torch.testing.assert_close(low, torch.maximum(r[0], r[1]))
+    torch.testing.assert_close(high, torch.maximum(r[2], r[3]))
+
+
+def test_level_select_static_equals_gather() -> None:
+    feats, rois = _pyramid(), _rois(20, 2)
+    rois[0, 3:] = rois[0, 1:3] + 120  # make sure a large RoI (coarse level) is present
+    torch.testing.assert_close(level_select(feats, rois, 7, 2, static=True), level_select(feats, rois, 7, 2, static=False))
+
+
+def test_mask_head_shape() -> None:
+    head = MultiClassMaskHead(16, MaskHeadConfig(channels=8, num_convs=2, num_fused_convs=1))
+    out = head(torch.randn(3, 16, 56, 56), torch.randn(3, 16, 28, 28))
+    assert out.shape == (3, 2, 56, 56)
+
+
+def test_rpn_proposals_static_shape() -> None:
+    rpn = RegionProposalNetwork(RPNConfig(pre_nms_top_n_test=50, post_nms_top_n_test=40), 16, 3).eval()
+    feats = _pyramid()
+    anchors = AnchorGenerator(AnchorConfig())([tuple(f.shape[-2:]) for f in feats], (128, 128), torch.device("cpu"))
+    props, losses = rpn(feats, anchors, (128, 128))
+    assert props.shape == (2, 40, 4) and losses == {}
+    assert props.min() >= 0 and props.max() <= 128
+
+
+def test_rpn_training_losses() -> None:
+    rpn = RegionProposalNetwork(RPNConfig(), 16, 3).train()
+    feats = _pyramid()
+    anchors = AnchorGenerator(AnchorConfig())([tuple(f.shape[-2:]) for f in feats], (128, 128), torch.device("cpu"))
+    targets = [{"boxes": torch.tensor([[30.0, 30.0, 70.0, 75.0]])}, {"boxes": torch.zeros((0, 4))}]
+    props, losses = rpn(feats, anchors, (128, 128), targets)
+    assert props.shape[0] == 2 and not props.requires_grad
+    assert set(losses) == {"loss_objectness", "loss_rpn_box"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_roi_heads_detect_fixed_k_sorted_padded(k: int) -> None:
+    heads = RoIHeads(RoIHeadConfig(representation_size=32, detections_per_img=k), 16).eval()
+    proposals = _rois(30, 2)[:, 1:].reshape(2, 30, 4)
+    proposals[1, :] = proposals[1, :1]  # image 1: all duplicates -> NMS keeps one, rest padded
+    boxes, scores = heads.detect(_pyramid(), proposals, (128, 128))
+    assert boxes.shape == (2, k, 4) and scores.shape == (2, k)
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
+    assert scores[1, 0] > 0 and torch.all(scores[1, 1:] == 0) and torch.all(boxes[1, 1:] == 0)
+
+
+def test_roi_heads_pad_when_fewer_proposals_than_k() -> None:
+    heads = RoIHeads(RoIHeadConfig(representation_size=32, detections_per_img=10), 16).eval()
+    boxes, scores = heads.detect(_pyramid(), _rois(4, 1)[:, 1:].reshape(1, 4, 4), (128, 128))
+    assert boxes.shape == (1, 10, 4) and torch.all(scores[0, 4:] == 0)

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from rfnet.summary import main, measure
+
+
+def test_measure_light_small_input() -> None:
+    r = measure("light", 128)
+    assert r["params"] == 1_501_287  # light preset: MobileNet-v1 x0.25 + FPN 64 + heads
+    per = r["per_module"]
+    assert set(per) == {"backbone", "fpn", "rpn", "roi_heads", "mask_head"}  # type: ignore[arg-type]
+    assert r["gflops"] == pytest.approx(sum(per.values()), rel=1e-6)  # type: ignore[union-attr, arg-type]
+    assert per["mask_head"] > 8.0  # type: ignore[index]  # K=10 RoIs at 56x56 regardless of input size
+
+
+def test_cli_rejects_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--size", "100"])
+    assert exc.value.code == 2 and "multiple of 32" in capsys.readouterr().err
