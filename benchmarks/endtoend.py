@@ -1,0 +1,250 @@
+"""The end-to-end pass: decode -> preprocess -> model -> postprocess -> CDR, one image at a time,
+timed per stage, with Dice against the ground truth and mask agreement with the reference.
+
+It uses the deployment code itself (``rfnet.common.imageio.read_image``,
+``rfnet.common.preprocess.preprocess``, the runtime backend, ``rfnet.common.postprocess``,
+``rfnet.common.metrics.cdr_report``), sequentially and with batch 1, so the latency of each
+image is the time a user waits for its CDR. Dice is computed after the clock stops.
+
+Ground-truth and reference masks are kept bit-packed (1 bit per pixel), so a few hundred
+full-size fundus images fit in memory.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
+from rfnet.common.imageio import read_image
+from rfnet.common.metrics import case_metrics, cdr_report, dice, summarize
+from rfnet.common.postprocess import postprocess
+from rfnet.common.preprocess import preprocess
+from runtime.backends.base import Backend, BackendError, BackendUnavailableError
+from runtime.pipeline import OUTPUT_NAMES, ModelInfo, Pipeline, plan_batch
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "preprocess", "model", "postprocess", "cdr")
+#: Failures listed one by one in the report (the count is always complete).
+MAX_LISTED_FAILURES = 20
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """Disc and cup bool [H,W] masks stored with ``np.packbits``."""
+
+    shape: tuple[int, int]
+    disc: np.ndarray
+    cup: np.ndarray
+
+    @classmethod
+    def pack(cls, disc: np.ndarray, cup: np.ndarray) -> "PackedMasks":
+        d, c = np.asarray(disc, bool), np.asarray(cup, bool)
+        if d.shape != c.shape or d.ndim != 2:
+            raise ValueError(f"disc {d.shape} and cup {c.shape} must be equal 2-D shapes")
+        return cls((int(d.shape[0]), int(d.shape[1])), np.packbits(d.ravel()), np.packbits(c.ravel()))
+
+    def unpack(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.shape[0] * self.shape[1]
+        f = lambda p: np.unpackbits(p, count=n).reshape(self.shape).astype(bool)  # noqa: E731
+        return f(self.disc), f(self.cup)
+
+
+@dataclass(frozen=True)
+class GTImage:
+    """One evaluation image: its name, file and ground-truth masks."""
+
+    name: str
+    path: Path
+    gt: PackedMasks
+
+
+def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: int | None,
+                      *, progress: bool = True) -> tuple[list[GTImage], list[str]]:
+    """Read the evaluation set once: ``(images, problems)``.
+
+    Bad items are skipped and described in ``problems`` (the dataset loader names the file).
+
+    Raises:
+        ValueError (``DatasetLayoutError``): unknown dataset or a root without its layout.
+    """
+    from rfnet.data import load_dataset
+
+    ds = load_dataset(dataset, root, split=split)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    out: list[GTImage] = []
+    for i in tqdm(range(n), desc="ground truth", leave=False, disable=not progress):
+        sample = ds.get(i)
+        if sample is None:
+            continue
+        out.append(GTImage(str(sample.meta["name"]), Path(sample.meta["path"]), PackedMasks.pack(sample.disc, sample.cup)))
+    return out, [str(p) for p in ds.problems]
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice between two predicted masks; two empty masks agree perfectly (1.0)."""
+    d = dice(a, b)
+    return 1.0 if math.isnan(d) else d
+
+
+def _check_outputs(out: dict[str, np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    missing = [k for k in OUTPUT_NAMES if k not in out]
+    if missing:
+        raise ValueError(f"model outputs lack {missing}")
+    boxes, scores, masks = (np.asarray(out[k], dtype=np.float32) for k in OUTPUT_NAMES)
+    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
+        raise ValueError(f"output boxes has shape {boxes.shape}, expected [{batch},K,4]")
+    k = boxes.shape[1]
+    if scores.shape != (batch, k) or masks.ndim != 5 or masks.shape[:3] != (batch, k, 2):
+        raise ValueError(f"outputs scores {scores.shape} / masks {masks.shape} do not match boxes {boxes.shape}")
+    return boxes, scores, masks
+
+
+def _one_image(backend: Backend, info: ModelInfo, path: Path, fed: int, threshold: float) -> tuple[Any, dict[str, float]]:
+    """Run one image through the whole path; ``(Segmentation, stage milliseconds)``."""
+    spec = backend.input_spec()
+    t0 = time.perf_counter()
+    image = read_image(path)
+    t1 = time.perf_counter()
+    tensor, lb = preprocess(image, info.input_config)
+    batch = np.zeros((fed,) + tensor.shape, dtype=spec.dtype)  # a fixed-batch model gets padding
+    batch[0] = tensor
+    t2 = time.perf_counter()
+    boxes, scores, masks = _check_outputs(backend.infer({spec.name: batch}), fed)
+    t3 = time.perf_counter()
+    seg = postprocess(boxes[0], scores[0], masks[0], lb, threshold)
+    t4 = time.perf_counter()
+    cdr_report(seg.disc, seg.cup)
+    t5 = time.perf_counter()
+    ms = [(b - a) * 1e3 for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))]
+    return seg, dict(zip(STAGES, ms))
+
+
+def end_to_end(
+    backend: Backend,
+    info: ModelInfo,
+    images: Sequence[GTImage],
+    *,
+    threshold: float = 0.5,
+    warmup: int = 0,
+    reference: dict[str, PackedMasks] | None = None,
+    keep_masks: bool = False,
+    label: str = "",
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, PackedMasks]]:
+    """One timed pass over ``images`` (after ``warmup`` untimed images).
+
+    Returns:
+        ``(timing, accuracy, masks)``: timing = latency stats per image end to end and per
+        stage, FPS, speed-up against the paper, failures; accuracy = mean Dice disc / cup
+        against the ground truth (and std, IoU, vCDR MAE) and, with ``reference``, mean
+        agreement Dice against the reference's masks; masks = the packed predictions by
+        image name when ``keep_masks``.
+    Raises:
+        BackendUnavailableError: the path turned out unavailable on its first call (e.g. a
+        CUDA graph that cannot be captured): the caller reports it as not run.
+    """
+    fed = plan_batch(backend.input_spec(), 1)[1]
+    for item in list(images)[: max(0, min(warmup, len(images)))]:
+        try:
+            _one_image(backend, info, item.path, fed, threshold)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # reported by the timed pass below
+            log.debug("warm-up on %s failed: %s", item.path, exc)
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    rows: list[dict[str, float]] = []
+    agree: list[dict[str, float]] = []
+    failures: list[dict[str, str]] = []
+    kept: dict[str, PackedMasks] = {}
+    for item in tqdm(images, desc=f"end-to-end {label}", leave=False, disable=not progress):
+        try:
+            seg, ms = _one_image(backend, info, item.path, fed, threshold)
+        except BackendUnavailableError:
+            raise
+        except (BackendError, ValueError, RuntimeError, OSError) as exc:
+            failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        totals.append(sum(ms.values()))
+        for s in STAGES:
+            stages[s].append(ms[s])
+        gt_disc, gt_cup = item.gt.unpack()
+        if seg.disc.shape != gt_disc.shape:
+            failures.append({"image": str(item.path), "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
+            continue
+        rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
+        if reference is not None and item.name in reference:
+            ref_disc, ref_cup = reference[item.name].unpack()
+            agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})
+        if keep_masks:
+            kept[item.name] = PackedMasks.pack(seg.disc, seg.cup)
+    mean_ms = latency_stats(totals)["mean"]
+    fps = fps_from_ms(mean_ms if mean_ms is None else float(mean_ms))
+    timing = {
+        "images": len(totals),
+        "warmup_images": max(0, min(warmup, len(images))),
+        "latency_ms": latency_stats(totals),
+        "stages_ms": {s: latency_stats(v) for s, v in stages.items()},
+        "fps": fps,
+        "speedup_vs_paper": speedup(fps),
+        "paper_fps": PAPER_FPS,
+        "failed_images": len(failures),
+        "failures": failures[:MAX_LISTED_FAILURES],
+    }
+    return timing, summarize_accuracy(rows, agree, len(images)), kept
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float]], total: int) -> dict[str, Any]:
+    """Mean / std of the per-image metrics (NaN-free values only; None when there are none)."""
+    s = summarize(rows) if rows else {}
+    get = lambda k, i: _finite(s[k][i]) if k in s else None  # noqa: E731
+    out: dict[str, Any] = {
+        "images_scored": len(rows),
+        "images_total": total,
+        "dice_disc": get("dice_disc", 0),
+        "dice_disc_std": get("dice_disc", 1),
+        "dice_cup": get("dice_cup", 0),
+        "dice_cup_std": get("dice_cup", 1),
+        "miou": get("miou", 0),
+        "vcdr_mae": get("vcdr_ae", 0),
+    }
+    if agree:
+        a = summarize(agree)
+        out["agreement_vs_reference"] = {"disc": _finite(a["disc"][0]), "cup": _finite(a["cup"][0]),
+                                         "disc_min": min(r["disc"] for r in agree),
+                                         "cup_min": min(r["cup"] for r in agree), "images": len(agree)}
+    return out
+
+
+def pipeline_throughput(backend: Backend, info: ModelInfo, images: Sequence[GTImage], batch: int,
+                        *, threshold: float = 0.5) -> dict[str, Any]:
+    """End-to-end throughput as deployed: ``runtime.pipeline.Pipeline`` (decoding in a
+    background thread overlapping inference, ``batch`` images per call) over all images once.
+
+    Returns ``{"status", "batch_size", "images", "failed_images", "wall_s", "throughput_fps",
+    "speedup_vs_paper"}``; FPS = processed images / wall time, start to last CDR.
+    """
+    pipe = Pipeline(backend, info, batch_size=batch, threshold=threshold)
+    t0 = time.perf_counter()
+    ok = failed = 0
+    for outcome in pipe.run([im.path for im in images]):
+        if outcome.ok:  # the pipeline computed its CDRs already
+            ok += 1
+        else:
+            failed += 1
+    wall = time.perf_counter() - t0
+    fps = ok / wall if wall > 0 and ok else None
+    return {"status": "ok", "batch_size": pipe.batch_size, "images": ok, "failed_images": failed,
+            "wall_s": wall, "throughput_fps": fps, "speedup_vs_paper": speedup(fps)}

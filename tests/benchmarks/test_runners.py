@@ -1,0 +1,179 @@
+"""Runner selection, TensorRT / CUDA not-run reasons, and the PyTorch runner."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.bench import main
+from benchmarks.runners import (
+    TORCH_RUNNERS,
+    NotRunError,
+    RunnerSpec,
+    model_kind,
+    open_runner,
+    precision_from_name,
+    reference_runner,
+    runners_for,
+)
+from benchmarks.torch_backend import TorchBackend
+
+
+def test_model_kind_and_runners() -> None:
+    assert model_kind("a/b.onnx") == "onnx" and model_kind("m.ENGINE") == "engine"
+    assert model_kind("c.pt") == "torch" and model_kind("preset:light") == "torch"
+    with pytest.raises(ValueError, match="cannot tell the model type"):
+        model_kind("m.bin")
+    assert [s.runner for s in runners_for("m.onnx")] == ["onnxruntime-cpu", "onnxruntime-cuda"]
+    assert [s.runner for s in runners_for("m.engine")] == ["tensorrt", "tensorrt-graph"]
+    assert [s.runner for s in runners_for("c.pt", ["pytorch-cpu", "onnxruntime-cpu"])] == ["pytorch-cpu"]
+    assert reference_runner("m.onnx") == RunnerSpec("m.onnx", "onnxruntime-cpu")
+    assert reference_runner("m.plan") == RunnerSpec("m.plan", "tensorrt")
+
+
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [("m_int8.onnx", "int8"), ("rfnet-fp16.engine", "fp16"), ("model.onnx", "fp32"), ("int8model.onnx", "fp32"),
+     ("light.int8.onnx", "int8")],
+)
+def test_precision_from_name(name: str, want: str) -> None:
+    assert precision_from_name(name) == want
+
+
+def _tensorrt_usable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return hasattr(tensorrt, "Runtime") and importlib.util.find_spec("pycuda") is not None
+
+
+@pytest.mark.skipif(_tensorrt_usable(), reason="TensorRT and PyCUDA are installed here")
+def test_tensorrt_runner_not_run_without_tensorrt(tmp_path: Path, bench_models, bench_data: Path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")  # never opened: the libraries are checked first
+    with pytest.raises(NotRunError) as info:
+        open_runner(RunnerSpec(str(engine), "tensorrt"))
+    reason = str(info.value)
+    assert ("TensorRT" in reason or "tensorrt" in reason or "PyCUDA" in reason) and "pip install" in reason
+
+    # In the report: "not run" with that reason, no numbers, not a parity failure.
+    out = tmp_path / "out"
+    rc = main(["--model", str(bench_models.ref), "--model", str(engine), "--data", str(bench_data), "--out", str(out),
+               "--backends", "onnxruntime-cpu,tensorrt,tensorrt-graph", "--warmup", "0", "--iterations", "2",
+               "--no-progress"])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    trt = [r for r in rep["results"] if r["runner"].startswith("tensorrt")]
+    assert len(trt) == 2
+    for r in trt:
+        assert r["status"] == "not run" and r["reason"] == reason
+        assert not {"end_to_end", "model_only", "accuracy", "memory"} & set(r)
+        assert r["parity"]["checked"] is False
+    assert "m.engine | tensorrt | - | not run: " in (out / "report.md").read_text()
+
+
+def test_cuda_torch_runner_not_run_without_gpu() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    for runner in ("pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cuda-graph"):
+        with pytest.raises(NotRunError, match="no CUDA GPU visible to PyTorch"):
+            open_runner(RunnerSpec("preset:light", runner))
+
+
+def test_torch_backend_contract() -> None:
+    """The PyTorch runner (untrained light preset, random weights) behind the Backend interface."""
+    pytest.importorskip("torch")
+    pytest.importorskip("rfnet.model")
+    with TorchBackend("preset:light", threads=2) as b:
+        assert b.metadata["rfnet.input_size"] == "512" and b.metadata["rfnet.precision"] == "fp32"
+        s = int(b.metadata["rfnet.input_size"])
+        out = b.infer({"image": np.zeros((1, 3, s, s), np.float32)})
+        k, m = int(b.metadata["rfnet.top_k"]), int(b.metadata["rfnet.mask_size"])
+        assert out["boxes"].shape == (1, k, 4) and out["scores"].shape == (1, k)
+        assert out["masks"].shape == (1, k, 2, m, m) and out["masks"].dtype == np.float32
+        assert np.all((out["masks"] >= 0) & (out["masks"] <= 1))
+    with pytest.raises(ValueError, match="needs device 'cuda'"):
+        TorchBackend("preset:light", mode="fp16")
+
+
+def test_benchmark_core_is_torch_free() -> None:
+    """Only the PyTorch runner may import torch (docs/design.md), and only when it loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys, benchmarks.bench, benchmarks.runners, benchmarks.report, benchmarks.endtoend; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_unrunnable_reference_is_a_usage_error(tmp_path: Path, bench_models, bench_data: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    rc = main(["--model", str(bench_models.ref), "--reference", str(garbage), "--data", str(bench_data),
+               "--out", str(tmp_path / "out"), "--warmup", "0", "--iterations", "1", "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "the reference garbage.onnx [onnxruntime-cpu] could not run" in err and "garbage.onnx" in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    """A tiny, untrained rfnet.checkpoint file (light preset at 128 x 128)."""
+    torch = pytest.importorskip("torch")
+    checkpoint = pytest.importorskip("rfnet.checkpoint")
+    from rfnet.config import light_config
+    from rfnet.model import build_model
+
+    cfg = light_config()
+    cfg.input.size = 128  # small and fast; the letterbox adapts the generated images to it
+    cfg.mask_head.mask_size = 28
+    cfg.rpn.pre_nms_top_n_test, cfg.rpn.post_nms_top_n_test = 100, 50
+    torch.manual_seed(0)
+    return checkpoint.save_checkpoint(path, build_model(cfg), cfg)
+
+
+def _bench_checkpoint(tmp_path: Path, data: Path, backends: str) -> tuple[int, dict]:
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    rc = main(["--model", str(ckpt), "--reference-runner", "pytorch-cpu", "--backends", backends,
+               "--data", str(data), "--limit", "2", "--out", str(out), "--warmup", "0", "--iterations", "2",
+               "--threads", "2", "--no-pipeline", "--no-progress"])
+    return rc, json.loads((out / "report.json").read_text())
+
+
+def test_pytorch_checkpoint_through_the_cli(tmp_path: Path, bench_data: Path) -> None:
+    """A checkpoint benchmarked on the PyTorch CPU runner, as its own reference; CUDA runners
+    are "not run" without a GPU."""
+    torch = pytest.importorskip("torch")
+    gpu = torch.cuda.is_available()
+    rc, rep = _bench_checkpoint(tmp_path, bench_data, "pytorch-cpu" if gpu else ",".join(TORCH_RUNNERS))
+    assert rc == 0
+    res = {r["runner"]: r for r in rep["results"]}
+    cpu = res["pytorch-cpu"]
+    assert cpu["status"] == "ok" and cpu["is_reference"] and cpu["precision"] == "fp32"
+    assert cpu["input_size"] == 128 and "PyTorch" in cpu["device"]
+    assert cpu["end_to_end"]["images"] == 2 and cpu["model_only"]["1"]["latency_ms"]["n"] == 2
+    assert cpu["accuracy"]["images_scored"] == 2
+    if not gpu:
+        for name in ("pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cuda-graph"):
+            assert res[name]["status"] == "not run" and res[name]["reason"] == "no CUDA GPU visible to PyTorch"
+
+
+@pytest.mark.cuda
+def test_pytorch_cuda_runners(tmp_path: Path, bench_data: Path) -> None:
+    """On a GPU: FP32, FP16 autocast and CUDA-graph replay run (or, for the graph, say why not)."""
+    rc, rep = _bench_checkpoint(tmp_path, bench_data, ",".join(TORCH_RUNNERS))
+    res = {r["runner"]: r for r in rep["results"]}
+    for name in ("pytorch-cuda", "pytorch-cuda-fp16"):
+        assert res[name]["status"] == "ok", res[name].get("reason")
+        assert res[name]["memory"]["torch_cuda_max_allocated_mb"] > 0
+    assert res["pytorch-cuda-fp16"]["precision"] == "fp16"
+    graph = res["pytorch-cuda-graph"]
+    assert graph["status"] == "ok" or "CUDA-graph capture" in graph["reason"]
+    assert rc in (0, 1)  # random weights: CUDA vs CPU masks may differ; the verdict is reported either way
