@@ -92,6 +92,9 @@ class RegionProposalNetwork(nn.Module):
         p = min(post_n, static_int(m))
         top_scores, top_idx = kept_scores.topk(p, dim=1)
         top_boxes = torch.gather(boxes, 1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
+        # Slots past the surviving proposals tie at score -1 and topk may order ties differently
+        # in PyTorch and ONNX Runtime: zero their boxes so whichever is picked is the same empty box.
+        top_boxes = top_boxes * (top_scores > 0).unsqueeze(-1).to(top_boxes.dtype)
         return top_boxes, top_scores
 
     def loss(self, logits: list[Tensor], deltas: list[Tensor], anchors: list[Tensor],

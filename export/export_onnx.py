@@ -1,0 +1,366 @@
+"""Export RF-Net's inference path to ONNX and check it against PyTorch.
+
+    python export/export_onnx.py --checkpoint PATH --output model.onnx \
+        [--opset 17] [--batch 1|N|dynamic] [--top-k K] [--no-simplify] [--images DIR]
+
+Graph: ``image`` float32 [B,3,S,S] (preprocessed, docs/design.md) -> ``boxes`` [B,K,4],
+``scores`` [B,K], ``masks`` [B,K,2,M,M], all static. RoIAlign is the standard ONNX
+``RoiAlign`` (``half_pixel``, explicit ``sampling_ratio``; needs opset >= 16), Fusion
+Feature Pooling is RoiAlign per level + ``Max``, NMS is ONNX ``NonMaxSuppression``; no
+custom-domain op. Exported with ``torch.onnx.export(dynamo=False)`` (TorchScript tracing:
+the model's eval path is written for it), simplified with onnxsim, checked with
+``onnx.checker``, ``rfnet.*`` metadata in ``metadata_props`` (export/onnx_meta.py).
+
+Then ONNX Runtime (CPU) vs PyTorch on a few images (synthetic unless ``--images``): max abs
+difference of masks, scores and boxes and Dice of the binarised masks; exit 1 when beyond
+``--atol`` / ``--min-dice`` (the model is then not written). ``--batch dynamic`` is checked
+at batch 1 and 2; a model whose dynamic-batch graph does not reproduce PyTorch is refused
+with exit 2. Exit 2 also for bad arguments or inputs.
+
+Score ties: detections whose scores differ by float noise (untrained models have many) may
+come out in either order from two backends; the comparison pairs such slots by box before
+taking differences and reports how many it reordered (export/parity.py).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import torch
+
+from export import onnx_inspect
+from export.onnx_meta import build_metadata, exporter_versions, set_metadata
+from export.onnx_passes import SimplifyError, simplify
+from export.parity import (
+    EvalImage,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    align_to_reference,
+    binary_mask_dice,
+    folder_images,
+    make_session,
+    max_abs_diffs,
+    preprocess_items,
+    synthetic_images,
+)
+from rfnet.checkpoint import checkpoint_sha256
+from rfnet.common.cli import setup_logging
+from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 16  # RoiAlign coordinate_transformation_mode (half_pixel) exists from opset 16
+
+
+class ExportError(RuntimeError):
+    """The export produced a graph that breaks the contract; the message says what."""
+
+
+class DynamicBatchUnsupported(ExportError):
+    """The model does not give correct results with a dynamic batch axis."""
+
+
+def parse_batch(text: str) -> int | None:
+    """``"1"``/``"N"`` -> N, ``"dynamic"`` -> None."""
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch must be a positive integer or 'dynamic', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch must be >= 1, got {value}")
+    return value
+
+
+def expected_output_shapes(cfg: ModelConfig, batch: int | None) -> dict[str, list[int | None]]:
+    """Output shapes of the contract (None = dynamic batch)."""
+    k, m = cfg.roi_heads.detections_per_img, cfg.mask_head.mask_size
+    return {"boxes": [batch, k, 4], "scores": [batch, k], "masks": [batch, k, 2, m, m]}
+
+
+def _shape(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
+    dims: list[int | str | None] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return dims
+
+
+def contract_problems(model: onnx.ModelProto, cfg: ModelConfig, batch: int | None) -> list[str]:
+    """Everything about ``model`` that breaks docs/design.md's I/O contract or TensorRT needs."""
+    problems: list[str] = []
+    s = cfg.input.size
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        problems.append(f"inputs are {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
+    else:
+        got = _shape(inputs[0])
+        if got[1:] != [3, s, s] or (batch is not None and got[0] != batch) or (batch is None and isinstance(got[0], int)):
+            problems.append(f"input shape {got}, expected [{batch or 'batch'}, 3, {s}, {s}]")
+    outs = {o.name: o for o in model.graph.output}
+    if list(outs) != list(OUTPUT_NAMES):
+        problems.append(f"outputs are {list(outs)}, expected {list(OUTPUT_NAMES)}")
+    for name, want in expected_output_shapes(cfg, batch).items():
+        if name not in outs:
+            continue
+        got = _shape(outs[name])
+        if got[1:] != want[1:] or (batch is not None and got[0] != batch) or (batch is None and isinstance(got[0], int)):
+            problems.append(f"output {name} has shape {got}, expected {[d if d is not None else 'batch' for d in want]}")
+        if outs[name].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            problems.append(f"output {name} is not float32")
+    custom = onnx_inspect.custom_domain_nodes(model)
+    if custom:
+        problems.append(f"custom-domain ops in the graph: {custom}")
+    ratios = {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio}
+    ra = onnx_inspect.roialign_problems(model)
+    for node in model.graph.node:
+        if node.op_type == "RoiAlign":
+            r = next((a.i for a in node.attribute if a.name == "sampling_ratio"), None)
+            if r is not None and r not in ratios:
+                ra.append(f"{node.name}: sampling_ratio={r}, expected one of {sorted(ratios)}")
+    problems += ra
+    if not any(n.op_type == "RoiAlign" for n in model.graph.node):
+        problems.append("no RoiAlign node in the graph")
+    return problems
+
+
+def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None = 1, opset: int = 17,
+                 do_simplify: bool = True) -> onnx.ModelProto:
+    """Trace ``model`` (eval) to ONNX; ``batch`` None gives a dynamic batch axis.
+
+    Raises :class:`ExportError` when the graph breaks the contract (names, static shapes,
+    RoiAlign attributes, custom-domain ops) and ``SimplifyError`` when onnxsim fails.
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
+    model = model.eval()
+    s = cfg.input.size
+    example = torch.zeros(batch or 2, 3, s, s)
+    dynamic_axes = None
+    if batch is None:
+        dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings about Python ints taken from shapes are expected: shapes are static.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), buf, opset_version=opset, dynamo=False, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    if do_simplify:
+        proto = simplify(proto)
+    if batch is None:
+        _declare_output_shapes(proto, cfg)
+    onnx.checker.check_model(proto, full_check=True)
+    problems = contract_problems(proto, cfg, batch)
+    if problems:
+        if batch is None and any("shape" in p for p in problems):
+            raise DynamicBatchUnsupported("the model does not export with a dynamic batch axis: " + "; ".join(problems))
+        raise ExportError("; ".join(problems))
+    return proto
+
+
+def _declare_output_shapes(proto: onnx.ModelProto, cfg: ModelConfig) -> None:
+    """Write the contract's static K/M dims on the outputs of a dynamic-batch graph.
+
+    With a symbolic batch, ONNX shape inference loses the (constant) K of the top-K through
+    ``TopK``/``Reshape`` and names it symbolically. The dims are set from the config here and
+    the parity check then runs the model at batch 1 and 2, where ONNX Runtime verifies the
+    real output shapes against these declarations.
+    """
+    for out in proto.graph.output:
+        want = expected_output_shapes(cfg, None).get(out.name)
+        dims = out.type.tensor_type.shape.dim
+        if want is None or len(dims) != len(want):
+            continue
+        dims[0].Clear()
+        dims[0].dim_param = "batch"
+        for d, value in zip(list(dims)[1:], want[1:]):
+            if not d.HasField("dim_value"):
+                d.Clear()
+                d.dim_value = int(value)  # type: ignore[arg-type]
+
+
+@dataclass
+class ParityReport:
+    """ONNX Runtime vs PyTorch on the same preprocessed images."""
+
+    batch_sizes: list[int]
+    num_images: int
+    max_diff: dict[str, float]  # after aligning score ties
+    raw_max_diff: dict[str, float]  # slot by slot, before alignment
+    reordered_slots: int
+    mask_dice: float  # Dice of the binarised (> 0.5) masks over non-padded slots
+
+    def passed(self, atol: float, min_dice: float, score_atol: float, box_atol: float) -> bool:
+        d = self.max_diff
+        return d["masks"] <= atol and d["scores"] <= score_atol and d["boxes"] <= box_atol and self.mask_dice >= min_dice
+
+
+def parity_check(model: torch.nn.Module, onnx_model: Path | bytes, items: Sequence[EvalImage], cfg: ModelConfig,
+                 batch_sizes: Sequence[int], threads: int = 0) -> ParityReport:
+    """Run ``items`` through PyTorch and ONNX Runtime in chunks of each batch size; compare.
+
+    ``onnx_model`` is a file or the serialized model.
+    """
+    batch, _ = preprocess_items(items, cfg.input)
+    session = make_session(onnx_model, threads)
+    refs: list[dict[str, np.ndarray]] = []
+    alts: list[dict[str, np.ndarray]] = []
+    raws: list[dict[str, np.ndarray]] = []
+    moved = 0
+    for b in batch_sizes:
+        for start in range(0, batch.shape[0], b):
+            part = batch[start : start + b]
+            if part.shape[0] < b:
+                part = np.concatenate([part, np.repeat(part[-1:], b - part.shape[0], axis=0)])
+            with torch.no_grad():
+                ref = {k: v.numpy() for k, v in model(torch.from_numpy(part)).items()}
+            got = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: part})))
+            aligned, n = align_to_reference(ref, got)
+            moved += n
+            refs.append(ref)
+            alts.append(aligned)
+            raws.append(got)
+    cat = lambda outs: {k: np.concatenate([o[k] for o in outs]) for k in OUTPUT_NAMES}  # noqa: E731
+    r, a, raw = cat(refs), cat(alts), cat(raws)
+    return ParityReport(
+        batch_sizes=list(batch_sizes),
+        num_images=len(items),
+        max_diff=max_abs_diffs(r, a),
+        raw_max_diff=max_abs_diffs(r, raw),
+        reordered_slots=moved,
+        mask_dice=binary_mask_dice(r["masks"], a["masks"], r["scores"]),
+    )
+
+
+def load_model_for_export(checkpoint: Path, top_k: int | None) -> tuple[torch.nn.Module, ModelConfig]:
+    """Checkpoint (``torch.load(weights_only=True)`` via rfnet.checkpoint) -> eval model + config.
+
+    ``top_k`` overrides ``cfg.roi_heads.detections_per_img`` (no weights depend on it).
+    """
+    import copy
+
+    from rfnet.checkpoint import CheckpointError, load_checkpoint
+    from rfnet.model import build_model
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.config
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        cfg.roi_heads.detections_per_img = top_k
+    build_cfg = copy.deepcopy(cfg)
+    build_cfg.backbone.pretrained_path = None  # the checkpoint holds every weight
+    model = build_model(build_cfg)
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the config stored in it: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return model.eval(), cfg
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (rfnet.checkpoint format)")
+    p.add_argument("--output", required=True, type=Path, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (>= {MIN_OPSET}; default 17)")
+    p.add_argument("--batch", type=parse_batch, default=1, help="static batch size N (default 1) or 'dynamic'")
+    p.add_argument("--top-k", type=int, default=None, help="detections per image K (default: the checkpoint's)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument("--images", type=Path, default=None, help="parity-check images (default: synthetic)")
+    p.add_argument("--num-images", type=int, default=4, help="parity-check images (default 4)")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs mask difference allowed (default 1e-4)")
+    p.add_argument("--score-atol", type=float, default=1e-4, help="max abs score difference allowed (default 1e-4)")
+    p.add_argument("--box-atol", type=float, default=1e-2, help="max abs box difference in pixels (default 1e-2)")
+    p.add_argument("--min-dice", type=float, default=0.999, help="min Dice of the binarised masks (default 0.999)")
+    p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic parity images")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        check_can_write(args.output, args.overwrite)
+        if args.opset < MIN_OPSET:
+            raise ValueError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint file")
+        model, cfg = load_model_for_export(args.checkpoint, args.top_k)
+        items = (folder_images(args.images, args.num_images) if args.images is not None
+                 else synthetic_images(args.num_images, args.seed, 512))
+    except (OutputExistsError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        proto = export_model(model, cfg, batch=args.batch, opset=args.opset, do_simplify=not args.no_simplify)
+    except DynamicBatchUnsupported as exc:
+        log.error("%s; export with a static --batch N instead", exc)
+        return 2
+    except (ExportError, SimplifyError) as exc:
+        log.error("%s: export failed: %s", args.checkpoint, exc)
+        return 1
+    exporter = exporter_versions()
+    exporter.update({"opset": str(args.opset), "batch": "dynamic" if args.batch is None else str(args.batch),
+                     "simplified": str(not args.no_simplify), "torch_onnx_export": "dynamo=False"})
+    set_metadata(proto, build_metadata(cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint),
+                                       exporter=exporter))
+    data = proto.SerializeToString()
+    log.info("exported %d nodes, opset %d, batch %s", len(proto.graph.node), args.opset,
+             "dynamic" if args.batch is None else args.batch)
+    print(onnx_inspect.tensorrt_view(proto))
+    if not args.no_parity:
+        rc = _report_parity(args, model, cfg, data, items)
+        if rc != 0:
+            log.error("%s not written", args.output)
+            return rc
+    atomic_write_bytes(args.output, data)
+    log.info("wrote %s", args.output)
+    return 0
+
+
+def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, data: bytes,
+                   items: Sequence[EvalImage]) -> int:
+    """Parity check(s) of the serialized model; prints the figures, returns the exit code."""
+    tol = (args.atol, args.min_dice, args.score_atol, args.box_atol)
+    batch_sizes = [1, 2] if args.batch is None else [args.batch]
+    reports = [parity_check(model, data, items, cfg, [b]) for b in batch_sizes]
+    for rep in reports:
+        print(f"ONNX Runtime vs PyTorch (fp32, {rep.num_images} images, batch {rep.batch_sizes[0]}): max abs diff "
+              + ", ".join(f"{k} {v:.3g}" for k, v in rep.max_diff.items())
+              + f"; binarised-mask Dice {rep.mask_dice:.6f}; {rep.reordered_slots} score-tied slots reordered"
+              + (" (slot by slot: " + ", ".join(f"{k} {v:.3g}" for k, v in rep.raw_max_diff.items()) + ")"
+                 if rep.reordered_slots else ""))
+    failed = [rep.batch_sizes[0] for rep in reports if not rep.passed(*tol)]
+    if failed and args.batch is None:
+        log.error("the model does not support a dynamic batch: the dynamic-batch graph differs from PyTorch at "
+                  "batch %s; export with a static --batch N instead", failed)
+        return 2
+    if failed:
+        log.error("parity check failed: tolerances masks %.1g, scores %.1g, boxes %.1g px, Dice >= %.4f",
+                  args.atol, args.score_atol, args.box_atol, args.min_dice)
+        return 1
+    worst = {k: max(r.max_diff[k] for r in reports) for k in OUTPUT_NAMES}
+    print(json.dumps({"parity": "ok", **{f"max_abs_{k}": v for k, v in worst.items()},
+                      "mask_dice": min(r.mask_dice for r in reports)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""Explicit INT8 (Q/DQ) quantization of an RF-Net ONNX model, for TensorRT and ONNX Runtime.
+
+    python export/quantize.py --onnx model.onnx --calib-dir DIR --output model_int8.onnx \
+        [--method entropy|minmax|percentile] [--num-images N]
+
+Why ONNX Runtime's ``quantize_static`` and not NVIDIA ModelOpt: both write the explicit,
+symmetric, per-channel-weight Q/DQ graph that TensorRT 10/11 wants (TensorRT 11 has no
+calibrators, INT8 is Q/DQ only), but ModelOpt's ``[onnx]`` extra pins ``onnx`` and pulls
+``onnxruntime-gpu``, which collides with the CPU ``onnxruntime`` every other part of this
+project (and the torch-free runtime) depends on. ``quantize_static`` ships with the
+onnxruntime we already have, runs its calibration on the CPU and gives us control over
+which nodes stay float. ModelOpt remains an optional extra (``pip install '.[modelopt]'``).
+
+TensorRT-specific choices (see field notes section 1-2):
+* ``ActivationSymmetric`` / ``WeightSymmetric``: TensorRT only takes zero-point-0 int8 Q/DQ.
+* ``per_channel=True``: per-output-channel weight scales, which TensorRT supports for
+  Conv/Gemm weights.
+* ``QuantizeBias=False``: biases stay float (TensorRT has no INT32 DequantizeLinear; it
+  fuses the float bias into the INT8 convolution itself).
+* Only conv-like layers and the activations between them get Q/DQ (``--op-types``); every
+  other consumer reads the float tensor (:func:`reroute_float_consumers`): RoiAlign,
+  NonMaxSuppression, TopK, Gather,
+  box decoding, sigmoid etc. stay float. The mask head's final ``--float-mask-layers``
+  layers (found by walking back from the ``masks`` output, not by name) stay float too:
+  INT8 mask heads are the known source of degraded Mask R-CNN masks.
+* Q/DQ on layer outputs too (ONNX Runtime's layout, which its CPU provider fuses into
+  int8-in/int8-out QLinearConv; TensorRT fuses it as well); ``--inputs-only`` gives the
+  ModelOpt-style placement (inputs of weighted layers only), which ONNX Runtime then runs
+  as float convolutions, i.e. no faster than FP32 on the CPU.
+* Calibration images go through the runtime's own preprocessing (export/calibration.py's
+  loader on ``rfnet.common``), with the input settings read from the ``rfnet.*`` metadata.
+
+Torch-free: quantization needs only onnx + onnxruntime.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from export import onnx_inspect
+from export.onnx_meta import KEY_PRECISION, get_metadata, parse_metadata, set_metadata
+from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
+from export.parity import (
+    EvalImage,
+    folder_images,
+    make_session,
+    mask_agreement,
+    measure_fps,
+    preprocess_items,
+    run_batched,
+    segment_all,
+    synthetic_images,
+)
+from rfnet.common.cli import setup_logging
+from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.config import InputConfig
+
+log = logging.getLogger(__name__)
+
+METHODS = ("entropy", "minmax", "percentile")
+#: Conv-like layers plus the activations between them: with both quantized, ONNX Runtime's CPU
+#: provider fuses DQ -> Conv -> (Clip) -> Q into QLinearConv (int8 in, int8 out).
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu")
+ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
+
+
+@dataclass
+class QuantizeOptions:
+    """What to quantize and how (defaults: TensorRT-friendly INT8)."""
+
+    method: str = "entropy"
+    op_types: tuple[str, ...] = DEFAULT_OP_TYPES
+    float_mask_layers: int = 2  # conv-like layers nearest to `masks` kept float (0 = none)
+    exclude_nodes: tuple[str, ...] = ()  # extra node names kept float
+    exclude_pattern: str | None = None  # regex on node names kept float
+    # Q/DQ also on the outputs of quantized layers (ONNX Runtime's layout, int8 -> int8 kernels
+    # on its CPU provider; TensorRT fuses it too). False: inputs only, as ModelOpt places them.
+    quantize_outputs: bool = True
+    percentile: float = 99.999
+
+
+@dataclass
+class QuantizeResult:
+    model: onnx.ModelProto
+    excluded: list[str] = field(default_factory=list)
+
+
+class ImageCalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader`` over preprocessed images.
+
+    Feeds ``{input_name: float32 [B,3,S,S]}`` chunks of the given batch; the last chunk is
+    padded with repeats for static-batch models.
+    """
+
+    def __init__(self, batch: np.ndarray, input_name: str, model_batch: int | None) -> None:
+        self._batch = batch
+        self._name = input_name
+        self._b = model_batch or 1
+        self._pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self._batch.shape[0]:
+            return None
+        part = self._batch[self._pos : self._pos + self._b]
+        self._pos += self._b
+        if part.shape[0] < self._b:
+            part = np.concatenate([part, np.repeat(part[-1:], self._b - part.shape[0], axis=0)])
+        return {self._name: np.ascontiguousarray(part, dtype=np.float32)}
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+
+def _input_batch(model: onnx.ModelProto) -> tuple[str, int | None]:
+    inp = model.graph.input[0]
+    dim = inp.type.tensor_type.shape.dim[0]
+    return inp.name, (dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None)
+
+
+def nodes_kept_float(model: onnx.ModelProto, opts: QuantizeOptions) -> list[str]:
+    """Names of the conv-like nodes excluded from quantization by ``opts``."""
+    excluded: list[str] = []
+    if "masks" in {o.name for o in model.graph.output}:
+        excluded += onnx_inspect.tail_compute_nodes(model, "masks", opts.float_mask_layers)
+    elif opts.float_mask_layers:
+        log.warning("model has no 'masks' output; --float-mask-layers ignored")
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in opts.exclude_nodes if n not in names]
+    if unknown:
+        raise ValueError(f"--exclude-nodes: no such nodes in the model: {unknown}")
+    excluded += list(opts.exclude_nodes)
+    if opts.exclude_pattern:
+        rx = re.compile(opts.exclude_pattern)
+        excluded += [n for n in names if rx.search(n)]
+    # The activation right after a float layer stays float too (no Q/DQ between float layers).
+    producers = {o: n.name for n in model.graph.node for o in n.output}
+    chosen = set(excluded)
+    excluded += [n.name for n in model.graph.node
+                 if n.op_type in ACTIVATIONS and n.input and producers.get(n.input[0]) in chosen]
+    return sorted(set(excluded))
+
+
+def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:
+    """Let every node that is not quantized read the float tensor instead of its Q/DQ copy.
+
+    ONNX Runtime inserts one activation Q/DQ pair per tensor and points *all* consumers at
+    the DequantizeLinear output, so RoiAlign would pool features rounded to int8 because the
+    RPN conv next to it quantizes the same FPN map. TensorRT's explicit quantization (and
+    ModelOpt) put Q/DQ only in front of the layers that run in INT8. Nodes named in
+    ``quantized`` keep their Q/DQ inputs; Q/DQ pairs left without consumers are removed.
+    Returns the number of rerouted inputs.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name for t in model.graph.initializer}
+    rerouted = 0
+    for node in model.graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+                continue
+            node.input[i] = q.input[0]
+            rerouted += 1
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | outputs
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(init)
+    return rerouted
+
+
+def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: QuantizeOptions,
+                   calib_info: dict[str, object] | None = None) -> QuantizeResult:
+    """Quantize ``model`` to symmetric INT8 Q/DQ, calibrating on ``calib_batch`` [N,3,S,S].
+
+    ``calib_info`` (e.g. the calibration data hash) is recorded in ``rfnet.quantization``.
+
+    Returns the quantized model with its ``rfnet.precision`` set to ``int8`` and the
+    quantization settings recorded in ``rfnet.quantization``.
+    """
+    import json
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if opts.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {opts.method!r}")
+    methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+               "percentile": CalibrationMethod.Percentile}
+    excluded = nodes_kept_float(model, opts)
+    log.info("kept in float (besides every non-%s op): %s", "/".join(opts.op_types), excluded or "none")
+    name, batch = _input_batch(model)
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        # Inputs-only placement on request. Either way reroute_float_consumers() below gives every
+        # float consumer (RoiAlign, box decoding, softmax, NMS, ...) the unrounded tensor, so box
+        # deltas, logits and pooled features never pass through int8.
+        "OpTypesToExcludeOutputQuantization": [] if opts.quantize_outputs else list(opts.op_types),
+        # One Q/DQ pair per quantized consumer (each with the tensor's calibrated scale).
+        "DedicatedQDQPair": True,
+        "CalibPercentile": opts.percentile,
+        # No CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrator *discards*
+        # the batches collected when that limit is reached ("No data is collected").
+    }
+    with tempfile.TemporaryDirectory(prefix="rfnet_quant_") as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        dst = Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        quantize_static(
+            str(src),
+            str(dst),
+            ImageCalibrationReader(calib_batch, name, batch),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(opts.op_types),
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=methods[opts.method],
+            extra_options=extra,
+            calibration_providers=["CPUExecutionProvider"],
+        )
+        qmodel = onnx.load(str(dst))
+    quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
+    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
+    # quantize_static keeps metadata_props? Not reliably: copy ours over explicitly.
+    meta = get_metadata(model)
+    meta[KEY_PRECISION] = "int8"
+    meta["rfnet.quantization"] = json.dumps(
+        {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
+         "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+         "outputs_quantized": opts.quantize_outputs,
+         "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
+         **(calib_info or {})},
+        sort_keys=True,
+    )
+    del qmodel.metadata_props[:]
+    set_metadata(qmodel, meta)
+    onnx.checker.check_model(qmodel)
+    return QuantizeResult(qmodel, excluded)
+
+
+@dataclass
+class EvalReport:
+    """INT8 vs FP32 on the evaluation images (ONNX Runtime, CPU)."""
+
+    num_images: int
+    agree_disc: float  # mean Dice of INT8 masks vs FP32 masks
+    agree_cup: float
+    gt: dict[str, dict[str, float]] | None  # {"fp32"|"int8": {"disc": dice, "cup": dice}} vs ground truth
+    fps_fp32: float
+    fps_int8: float
+
+    def dice_drop(self) -> float:
+        """Largest Dice loss of INT8 relative to FP32 (vs ground truth when known, else agreement)."""
+        if self.gt is not None:
+            return max(self.gt["fp32"][c] - self.gt["int8"][c] for c in ("disc", "cup"))
+        return max(1.0 - self.agree_disc, 1.0 - self.agree_cup)
+
+
+def _gt_dice(segs: list, items: Sequence[EvalImage]) -> dict[str, float] | None:
+    from export.parity import agreement_dice
+
+    pairs = [(s, it) for s, it in zip(segs, items) if it.disc is not None and it.cup is not None]
+    if not pairs:
+        return None
+    return {
+        "disc": float(np.mean([agreement_dice(s.disc, it.disc) for s, it in pairs])),
+        "cup": float(np.mean([agreement_dice(s.cup, it.cup) for s, it in pairs])),
+    }
+
+
+def evaluate(fp32_path: Path, int8_path: Path, items: Sequence[EvalImage], input_cfg: InputConfig,
+             threads: int = 0, fps_iters: int = 10) -> EvalReport:
+    """Run both models with ONNX Runtime (CPU) on ``items``; Dice agreement, GT Dice, FPS."""
+    batch, lbs = preprocess_items(items, input_cfg)
+    s32, s8 = make_session(fp32_path, threads), make_session(int8_path, threads)
+    seg32 = segment_all(run_batched(s32, batch), lbs)
+    seg8 = segment_all(run_batched(s8, batch), lbs)
+    agree = mask_agreement(seg8, seg32)
+    g32, g8 = _gt_dice(seg32, items), _gt_dice(seg8, items)
+    gt = {"fp32": g32, "int8": g8} if g32 is not None and g8 is not None else None
+    return EvalReport(
+        num_images=len(items),
+        agree_disc=agree.disc_mean,
+        agree_cup=agree.cup_mean,
+        gt=gt,
+        fps_fp32=measure_fps(s32, batch[:1], iters=fps_iters),
+        fps_int8=measure_fps(s8, batch[:1], iters=fps_iters),
+    )
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", required=True, type=Path, help="FP32 RF-Net ONNX model (from export_onnx.py)")
+    p.add_argument("--calib-dir", required=True, type=Path,
+                   help="calibration images (a folder, or a folder with images/); real fundus images are best")
+    p.add_argument("--output", required=True, type=Path, help="INT8 Q/DQ ONNX model to write")
+    p.add_argument("--method", choices=METHODS, default="entropy", help="calibration method (default: entropy)")
+    p.add_argument("--num-images", type=int, default=64, help="calibration images to use (default: 64)")
+    p.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
+    p.add_argument("--op-types", nargs="+", default=list(DEFAULT_OP_TYPES),
+                   help="op types that get Q/DQ (default: %(default)s)")
+    p.add_argument("--float-mask-layers", type=int, default=2,
+                   help="conv layers nearest to the masks output kept in float (default: 2; 0 quantizes all)")
+    p.add_argument("--exclude-nodes", nargs="*", default=[], help="extra node names to keep in float")
+    p.add_argument("--exclude-pattern", default=None, help="regex: nodes whose name matches stay float")
+    p.add_argument("--inputs-only", action="store_true",
+                   help="Q/DQ only on the inputs of quantized layers (ModelOpt-style); default also on outputs")
+    ev = p.add_argument_group("evaluation (INT8 vs FP32 with ONNX Runtime on the CPU)")
+    ev.add_argument("--eval-dir", type=Path, default=None,
+                    help="evaluation images (masks/ beside images/ give ground-truth Dice); default: the "
+                         "calibration images")
+    ev.add_argument("--eval-dataset", default=None, help="evaluate on a dataset instead (rfnet.data.load_dataset "
+                    "name: folder, drishti-gs, refuge, rim-one-dl) with --eval-root")
+    ev.add_argument("--eval-root", type=Path, default=None, help="root of --eval-dataset")
+    ev.add_argument("--eval-split", default=None, help="split of --eval-dataset (default: the loader's)")
+    ev.add_argument("--eval-fold", type=int, default=None,
+                    help="evaluate on this held-out fold of --folds (by name, rfnet.data.splits.kfold_split); "
+                         "its images are also left out of the calibration")
+    ev.add_argument("--folds", type=int, default=5, help="number of folds for --eval-fold (default 5)")
+    ev.add_argument("--fold-seed", type=int, default=0, help="seed of the fold split (default 0)")
+    ev.add_argument("--num-eval", type=int, default=16, help="evaluation images at most (default: 16)")
+    ev.add_argument("--num-synthetic", type=int, default=8,
+                    help="synthetic validation images (rfnet.data.synthetic) also evaluated (default: 8; 0 = none)")
+    ev.add_argument("--max-dice-drop", type=float, default=0.01,
+                    help="fail (exit 1) when INT8 loses more Dice than this vs FP32: vs ground truth when "
+                         "known, else 1 - INT8/FP32 mask agreement (default: 0.01)")
+    ev.add_argument("--fps-iters", type=int, default=10, help="timed runs per model for the FPS (default 10)")
+    ev.add_argument("--no-eval", action="store_true", help="skip the INT8 vs FP32 evaluation")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def _print_eval(title: str, rep: EvalReport) -> None:
+    print(f"{title}: {rep.num_images} images")
+    print(f"  INT8 vs FP32 mask agreement Dice: disc {rep.agree_disc:.4f}  cup {rep.agree_cup:.4f}")
+    if rep.gt is not None:
+        for prec in ("fp32", "int8"):
+            print(f"  {prec} vs ground truth Dice: disc {rep.gt[prec]['disc']:.4f}  cup {rep.gt[prec]['cup']:.4f}")
+    print(f"  ONNX Runtime CPU model FPS (batch as exported): fp32 {rep.fps_fp32:.2f}  int8 {rep.fps_int8:.2f}")
+
+
+def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | None, folds: int, seed: int,
+                        limit: int | None) -> list[EvalImage]:
+    """Images + ground truth of a dataset, or of its held-out ``fold`` (kfold by name)."""
+    from rfnet.data import load_dataset
+    from rfnet.data.splits import kfold_split
+
+    ds = load_dataset(name, root, split)
+    if fold is not None:
+        if not 0 <= fold < folds:
+            raise ValueError(f"--eval-fold must be in 0..{folds - 1}, got {fold}")
+        ds = ds.subset(kfold_split(ds.names, folds, seed)[fold][1])
+    items = []
+    for i in range(len(ds) if limit is None else min(limit, len(ds))):
+        sample = ds.get(i)
+        if sample is not None:
+            items.append(EvalImage(sample.name, sample.image, sample.disc, sample.cup))
+    if not items:
+        raise ValueError(f"{root}: no usable {name} images for the evaluation")
+    return items
+
+
+def _calibration_set(args: argparse.Namespace, input_cfg: InputConfig, batch: int,
+                     leave_out: set[str]) -> CalibrationSet:
+    """The TensorRT engineer's calibration loader (same preprocessing, same data hash)."""
+    src = args.calib_dir / "images" if (args.calib_dir / "images").is_dir() else args.calib_dir
+    cset = make_calibration_set(src, input_cfg, batch)
+    paths = [p for p in cset.paths if p.stem not in leave_out]
+    if leave_out:
+        log.info("left %d held-out evaluation images out of the calibration", len(cset.paths) - len(paths))
+    paths = paths[: args.num_images]
+    if len(paths) < batch:
+        raise CalibrationDataError(f"{args.calib_dir}: not enough calibration images left ({len(paths)})")
+    return CalibrationSet(paths=tuple(paths), input_cfg=input_cfg, batch_size=batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        check_can_write(args.output, args.overwrite)
+        if not args.onnx.is_file():
+            raise FileNotFoundError(f"{args.onnx}: no such ONNX model")
+        model = onnx.load(str(args.onnx))
+        meta = parse_metadata(get_metadata(model), where=str(args.onnx))
+        if meta.precision != "fp32":
+            raise ValueError(f"{args.onnx}: expected an fp32 model, its rfnet.precision is {meta.precision!r}")
+        input_cfg = meta.input_config()
+        eval_sets: list[tuple[str, list[EvalImage]]] = []
+        if not args.no_eval:
+            if args.eval_dataset is not None:
+                if args.eval_root is None:
+                    raise ValueError("--eval-dataset needs --eval-root")
+                fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
+                eval_sets.append((f"{args.eval_dataset} {args.eval_root} {fold}", dataset_fold_images(
+                    args.eval_dataset, args.eval_root, args.eval_split, args.eval_fold, args.folds, args.fold_seed,
+                    args.num_eval)))
+            elif args.eval_dir is not None:
+                eval_sets.append((f"eval {args.eval_dir}", folder_images(args.eval_dir, args.num_eval)))
+            else:
+                eval_sets.append((f"calibration images {args.calib_dir}", folder_images(args.calib_dir, args.num_eval)))
+            if args.num_synthetic > 0:
+                eval_sets.append(("synthetic validation", synthetic_images(args.num_synthetic, args.seed, 512)))
+        leave_out = {it.name for it in eval_sets[0][1]} if args.eval_fold is not None and eval_sets else set()
+        _, model_batch = _input_batch(model)
+        cset = _calibration_set(args, input_cfg, model_batch or 1, leave_out)
+    except (OutputExistsError, FileNotFoundError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("calibrating on %d images from %s (%s)", cset.num_images, args.calib_dir, args.method)
+    try:
+        batch = np.concatenate(list(cset.batches()), axis=0)
+        opts = QuantizeOptions(method=args.method, op_types=tuple(args.op_types),
+                               float_mask_layers=args.float_mask_layers, exclude_nodes=tuple(args.exclude_nodes),
+                               exclude_pattern=args.exclude_pattern, percentile=args.percentile,
+                               quantize_outputs=not args.inputs_only)
+        result = quantize_model(model, batch, opts, {"calibration_data_sha256": cset.data_sha256()})
+    except ValueError as exc:  # CalibrationDataError included
+        log.error("%s: %s", args.onnx, exc)
+        return 2
+    atomic_write_bytes(args.output, result.model.SerializeToString())
+    log.info("wrote %s", args.output)
+    print("---- what TensorRT would get (Polygraphy + static checks) ----")
+    print(onnx_inspect.tensorrt_view(result.model))
+    if args.no_eval:
+        return 0
+    worst = 0.0
+    for title, items in eval_sets:
+        rep = evaluate(args.onnx, args.output, items, input_cfg, args.threads, args.fps_iters)
+        _print_eval(title, rep)
+        worst = max(worst, rep.dice_drop())
+    if worst > args.max_dice_drop:
+        log.error("INT8 loses %.4f Dice vs FP32 (> --max-dice-drop %.4f); calibrate on more representative "
+                  "images or keep more layers in float (--float-mask-layers)", worst, args.max_dice_drop)
+        return 1
+    print(f"INT8 Dice drop vs FP32: {worst:.4f} <= {args.max_dice_drop}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""export/quantize.py: TensorRT-style INT8 Q/DQ model that ONNX Runtime runs (CPU, small model)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from export import quantize
+from export.onnx_inspect import qdq_report, tail_compute_nodes
+from export.onnx_meta import load_metadata
+from export.parity import make_session
+
+
+@pytest.fixture(scope="module")
+def int8_model(exported_onnx: tuple[Path, int, str], calib_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    import contextlib
+    import io
+
+    fp32, rc, _ = exported_onnx
+    assert rc == 0
+    out = tmp_path_factory.mktemp("int8") / "small_int8.onnx"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = quantize.main(["--onnx", str(fp32), "--calib-dir", str(calib_dir), "--output", str(out),
+                            "--method", "minmax", "--num-images", "4", "--num-eval", "3", "--num-synthetic", "1",
+                            "--fps-iters", "2",
+                            # Untrained weights: agreement is not meaningful, only the mechanics are tested.
+                            "--max-dice-drop", "1.0"])
+    return out, rc, buf.getvalue()
+
+
+def test_qdq_nodes_symmetric_int8_per_channel(int8_model: tuple[Path, int, str]) -> None:
+    path, rc, stdout = int8_model
+    assert rc == 0, stdout
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    rep = qdq_report(model)
+    assert rep.num_quantize > 20 and rep.num_dequantize > rep.num_quantize
+    assert rep.int8 and rep.symmetric  # what TensorRT accepts
+    assert rep.per_channel_weights >= 30
+    assert rep.int32_bias == 0  # biases stay float
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    # The mask head's last two layers stay float by default.
+    assert "/mask_head/predictor/Conv" in rep.float_conv_nodes
+    assert len(rep.quantized_nodes) > len(rep.float_conv_nodes)
+    meta = load_metadata(path)
+    assert meta.precision == "int8" and meta.input_size == 128 and "rfnet.quantization" in meta.extra
+    # Polygraphy's view and the evaluation are printed.
+    assert "Graph Input" in stdout and "custom-domain ops: none" in stdout
+    assert "INT8 vs FP32 mask agreement Dice" in stdout and "model FPS" in stdout
+
+
+def test_roialign_and_detection_ops_stay_float(int8_model: tuple[Path, int, str]) -> None:
+    path, rc, _ = int8_model
+    assert rc == 0
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    roi = [n for n in model.graph.node if n.op_type == "RoiAlign"]
+    assert len(roi) == 8
+    for node in roi:
+        # Features, rois and batch indices all arrive in float; the pooled features are not re-quantized.
+        assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
+        assert all(c.op_type != "QuantizeLinear" for c in consumers.get(node.output[0], []))
+    for node in model.graph.node:
+        if node.op_type in ("NonMaxSuppression", "TopK", "Softmax", "Sigmoid"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+
+
+def test_int8_model_runs(int8_model: tuple[Path, int, str], exported_onnx: tuple[Path, int, str]) -> None:
+    path, rc, _ = int8_model
+    assert rc == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    got = make_session(path, threads=1).run(None, {"image": x})
+    ref = make_session(exported_onnx[0], threads=1).run(None, {"image": x})
+    assert [g.shape for g in got] == [(1, 10, 4), (1, 10), (1, 10, 2, 56, 56)]
+    assert all(np.isfinite(g).all() for g in got)
+    assert (got[1] > 0).any() and got[2].max() <= 1.0 and got[2].min() >= 0.0
+    assert not np.array_equal(got[2], ref[2])  # it really is a different (quantized) model
+
+
+def test_quantize_refuses_bad_inputs(exported_onnx: tuple[Path, int, str], tmp_path: Path) -> None:
+    fp32 = exported_onnx[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert quantize.main(["--onnx", str(fp32), "--calib-dir", str(empty), "--output", str(tmp_path / "a.onnx")]) == 2
+    existing = tmp_path / "exists.onnx"
+    existing.write_bytes(b"x")
+    assert quantize.main(["--onnx", str(fp32), "--calib-dir", str(empty), "--output", str(existing)]) == 2
+    assert existing.read_bytes() == b"x"
+    assert quantize.main(["--onnx", str(tmp_path / "nope.onnx"), "--calib-dir", str(empty),
+                          "--output", str(tmp_path / "b.onnx")]) == 2
+
+
+def _toy_mask_graph() -> onnx.ModelProto:
+    """x -> conv1 -> RoiAlign -> conv2 -> conv3 -> Sigmoid -> Mul(valid) -> masks; a score branch feeds valid."""
+    w = lambda name, shape: numpy_helper.from_array(np.ones(shape, np.float32), name)  # noqa: E731
+    nodes = [
+        oh.make_node("Conv", ["x", "w1"], ["f"], name="backbone/conv1"),
+        oh.make_node("RoiAlign", ["f", "rois", "bidx"], ["p"], name="pool", coordinate_transformation_mode="half_pixel",
+                     sampling_ratio=2, output_height=4, output_width=4),
+        oh.make_node("Conv", ["p", "w2"], ["h"], name="head/conv2"),
+        oh.make_node("Conv", ["h", "w3"], ["logits"], name="head/predictor"),
+        oh.make_node("Sigmoid", ["logits"], ["prob"], name="sig"),
+        oh.make_node("Flatten", ["p"], ["pf"], name="flat"),
+        oh.make_node("Gemm", ["pf", "wfc"], ["score"], name="box/cls", transB=1),
+        oh.make_node("Greater", ["score", "zero"], ["valid_b"], name="gt"),
+        oh.make_node("Cast", ["valid_b"], ["valid"], name="cast", to=TensorProto.FLOAT),
+        oh.make_node("Mul", ["prob", "valid"], ["masks"], name="mul"),
+    ]
+    graph = oh.make_graph(
+        nodes, "toy",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]),
+         oh.make_tensor_value_info("rois", TensorProto.FLOAT, [3, 4]),
+         oh.make_tensor_value_info("bidx", TensorProto.INT64, [3])],
+        [oh.make_tensor_value_info("masks", TensorProto.FLOAT, None)],
+        [w("w1", (2, 2, 1, 1)), w("w2", (2, 2, 1, 1)), w("w3", (2, 2, 1, 1)), w("wfc", (1, 32)),
+         numpy_helper.from_array(np.zeros((1,), np.float32), "zero")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_mask_tail_found_structurally() -> None:
+    model = _toy_mask_graph()
+    assert tail_compute_nodes(model, "masks", 1) == ["head/predictor"]
+    # The walk ignores the validity branch (box/cls) and stops at RoiAlign (not backbone/conv1).
+    assert tail_compute_nodes(model, "masks", 5) == ["head/predictor", "head/conv2"]
+    assert quantize.nodes_kept_float(model, quantize.QuantizeOptions(float_mask_layers=0)) == []
+    opts = quantize.QuantizeOptions(float_mask_layers=1, exclude_pattern="^backbone/")
+    assert quantize.nodes_kept_float(model, opts) == ["backbone/conv1", "head/predictor"]
+    with pytest.raises(ValueError, match="no such nodes"):
+        quantize.nodes_kept_float(model, quantize.QuantizeOptions(exclude_nodes=("missing",)))
