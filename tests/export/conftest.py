@@ -25,33 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-SIZE = 128
-
-
-def spread_heads(model: Any, seed: int = 0) -> None:
-    """Deterministically re-initialise the heads so that detections have distinct scores."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
-                mod.bias.uniform_(0.0, 0.2, generator=g)
-        for mod in (model.rpn.head.cls_logits, model.roi_heads.head.cls_score):
-            mod.weight.normal_(0.0, 1.0, generator=g)
-            mod.bias.normal_(0.0, 1.0, generator=g)
-        torch.nn.init.kaiming_normal_(model.rpn.head.conv.weight, generator=g)
-        model.mask_head.predictor.weight.normal_(0.0, 0.1, generator=g)
-
-
-def small_config() -> Any:
-    from rfnet.config import get_preset
-
-    cfg = get_preset("light")
-    cfg.input.size = SIZE
-    cfg.rpn.post_nms_top_n_test = 64
-    cfg.rpn.nms_thresh = 1.0
-    return cfg
+from tests.support.small_model import SIZE, blob_image, small_config, spread_heads  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -76,19 +50,6 @@ def small_checkpoint(small_model: tuple[Any, Any], tmp_path_factory: pytest.Temp
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     save_checkpoint(path, model, cfg)
     return path
-
-
-def blob_image(rng: np.random.Generator, size: int = 160) -> np.ndarray:
-    """uint8 [size,size,3] RGB image of random coloured Gaussian blobs plus light noise."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    img = np.zeros((size, size, 3), np.float32)
-    for _ in range(12):
-        cx, cy = rng.uniform(0, size, 2)
-        r = rng.uniform(8, 40)
-        img += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None] * rng.uniform(-1, 1, 3)
-    img += rng.normal(0, 0.05, img.shape)
-    img = (img - img.min()) / (img.max() - img.min())
-    return (img * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")

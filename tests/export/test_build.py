@@ -1,7 +1,6 @@
 """export/build.py without TensorRT: --help and the no-TensorRT exit with torch blocked, argument handling."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,10 +12,7 @@ import pytest
 from export import build
 from export import build_plan as bp
 
-_spec = importlib.util.spec_from_file_location("trt_onnx_fixture", Path(__file__).with_name("_trt_onnx_fixture.py"))
-assert _spec is not None and _spec.loader is not None
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+from tests.support import trt_onnx as fx
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = REPO / "engines" / "targets"

@@ -1,7 +1,6 @@
 """INT8 calibration loader: runtime preprocessing from the ONNX metadata, batching, data hash."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -14,10 +13,7 @@ from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig
 
-_spec = importlib.util.spec_from_file_location("trt_onnx_fixture", Path(__file__).with_name("_trt_onnx_fixture.py"))
-assert _spec is not None and _spec.loader is not None
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+from tests.support import trt_onnx as fx
 
 CFG = InputConfig(size=64, mean=(120.0, 110.0, 100.0), std=(50.0, 60.0, 70.0))
 

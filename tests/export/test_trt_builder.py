@@ -6,7 +6,6 @@ onnx-tensorrt names layers. The test marked ``tensorrt`` builds a real engine on
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -29,10 +28,7 @@ from export.graph_checks import (
 )
 from export.trt_typing_stubs import fix_def_line
 
-_spec = importlib.util.spec_from_file_location("trt_onnx_fixture", Path(__file__).with_name("_trt_onnx_fixture.py"))
-assert _spec is not None and _spec.loader is not None
-fx = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fx)
+from tests.support import trt_onnx as fx
 
 REPO = Path(__file__).resolve().parents[2]
 _PARSED_TYPES = {"Conv": "CONVOLUTION", "MaxPool": "POOLING", "Max": "ELEMENTWISE", "Cast": "CAST"}
