@@ -102,9 +102,10 @@ def _read_metrics_csv(path: Path) -> tuple[list[float], dict[str, list[float]]]:
 def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> None:
     """Plot every numeric column of a metrics CSV against its ``epoch`` column.
 
-    Columns whose name contains "loss" go in the left panel, all others (Dice, IoU, lr,
-    ...) in the right panel. The figure is written atomically to ``png_path`` (format
-    from its suffix). Raises ``ValueError`` naming the file for a missing ``epoch``
+    Columns whose name contains "loss" go in the first panel, the learning rate (``lr``, log
+    scale) in its own panel, and the remaining metrics (Dice, IoU, MAE: all on a 0..1 scale)
+    in another; counts such as ``val_images`` are left out, since they would squash the
+    metric axis. The figure is written atomically to ``png_path`` (format from its suffix). Raises ``ValueError`` naming the file for a missing ``epoch``
     column or an empty CSV.
     """
     import matplotlib
@@ -115,14 +116,18 @@ def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.Pa
     csv_p, out_p = Path(csv_path), Path(png_path)
     epochs, series = _read_metrics_csv(csv_p)
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
-    others = {k: v for k, v in series.items() if k not in losses}
-    panels = [(title, d) for title, d in (("losses", losses), ("metrics", others)) if d]
+    lr = {k: v for k, v in series.items() if k.lower() == "lr"}
+    others = {k: v for k, v in series.items()
+              if k not in losses and k not in lr and not k.lower().endswith(("_images", "_count"))}
+    panels = [(title, d) for title, d in (("losses", losses), ("validation", others), ("learning rate", lr)) if d]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4), squeeze=False)
     try:
         for ax, (title, data) in zip(axes[0], panels):
             for name, vals in data.items():
                 ax.plot(epochs, vals, marker="o" if len(epochs) < 30 else None, markersize=3, label=name)
             ax.set_title(title)
+            if title == "learning rate" and all(v > 0 for vals in data.values() for v in vals if v == v):
+                ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small")
