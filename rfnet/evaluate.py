@@ -1,0 +1,210 @@
+"""Evaluate a trained RF-Net checkpoint on a dataset split.
+
+``python -m rfnet.evaluate --checkpoint runs/X/checkpoint_best.pt --dataset refuge
+--data-root REFUGE --split validation --out eval/X``
+
+Writes to ``--out`` (atomically, file by file):
+
+* ``per_image.csv``: name, Dice / IoU of disc and cup, mIoU, vCDR predicted / ground truth
+  (REFUGE column-count definition and the extent definition) and absolute error, hCDR, area
+  CDR, detection score, glaucoma label and expert CDR when the dataset has them;
+* ``summary.json``: mean and std per metric, AUC and sensitivity at 85 % specificity of the
+  predicted vCDR when glaucoma labels exist, skipped items and data problems;
+* ``segmentation/<name>.bmp``: REFUGE submission format, 8-bit grey at the original image
+  size, 0 = cup, 128 = disc rim, 255 = background (the official evaluator's input);
+* ``overlays/<name>.jpg``: disc (green) and cup (blue) contours on the image, the
+  prediction beside the ground truth.
+
+Prints a table of mean +- std per metric. Unreadable items are skipped and counted
+(``--strict`` fails instead). Exit status: 0 ok, 1 data error in --strict mode, 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rfnet.common.cli import setup_logging
+from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
+from rfnet.common.imageio import write_image
+from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
+from rfnet.common.postprocess import Segmentation
+from rfnet.common.viz import overlay
+from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
+
+log = logging.getLogger(__name__)
+
+#: Rows of the printed table: (label, per-image key).
+TABLE = (
+    ("Dice disc", "dice_disc"),
+    ("Dice cup", "dice_cup"),
+    ("IoU disc", "iou_disc"),
+    ("IoU cup", "iou_cup"),
+    ("mIoU", "miou"),
+    ("vCDR abs. error (REFUGE)", "vcdr_ae"),
+    ("vCDR abs. error (extent)", "vcdr_extent_ae"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rfnet.evaluate",
+        description=__doc__.split("\n\n")[0],
+        epilog="outputs: per_image.csv, summary.json, segmentation/<name>.bmp (REFUGE 0/128/255), overlays/<name>.jpg",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by rfnet.train (checkpoint_best.pt)")
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset layout")
+    p.add_argument("--data-root", required=True, help="dataset root folder")
+    p.add_argument("--split", help="split to evaluate (REFUGE: train|validation|test; folder: ROOT/<split>/ or ROOT)")
+    p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing its files")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default 2)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
+    p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup (post-processing option)")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
+    p.add_argument("--no-segmentations", action="store_true", help="do not write REFUGE BMPs")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: CPUs available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def format_table(summary: dict[str, tuple[float, float]], n: int) -> str:
+    """Mean +- std per metric as an aligned text table."""
+    lines = [f"{'metric':<26} {'mean':>8} {'std':>8}   (n = {n})"]
+    for label, key in TABLE:
+        mean, std = summary.get(key, (math.nan, math.nan))
+        lines.append(f"{label:<26} {mean:>8.4f} {std:>8.4f}")
+    return "\n".join(lines)
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", restval="", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _classification(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    labelled = [r for r in rows if r.get("label") in (0, 1)]
+    if not labelled or len({r["label"] for r in labelled}) < 2:
+        return None
+    scores = np.array([r["vcdr_pred"] for r in labelled], dtype=np.float64)
+    labels = np.array([r["label"] for r in labelled], dtype=np.int64)
+    out = glaucoma_classification(scores, labels)
+    out["n"] = float(len(labelled))
+    return out
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        log.error("%s: not empty; pass --overwrite to replace its files", out)
+        return 2
+    import torch
+
+    from rfnet.checkpoint import load_model
+    from rfnet.training.run import resolve_device
+    from rfnet.predict import CASE_COLUMNS, evaluate_dataset
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    elif hasattr(os, "sched_getaffinity"):
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    try:
+        device = resolve_device(args.device)
+        ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.is_file():
+        log.error("%s: no such checkpoint file", ckpt_path)
+        return 2
+    try:
+        model, cfg = load_model(ckpt_path, device)
+    except Exception as exc:  # corrupt / foreign file: say which one
+        log.error("%s: cannot load checkpoint (%s)", ckpt_path, exc)
+        return 2
+    log.info("%s (%s preset, input %d) on %s: %d items", ckpt_path, cfg.name, cfg.input.size, ds, len(ds))
+    seg_dir, ov_dir = out / "segmentation", out / "overlays"
+
+    def write_case(sample: Sample, seg: Segmentation, row: dict[str, Any]) -> None:
+        stem = _safe_name(sample.name)
+        if not args.no_segmentations:
+            write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup))
+        if not args.no_overlays:
+            write_image(ov_dir / f"{stem}.jpg", overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup))
+
+    try:
+        result = evaluate_dataset(
+            model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse,
+            progress=not args.no_progress and sys.stderr.isatty(), desc="evaluate", on_case=write_case,
+        )
+    except SampleError as exc:
+        log.error("%s (--strict)", exc)
+        return 1
+    atomic_write_text(out / "per_image.csv", _csv_text(result.rows, CASE_COLUMNS))
+    classification = _classification(result.rows)
+    summary = {
+        "checkpoint": str(ckpt_path),
+        "dataset": args.dataset,
+        "data_root": str(args.data_root),
+        "split": ds.split,
+        "preset": cfg.name,
+        "threshold": args.threshold,
+        "ellipse": bool(args.ellipse),
+        "n_items": len(ds),
+        "n_evaluated": len(result.rows),
+        "metrics": {k: {"mean": m, "std": s} for k, (m, s) in sorted(result.summary.items())},
+        "glaucoma_classification": classification,
+        "skipped": result.skipped,
+        "no_disc_detected": result.no_disc,
+        "problems": [str(p) for p in ds.problems],
+    }
+    atomic_write_json(out / "summary.json", _json_safe(summary))
+    print(format_table(result.summary, len(result.rows)))
+    if classification is not None:
+        print(
+            f"glaucoma (predicted vCDR as risk, n = {int(classification['n'])}): AUC {classification['auc']:.4f}, "
+            f"sensitivity at 85% specificity {classification['sensitivity_at_85_specificity']:.4f}"
+        )
+    if result.skipped:
+        log.warning("%d item(s) skipped as unreadable or invalid: %s", len(result.skipped), ", ".join(result.skipped))
+    if ds.problems:
+        log.warning("%s", ds.report())
+    log.info("wrote %s", out)
+    return 0
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> None so summary.json is strict JSON."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Predict a whole dataset with an RF-Net model and score it: shared by training and evaluation.
+
+The path is exactly the deployment one (docs/design.md): original RGB image ->
+:func:`rfnet.common.preprocess.preprocess_batch` (letterbox + normalise) -> eval forward ->
+numpy -> :func:`rfnet.common.postprocess.postprocess` (paste into the original pixels through
+the :class:`~rfnet.common.preprocess.Letterbox`, threshold, clean) ->
+:func:`rfnet.common.metrics.case_metrics` against the original-size ground truth. Training's
+per-epoch validation and ``rfnet.evaluate`` both call :func:`evaluate_dataset`, so the
+numbers they print are the same numbers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rfnet.common.metrics import case_metrics, summarize
+from rfnet.common.postprocess import Segmentation, postprocess
+from rfnet.common.preprocess import preprocess_batch
+from rfnet.config import ModelConfig
+from rfnet.data.sample import Sample
+
+log = logging.getLogger(__name__)
+
+#: Columns of the per-image table, in order (``rfnet.evaluate`` writes them to CSV).
+CASE_COLUMNS: tuple[str, ...] = (
+    "name",
+    "dice_disc",
+    "dice_cup",
+    "iou_disc",
+    "iou_cup",
+    "miou",
+    "vcdr_pred",
+    "vcdr_gt",
+    "vcdr_ae",
+    "vcdr_extent_pred",
+    "vcdr_extent_gt",
+    "vcdr_extent_ae",
+    "hcdr_pred",
+    "hcdr_gt",
+    "area_cdr_pred",
+    "area_cdr_gt",
+    "score",
+    "disc_found",
+    "label",
+    "expert_cdr",
+)
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows, their mean / std, and what could not be evaluated.
+
+    Attributes:
+        rows: one dict per evaluated image (keys :data:`CASE_COLUMNS`).
+        summary: ``{metric: (mean, std)}`` over ``rows`` (NaN values left out).
+        skipped: names of items that could not be loaded (unreadable / truncated / missing
+            file, empty disc, ...); the dataset's ``problems`` say why.
+        no_disc: names of images where the model found no disc (their Dice is 0).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, tuple[float, float]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    no_disc: list[str] = field(default_factory=list)
+
+    def mean(self, key: str) -> float:
+        return self.summary.get(key, (math.nan, math.nan))[0]
+
+    @property
+    def score(self) -> float:
+        """Model-selection score: mean of the disc and cup Dice (NaN if nothing was evaluated)."""
+        return (self.mean("dice_disc") + self.mean("dice_cup")) / 2.0
+
+
+@torch.inference_mode()
+def predict_images(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    cfg: ModelConfig,
+    device: torch.device,
+    *,
+    threshold: float = 0.5,
+    ellipse: bool = False,
+) -> list[Segmentation]:
+    """Segment RGB uint8 images [H,W,3] (any sizes) -> one :class:`Segmentation` each, at the
+    original size. ``model`` must be in eval mode."""
+    batch, lbs = preprocess_batch(list(images), cfg.input)
+    out = model(torch.from_numpy(batch).to(device))
+    boxes = out["boxes"].float().cpu().numpy()  # [B,K,4] input pixels
+    scores = out["scores"].float().cpu().numpy()  # [B,K]
+    masks = out["masks"].float().cpu().numpy()  # [B,K,2,S,S]
+    return [
+        postprocess(boxes[i], scores[i], masks[i], lbs[i], threshold=threshold, ellipse=ellipse)
+        for i in range(len(lbs))
+    ]
+
+
+def predict_dataset(
+    model: nn.Module,
+    dataset: Any,
+    cfg: ModelConfig,
+    device: torch.device,
+    *,
+    batch_size: int = 4,
+    threshold: float = 0.5,
+    ellipse: bool = False,
+    progress: bool = True,
+    desc: str = "predict",
+) -> Iterator[tuple[Sample, Segmentation]]:
+    """Yield ``(sample, segmentation)`` for every loadable item of ``dataset`` in order.
+
+    ``dataset`` needs ``len``, ``get(i) -> Sample | None`` (``None``: a bad item the dataset
+    recorded; it raises instead when strict) and ``bad_names``: any :class:`rfnet.data.base.FundusDataset`.
+    Bad items are skipped (``dataset.get`` returns ``None`` and records why) or raise when
+    the dataset is strict. Puts the model in eval mode; restoring train mode is the caller's job.
+    """
+    model.eval()
+    pending: list[Sample] = []
+
+    def flush() -> Iterator[tuple[Sample, Segmentation]]:
+        segs = predict_images(model, [s.image for s in pending], cfg, device, threshold=threshold, ellipse=ellipse)
+        yield from zip(pending, segs)
+        pending.clear()
+
+    for i in tqdm(range(len(dataset)), desc=desc, unit="img", disable=not progress, leave=False):
+        sample = dataset.get(i)
+        if sample is None:
+            continue
+        pending.append(sample)
+        if len(pending) >= max(1, batch_size):
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def case_row(sample: Sample, seg: Segmentation) -> dict[str, Any]:
+    """Per-image metrics (:func:`rfnet.common.metrics.case_metrics`) plus detection score,
+    glaucoma label and expert CDR when the dataset knows them."""
+    row: dict[str, Any] = {"name": sample.name}
+    row.update(case_metrics(seg.disc, seg.cup, sample.disc, sample.cup))
+    row["score"] = float(seg.score)
+    row["disc_found"] = int(seg.found)
+    label = sample.meta.get("label")
+    row["label"] = "" if label is None else int(label)
+    # Drishti-GS: the experts' CDRs and their mean (``expert_cdr_mean``); other loaders may give one value
+    cdr = sample.meta.get("expert_cdr_mean", sample.meta.get("expert_cdr"))
+    if isinstance(cdr, (list, tuple)):
+        cdr = float(np.mean([float(c) for c in cdr])) if cdr else None
+    row["expert_cdr"] = "" if cdr is None else float(cdr)
+    return row
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Any,
+    cfg: ModelConfig,
+    device: torch.device,
+    *,
+    batch_size: int = 4,
+    threshold: float = 0.5,
+    ellipse: bool = False,
+    progress: bool = True,
+    desc: str = "evaluate",
+    on_case: Callable[[Sample, Segmentation, dict[str, Any]], None] | None = None,
+) -> EvalResult:
+    """Predict and score every item of ``dataset``; ``on_case(sample, seg, row)`` is called per
+    image (evaluation writes its BMPs and overlays there). See :class:`EvalResult`."""
+    result = EvalResult()
+    for sample, seg in predict_dataset(
+        model, dataset, cfg, device, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
+        progress=progress, desc=desc,
+    ):
+        row = case_row(sample, seg)
+        if not seg.found:
+            result.no_disc.append(sample.name)
+        result.rows.append(row)
+        if on_case is not None:
+            on_case(sample, seg, row)
+    result.summary = summarize(
+        {k: v for k, v in r.items() if k not in ("label", "expert_cdr", "disc_found", "score")} for r in result.rows
+    )
+    result.skipped = list(getattr(dataset, "bad_names", []))
+    if result.no_disc:
+        log.warning("%s: no disc detected in %d image(s): %s", desc, len(result.no_disc), ", ".join(result.no_disc[:10]))
+    return result

@@ -1,0 +1,95 @@
+"""One training epoch: forward the losses, backward, clip, step; averaged loss values.
+
+Kept apart from the CLI so tests and notebooks can drive it with any iterable of batches.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+#: batch -> (images float32 [B,3,S,S], targets list of B dicts as in docs/design.md)
+Unpack = Callable[[Any], tuple[Tensor, list[dict[str, Tensor]]]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the loss and the iteration."""
+
+
+def _to_device(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[Any],
+    unpack: Unpack,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    *,
+    grad_clip: float | None = None,
+    epoch: int = 0,
+    total: int | None = None,
+    progress: bool = True,
+    log_every: int = 0,
+) -> dict[str, float]:
+    """Train ``model`` over ``batches`` once; the scheduler steps every iteration.
+
+    Without a progress bar, ``log_every > 0`` logs the running mean loss every that many
+    iterations instead (runs whose output goes to a file).
+
+    Returns:
+        mean of each loss over the epoch's iterations, plus ``"loss"`` (their sum) and
+        ``"lr"`` (the learning rate of the last iteration). Empty batches (every item of
+        the batch skipped as unreadable) are passed over.
+    Raises:
+        NonFiniteLossError: a loss is NaN / inf (the usual cause is a too-high learning
+        rate or a too-short warm-up; the message says so).
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    lr = optimizer.param_groups[0]["lr"]
+    bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False)
+    for batch in bar:
+        images, targets = unpack(batch)
+        if images.shape[0] == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        losses: dict[str, Tensor] = model(images, _to_device(targets, device))
+        total_loss = sum(losses.values(), torch.zeros((), device=device))
+        if not torch.isfinite(total_loss):
+            bad = {k: float(v) for k, v in losses.items()}
+            raise NonFiniteLossError(
+                f"epoch {epoch + 1}, iteration {n + 1}: non-finite loss {bad}; "
+                "lower --lr or lengthen --warmup-iters"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total_loss.backward()
+        if grad_clip is not None and grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        n += 1
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["loss"] = sums.get("loss", 0.0) + float(total_loss.detach())
+        bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", lr=f"{lr:.2g}")
+        if not progress and log_every > 0 and n % log_every == 0:
+            log.info("epoch %d: iteration %d/%s, mean loss %.4f, lr %.2g", epoch + 1, n, total or "?", sums["loss"] / n, lr)
+    bar.close()
+    means = {k: v / max(1, n) for k, v in sums.items()}
+    means["lr"] = float(lr)
+    means["iterations"] = float(n)
+    if n and not all(math.isfinite(v) for v in means.values()):
+        raise NonFiniteLossError(f"epoch {epoch + 1}: non-finite mean loss {means}")
+    return means
