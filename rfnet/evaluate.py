@@ -39,6 +39,7 @@ from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
+from rfnet.data.splits import kfold_split
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset layout")
     p.add_argument("--data-root", required=True, help="dataset root folder")
     p.add_argument("--split", help="split to evaluate (REFUGE: train|validation|test; folder: ROOT/<split>/ or ROOT)")
+    p.add_argument("--fold", type=int, help="evaluate only the validation fold K of a k-fold split (as in rfnet.train)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds for --fold (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="split seed for --fold; use the training run's --seed (default 0)")
     p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing its files")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
+        if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
+            if not 0 <= args.fold < args.folds:
+                raise ValueError(f"--fold must be in 0..{args.folds - 1} for --folds {args.folds}, got {args.fold}")
+            ds = ds.subset(kfold_split(ds.names, args.folds, args.seed)[args.fold][1])
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
