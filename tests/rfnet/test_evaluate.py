@@ -128,3 +128,19 @@ def test_evaluate_refuses_non_empty_out_and_names_bad_paths(checkpoint: Path, ev
         assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "drishti-gs",
                               "--data-root", str(tmp_path), "--out", str(tmp_path / "o2"), *EVAL]) == 2
     assert "expected" in caplog.text
+
+
+def test_evaluate_fold_scores_exactly_the_held_out_names(checkpoint: Path, tmp_path: Path) -> None:
+    from rfnet.data.splits import kfold_split
+
+    root = tmp_path / "data"
+    generate_folder(root, n=5, size=64, seed=31)
+    names = sorted(p.stem for p in (root / "images").iterdir())
+    held_out = kfold_split(names, 5, 3)[2][1]
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(root),
+                          "--fold", "2", "--folds", "5", "--seed", "3", "--out", str(out), *EVAL]) == 0
+    with open(out / "per_image.csv", newline="") as fh:
+        assert sorted(r["name"] for r in csv.DictReader(fh)) == sorted(held_out)
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(root),
+                          "--fold", "5", "--folds", "5", "--out", str(tmp_path / "bad"), *EVAL]) == 2
