@@ -1,21 +1,6 @@
 """Shared fixtures of the ONNX export tests: one small RF-Net checkpoint and its exports.
 
-The model is the ``light`` preset at a 128-pixel input with untrained, seeded weights. Its
-heads are re-initialised with a wider spread (``spread_heads``) so that scores are distinct
-and masks are not all ~0.5: with the default initialisation (std 0.01 logits) sigmoid
-scores collapse onto a few float32 values and the ranking between backends is decided by
-ties, which would make any parity check meaningless. ``post_nms_top_n_test`` is lowered
-so every proposal reaching the box head has survived NMS, and the RPN's NMS threshold is 1.0:
-an untrained RPN still produces exactly tied objectness scores among overlapping anchors
-(measured: several per image), and which of two tied boxes NMS keeps is an arbitrary choice
-that PyTorch and ONNX Runtime make differently. The RoI head's NMS (0.5) stays, on
-well-separated scores. With these settings and seeds, parity was verified at static batch
-1 and 2 and dynamic batch 1 and 2 (masks <= 5e-7). A trained checkpoint needs none of this.
-
-Parity images (``parity_dir``) are smooth random blobs: an untrained backbone maps large
-uniform areas (the black corners of a fundus photograph) or fine noise to near-identical
-features, whose exactly tied objectness scores then decide the proposals; blobs give
-position-dependent features at every pyramid level.
+The model and why it is built that way: tests/support/small_model.py.
 """
 from __future__ import annotations
 

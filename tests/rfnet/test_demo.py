@@ -9,20 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.demo import main as demo_main  # noqa: E402
-from rfnet.model import build_model  # noqa: E402
-from tests.support.small_model import small_config, spread_heads  # noqa: E402
+from tests.support.small_model import save_small_checkpoint  # noqa: E402
 
 
 def test_demo_deploys_a_checkpoint_and_reports_where_results_are(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = small_config()
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    spread_heads(model)
     ckpt = tmp_path / "small.pt"
-    save_checkpoint(ckpt, model, cfg)
+    save_small_checkpoint(ckpt)
     out = tmp_path / "demo"
     rc = demo_main(["--out", str(out), "--checkpoint", str(ckpt), "--n-train", "1", "--n-val", "3"])
     assert rc == 0

@@ -14,13 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from export import export_onnx  # noqa: E402
-from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.common.imageio import read_image, read_mask, write_image  # noqa: E402
 from rfnet.common.metrics import dice  # noqa: E402
-from rfnet.model import build_model  # noqa: E402
 from rfnet.predict import predict_images  # noqa: E402
 from runtime.infer import main as infer_main  # noqa: E402
-from tests.support.small_model import blob_image, small_config, spread_heads  # noqa: E402
+from tests.support.small_model import blob_image, save_small_checkpoint  # noqa: E402
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -29,12 +27,8 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_runtime_masks_equal_pytorch_evaluation(tmp_path: Path) -> None:
-    cfg = small_config()
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    spread_heads(model)
     ckpt = tmp_path / "small.pt"
-    save_checkpoint(ckpt, model, cfg)
+    model, cfg = save_small_checkpoint(ckpt)
 
     images = tmp_path / "images"
     rng = np.random.default_rng(11)

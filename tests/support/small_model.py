@@ -63,3 +63,18 @@ def blob_image(rng: np.random.Generator, size: int = 160) -> np.ndarray:
     img += rng.normal(0, 0.05, img.shape)
     img = (img - img.min()) / (img.max() - img.min())
     return (img * 255).astype(np.uint8)
+
+
+def save_small_checkpoint(path: Any, seed: int = 0) -> tuple[Any, Any]:
+    """Build the small eval model (seeded, heads spread), save it to ``path``: (model, cfg)."""
+    import torch
+
+    from rfnet.checkpoint import save_checkpoint
+    from rfnet.model import build_model
+
+    cfg = small_config()
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    spread_heads(model, seed)
+    save_checkpoint(path, model, cfg)
+    return model, cfg
