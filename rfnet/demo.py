@@ -147,7 +147,7 @@ def _print_summary(out: Path, checkpoint: Path, onnx_path: Path, infer_dir: Path
     if fps:
         lines.append(f"  ONNX Runtime CPU: {fps:.2f} images/s end to end (paper: 4.1 FPS on an NVIDIA P100)")
     if timing:
-        lines.append("  ms per image: " + ", ".join(f"{k} {v}" for k, v in timing.items()))
+        lines.append("  ms per image: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
     print("\n".join(lines))
 
 
