@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
-from export.onnx_meta import KEY_PRECISION, get_metadata, parse_metadata, set_metadata
+from export.onnx_meta import KEY_PRECISION, get_metadata, load_fp32_model, set_metadata
 from export.parity import (
     make_session,
     mask_agreement,
@@ -247,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         check_can_write(args.output, args.overwrite)
-        if not args.onnx.is_file():
-            raise FileNotFoundError(f"{args.onnx}: no such ONNX model")
-        model = onnx.load(str(args.onnx))
-        meta = parse_metadata(get_metadata(model), where=str(args.onnx))
-        if meta.precision != "fp32":
-            raise ValueError(f"{args.onnx}: expected an fp32 model, its rfnet.precision is {meta.precision!r}")
+        model, meta = load_fp32_model(args.onnx)
     except (OutputExistsError, FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

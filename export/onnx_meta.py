@@ -221,6 +221,25 @@ def load_metadata(path: str | os.PathLike[str]) -> RFNetMetadata:
     return parse_metadata(read_metadata(path), where=str(path))
 
 
+def load_fp32_model(path: str | os.PathLike[str]) -> tuple["onnx.ModelProto", RFNetMetadata]:
+    """Load an FP32 RF-Net ONNX (the input of the FP16 and INT8 converters) and its metadata.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: missing/invalid rfnet metadata, or a model that is not fp32.
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such ONNX model")
+    model = onnx.load(str(p))
+    meta = parse_metadata(get_metadata(model), where=str(p))
+    if meta.precision != "fp32":
+        raise ValueError(f"{p}: expected an fp32 model, its rfnet.precision is {meta.precision!r}")
+    return model, meta
+
+
 def exporter_versions() -> dict[str, str]:
     """Versions of the installed export libraries (those importable), for ``rfnet.exporter``."""
     from importlib import metadata as importlib_metadata

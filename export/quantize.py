@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
-from export.onnx_meta import KEY_PRECISION, get_metadata, parse_metadata, set_metadata
+from export.onnx_meta import KEY_PRECISION, get_metadata, load_fp32_model, set_metadata
 from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
 from export.parity import (
     EvalImage,
@@ -406,12 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         check_can_write(args.output, args.overwrite)
-        if not args.onnx.is_file():
-            raise FileNotFoundError(f"{args.onnx}: no such ONNX model")
-        model = onnx.load(str(args.onnx))
-        meta = parse_metadata(get_metadata(model), where=str(args.onnx))
-        if meta.precision != "fp32":
-            raise ValueError(f"{args.onnx}: expected an fp32 model, its rfnet.precision is {meta.precision!r}")
+        model, meta = load_fp32_model(args.onnx)
         input_cfg = meta.input_config()
         eval_sets: list[tuple[str, list[EvalImage]]] = []
         if not args.no_eval:
