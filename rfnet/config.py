@@ -196,7 +196,7 @@ def light_config() -> ModelConfig:
             post_nms_top_n_test=300,
         ),
         roi_heads=RoIHeadConfig(representation_size=256, batch_size_per_image=128),
-        mask_head=MaskHeadConfig(channels=64, num_convs=2, num_fused_convs=1, max_positive_rois=16),
+        mask_head=MaskHeadConfig(channels=64, num_convs=2, num_fused_convs=1, max_positive_rois=8),
     )
 
 
