@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
 from runtime.backends.base import Backend, BackendUnavailableError
 from benchmarks.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
+from rfnet.common.env import torch_cuda_unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +104,10 @@ def reference_runner(model: str) -> RunnerSpec:
     (PyTorch FP32 on CUDA when available else CPU, ONNX Runtime CPU, plain TensorRT)."""
     kind = model_kind(model)
     if kind == "torch":
-        return RunnerSpec(model, "pytorch-cuda" if _torch_cuda_reason() is None else "pytorch-cpu")
+        return RunnerSpec(model, "pytorch-cuda" if torch_cuda_unavailable_reason() is None else "pytorch-cpu")
     return RunnerSpec(model, "onnxruntime-cpu" if kind == "onnx" else "tensorrt")
 
 
-def _torch_cuda_reason() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to PyTorch"
-    return None
 
 
 def precision_label(backend: Backend, spec: RunnerSpec) -> str:
@@ -160,7 +153,7 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
     r = spec.runner
     if r in TORCH_RUNNERS:
         if r != "pytorch-cpu":
-            reason = _torch_cuda_reason()
+            reason = torch_cuda_unavailable_reason()
             if reason:
                 raise NotRunError(reason)
         mode = {"pytorch-cuda-fp16": "fp16", "pytorch-cuda-graph": "graph"}.get(r, "fp32")

@@ -101,15 +101,18 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
             node.name = f"rfnet_node_{i}"
     for out in model.graph.output:
         internal = out.name + "_internal"
-        for node in model.graph.node:
-            for i, name in enumerate(node.input):
-                if name == out.name:
-                    node.input[i] = internal
-            for i, name in enumerate(node.output):
-                if name == out.name:
-                    node.output[i] = internal
+        _rename_tensor(model, out.name, internal)
         model.graph.node.append(onnx.helper.make_node("Identity", [internal], [out.name], name=f"output_{out.name}"))
     return model
+
+
+def _rename_tensor(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` wherever a node produces or consumes it."""
+    for node in model.graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == old:
+                    names[i] = new
 
 
 def _restore_fp32_outputs(model: onnx.ModelProto) -> None:
@@ -122,13 +125,7 @@ def _restore_fp32_outputs(model: onnx.ModelProto) -> None:
         if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16:
             continue
         inner = out.name + "_fp16"
-        for node in model.graph.node:
-            for i, name in enumerate(node.output):
-                if name == out.name:
-                    node.output[i] = inner
-            for i, name in enumerate(node.input):
-                if name == out.name:
-                    node.input[i] = inner
+        _rename_tensor(model, out.name, inner)
         model.graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], name=f"cast_fp32_{out.name}",
                                                       to=onnx.TensorProto.FLOAT))
         out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT

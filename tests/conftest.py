@@ -6,19 +6,13 @@ import os
 
 import pytest
 
+from rfnet.common.env import torch_cuda_unavailable_reason
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 
 
-def _cuda_reason() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to PyTorch"
-    return None
 
 
 def _tensorrt_reason() -> str | None:
@@ -44,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="slow test: use --run-slow or RFNET_RUN_SLOW=1"))
         if "cuda" in item.keywords:
             if "cuda" not in reasons:
-                reasons["cuda"] = _cuda_reason()
+                reasons["cuda"] = torch_cuda_unavailable_reason()
             if reasons["cuda"]:
                 item.add_marker(pytest.mark.skip(reason=reasons["cuda"]))
         if "tensorrt" in item.keywords:

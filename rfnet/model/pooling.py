@@ -60,8 +60,8 @@ def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: i
     return out
 
 
-class FusionFeaturePooling(nn.Module):
-    """``forward([P2..P5], rois [R,5]) -> (low [R,C,S,S], high [R,C,S/2,S/2])`` with S = mask_size."""
+class _TwoStreamPooling(nn.Module):
+    """Shared settings of the poolings that feed the two-stream mask branch."""
 
     def __init__(self, mask_size: int, sampling_ratio: int) -> None:
         super().__init__()
@@ -69,6 +69,10 @@ class FusionFeaturePooling(nn.Module):
             raise ValueError(f"mask_head.mask_size must be an even number >= 2, got {mask_size}")
         self.mask_size = mask_size
         self.sampling_ratio = sampling_ratio
+
+
+class FusionFeaturePooling(_TwoStreamPooling):
+    """``forward([P2..P5], rois [R,5]) -> (low [R,C,S,S], high [R,C,S/2,S/2])`` with S = mask_size."""
 
     def forward(self, feats: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         s, r = self.mask_size, self.sampling_ratio
@@ -78,20 +82,13 @@ class FusionFeaturePooling(nn.Module):
         return low, high
 
 
-class PyramidFeaturePooling(nn.Module):
+class PyramidFeaturePooling(_TwoStreamPooling):
     """Mask R-CNN pooling for the ablation: each RoI from its assigned level only.
 
     The mask branch takes two streams, so the same assigned level is pooled twice: at
     ``mask_size`` (low stream) and at ``mask_size // 2`` (high stream). The branch then sees
     one level of the pyramid per RoI, which is exactly what Table 2 contrasts with FFP.
     """
-
-    def __init__(self, mask_size: int, sampling_ratio: int) -> None:
-        super().__init__()
-        if mask_size < 2 or mask_size % 2:
-            raise ValueError(f"mask_head.mask_size must be an even number >= 2, got {mask_size}")
-        self.mask_size = mask_size
-        self.sampling_ratio = sampling_ratio
 
     def forward(self, feats: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         low = level_select(feats, rois, self.mask_size, self.sampling_ratio)
