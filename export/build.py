@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-cache", type=Path,
                    help="INT8 calibration cache: read when it exists and no --calib-dir is given, else written "
                    "(default: OUTPUT with suffix .calib.cache)")
+    p.add_argument("--calib-method", choices=("minmax", "entropy"), default="minmax",
+                   help="implicit INT8 calibrator: IInt8MinMaxCalibrator (default) or IInt8EntropyCalibrator2 "
+                   "(always used with --dla-core, which requires it)")
     p.add_argument("--calib-batch", type=int, help="images per calibration batch (default: the preset's, else 8)")
     p.add_argument("--calib-max-images", type=int, default=None, help="use at most this many calibration images")
     p.add_argument("--workspace-gb", type=float, help="builder workspace limit in GiB (default: preset's / TensorRT's)")
@@ -166,6 +169,7 @@ def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts)
             log.warning("--calib-dir/--calib-cache ignored: %s", "the ONNX is Q/DQ" if facts.graph.is_qdq else f"precision {precision}")
         return plan
     plan.calib_cache = args.calib_cache or args.output.with_suffix(".calib.cache")
+    plan.calib_method = args.calib_method
     if args.calib_dir is not None:
         if plan.calib_cache.exists() and not args.overwrite:
             raise bp.PlanError(f"{plan.calib_cache}: calibration cache exists; pass --overwrite to recalibrate "

@@ -82,6 +82,7 @@ class BuildPlan:
     dla_core: int | None = None
     calib_set: CalibrationSet | None = None
     calib_cache: Path | None = None
+    calib_method: str = "minmax"  # implicit INT8 calibrator: minmax | entropy (see calibrator_algorithm)
     target: str | None = None
     expected_compute_capability: str | None = None
     verbose: bool = False
@@ -94,6 +95,17 @@ class BuildPlan:
     def implicit_int8(self) -> bool:
         """INT8 by calibration (weakly typed builds only): no Q/DQ nodes in the graph."""
         return self.precision == "int8" and not self.graph.is_qdq
+
+    @property
+    def calibrator_algorithm(self) -> str:
+        """``minmax`` or ``entropy2``: the TensorRT calibrator the implicit INT8 build uses.
+
+        Min-max by default: on the Drishti-trained light model the KL-entropy threshold search
+        (2048-bin histogram, the algorithm of IInt8EntropyCalibrator2, run through ONNX Runtime)
+        clipped activations so hard that disc Dice fell from 0.92 to 0.47, while min-max stayed
+        within 1.5 points. DLA accepts only IInt8EntropyCalibrator2, so a DLA build uses it.
+        """
+        return "entropy2" if self.dla_core is not None or self.calib_method == "entropy" else "minmax"
 
     def profiles_json(self) -> dict[str, dict[str, list[int]]]:
         return {

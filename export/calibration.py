@@ -1,6 +1,7 @@
 """INT8 calibration data: fundus images preprocessed exactly like the runtime (torch-free).
 
-TensorRT's implicit INT8 calibration (``IInt8EntropyCalibrator2``, TensorRT 8.6/10.x) runs the
+TensorRT's implicit INT8 calibration (``IInt8MinMaxCalibrator``, or ``IInt8EntropyCalibrator2`` for DLA;
+TensorRT 8.6/10.x) runs the
 FP32 network on representative inputs and records activation histograms. Those inputs must
 be what the deployed engine will see, so every image goes through the shared runtime path:
 ``rfnet.common.imageio.read_image`` (RGB uint8) and ``rfnet.common.preprocess.preprocess``

@@ -104,6 +104,19 @@ CONTROL_OPS: frozenset[str] = frozenset({
 BOUNDARY_OPS: frozenset[str] = frozenset({"RoiAlign", "MaxRoiPool"})
 
 
+def head_compute_nodes(model: onnx.ModelProto, num_layers: int) -> list[str]:
+    """Names of the first ``num_layers`` conv-like layers in execution order.
+
+    ONNX graphs are stored topologically sorted and the exporter traces the backbone before
+    anything else, so for RF-Net these are the stem and the first backbone blocks (13 = the
+    stem plus MobileNet blocks 0-5: everything at strides 2-8 and the stride-16 downsampling).
+    Independent of names.
+    """
+    if num_layers <= 0:
+        return []
+    return [n.name for n in model.graph.node if n.op_type in CONV_LIKE][:num_layers]
+
+
 def tail_compute_nodes(model: onnx.ModelProto, output: str, num_layers: int) -> list[str]:
     """Names of the ``num_layers`` conv-like layers nearest to graph output ``output``.
 

@@ -8,7 +8,8 @@ version string), each call checked against NVIDIA's Python API documentation:
 ===================  =========================================  ===============================
 network flags        8.6: ``1 << EXPLICIT_BATCH``; 10.x: none    ``1 << STRONGLY_TYPED`` if present
 precision            ``BuilderFlag.FP16`` / ``INT8`` (+FP16)     from the ONNX (FP16 / Q/DQ)
-implicit INT8        ``IInt8EntropyCalibrator2`` + cache         removed: Q/DQ ONNX only
+implicit INT8        ``IInt8MinMaxCalibrator`` (DLA:             removed: Q/DQ ONNX only
+                     ``IInt8EntropyCalibrator2``) + cache
 RoiAlign             ``ROIAlign_TRT`` v1 (PLUGIN_V2), v2 from    ``ROIAlign_TRT`` v2 (PLUGIN_V3)
                      10.1 (PLUGIN_V3)
 ===================  =========================================  ===============================
@@ -92,7 +93,7 @@ class Capabilities:
 
     version: str
     strongly_typed_only: bool  # 11.x: no BuilderFlag.FP16
-    has_calibrators: bool  # IInt8EntropyCalibrator2 and config.int8_calibrator
+    has_calibrators: bool  # IInt8MinMaxCalibrator / IInt8EntropyCalibrator2 and config.int8_calibrator
     plugin_v3_layers: bool  # LayerType.PLUGIN_V3 (10.0+)
 
 
@@ -101,7 +102,7 @@ def capabilities(trt_mod: Any) -> Capabilities:
     return Capabilities(
         version=str(getattr(trt_mod, "__version__", "?")),
         strongly_typed_only=not hasattr(flags, "FP16"),
-        has_calibrators=hasattr(trt_mod, "IInt8EntropyCalibrator2") and hasattr(flags, "INT8"),
+        has_calibrators=hasattr(trt_mod, "IInt8MinMaxCalibrator") and hasattr(flags, "INT8"),
         plugin_v3_layers=hasattr(trt_mod.LayerType, "PLUGIN_V3"),
     )
 
@@ -175,7 +176,9 @@ def _tensor_specs(tensors: list["trt.ITensor"]) -> list[dict[str, Any]]:
 
 
 def _make_calibrator(plan: BuildPlan, cache_path: Path) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding ``plan.calib_set`` (or only the cache) to TensorRT.
+    """A calibrator feeding ``plan.calib_set`` (or only the cache) to TensorRT.
+
+    ``IInt8MinMaxCalibrator`` or ``IInt8EntropyCalibrator2`` by ``plan.calibrator_algorithm``.
 
     Defined here because it must subclass a TensorRT class. Python exceptions raised inside
     TensorRT's callbacks would be lost, so they are kept in ``error`` and re-raised after the build.
@@ -186,9 +189,14 @@ def _make_calibrator(plan: BuildPlan, cache_path: Path) -> Any:
 
     calib_set = plan.calib_set
 
-    class EntropyCalibrator(trt_mod.IInt8EntropyCalibrator2):
+    # Both documented bases share the IInt8Calibrator interface; chosen at run time as Polygraphy's
+    # Calibrator(BaseClass=...) does.
+    base: Any = (trt_mod.IInt8EntropyCalibrator2 if plan.calibrator_algorithm == "entropy2"
+                 else trt_mod.IInt8MinMaxCalibrator)
+
+    class Calibrator(base):
         def __init__(self) -> None:
-            trt_mod.IInt8EntropyCalibrator2.__init__(self)  # required by the pybind11 base
+            base.__init__(self)  # required by the pybind11 base
             self.error: BaseException | None = None
             self.batches_done = 0
             self._iter = calib_set.batches() if calib_set is not None else iter(())
@@ -233,7 +241,7 @@ def _make_calibrator(plan: BuildPlan, cache_path: Path) -> Any:
                 self._buf.free()
                 self._buf = None
 
-    return EntropyCalibrator()
+    return Calibrator()
 
 
 def _apply_timing_cache(config: "trt.IBuilderConfig", path: Path) -> None:
@@ -319,7 +327,7 @@ def build_engine(plan: BuildPlan) -> BuildResult:
             calib_profile = builder.create_optimization_profile()
             calib_profile.set_shape(plan.input_name, shape, shape, shape)  # calibration runs at OPT
             config.set_calibration_profile(calib_profile)
-        flags.append("INT8_CALIBRATOR=entropy2")
+        flags.append(f"INT8_CALIBRATOR={plan.calibrator_algorithm}")
 
     if plan.timing_cache is not None:
         _apply_timing_cache(config, plan.timing_cache)

@@ -153,6 +153,11 @@ def test_int8_calibration_options(tmp_path: Path) -> None:
         _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "2")
     p = _plan(tmp_path, "--precision", "int8")  # reuse the existing cache
     assert p.calib_set is None and p.calib_cache == tmp_path / "x.calib.cache"
+    # Min-max calibrator unless asked otherwise; DLA needs entropy 2 whatever is asked.
+    assert p.calib_method == "minmax" and p.calibrator_algorithm == "minmax"
+    assert _plan(tmp_path, "--precision", "int8", "--calib-method", "entropy").calibrator_algorithm == "entropy2"
+    p.dla_core = 0
+    assert p.calibrator_algorithm == "entropy2"
 
 
 def test_trtexec_commands(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from export import quantize
-from export.onnx_inspect import qdq_report, tail_compute_nodes
+from export.onnx_inspect import head_compute_nodes, qdq_report, tail_compute_nodes
 from export.onnx_meta import load_metadata
 from export.parity import make_session
 
@@ -133,8 +133,45 @@ def test_mask_tail_found_structurally() -> None:
     assert tail_compute_nodes(model, "masks", 1) == ["head/predictor"]
     # The walk ignores the validity branch (box/cls) and stops at RoiAlign (not backbone/conv1).
     assert tail_compute_nodes(model, "masks", 5) == ["head/predictor", "head/conv2"]
-    assert quantize.nodes_kept_float(model, quantize.QuantizeOptions(float_mask_layers=0)) == []
-    opts = quantize.QuantizeOptions(float_mask_layers=1, exclude_pattern="^backbone/")
+    assert quantize.nodes_kept_float(model, quantize.QuantizeOptions(float_mask_layers=0, float_input_layers=0)) == []
+    opts = quantize.QuantizeOptions(float_mask_layers=1, float_input_layers=0, exclude_pattern="^backbone/")
     assert quantize.nodes_kept_float(model, opts) == ["backbone/conv1", "head/predictor"]
     with pytest.raises(ValueError, match="no such nodes"):
         quantize.nodes_kept_float(model, quantize.QuantizeOptions(exclude_nodes=("missing",)))
+    # From the input side: the first conv-like layers in graph (execution) order.
+    assert head_compute_nodes(model, 0) == []
+    assert head_compute_nodes(model, 1) == ["backbone/conv1"]
+    opts = quantize.QuantizeOptions(float_mask_layers=0, float_input_layers=1)
+    assert quantize.nodes_kept_float(model, opts) == ["backbone/conv1"]
+
+
+def _heavy_tail_model() -> onnx.ModelProto:
+    """x [N,1,4,4] -> 1x1 Conv (weight 1) -> Relu -> y: the conv output is x itself."""
+    graph = oh.make_graph(
+        [oh.make_node("Conv", ["x", "w"], ["c"], name="conv"), oh.make_node("Relu", ["c"], ["y"], name="relu")],
+        "tail", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")],
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_entropy_calibration_clips_outliers_minmax_does_not(tmp_path: Path) -> None:
+    """The 2048-bin KL search finds a threshold below a rare outlier; min-max keeps the full range.
+
+    (quantize_static's own 128-bin 'entropy' returns the full range: the bug this guards against.)
+    """
+    model_path = tmp_path / "m.onnx"
+    onnx.save(_heavy_tail_model(), str(model_path))
+    rng = np.random.default_rng(0)
+    data = np.abs(rng.normal(0, 1, (64, 1, 4, 4))).astype(np.float32)
+    data[0, 0, 0, 0] = 50.0  # one outlier in 1024 values
+    ranges = {}
+    for method in ("minmax", "entropy"):
+        reader = quantize.ImageCalibrationReader(data, "x", 1)
+        ranges[method] = quantize.calibrated_ranges(model_path, reader, quantize.QuantizeOptions(method=method),
+                                                    tmp_path)
+    assert ranges["minmax"]["y"][1] == pytest.approx(50.0)
+    assert 2.0 < ranges["entropy"]["y"][1] < 25.0
+    # The conv output (Relu input) shares the Relu output's range, so the pair folds into one scale.
+    assert ranges["entropy"]["c"] == ranges["entropy"]["y"]

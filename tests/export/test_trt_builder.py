@@ -150,6 +150,7 @@ def _fake_trt(**flags: bool) -> SimpleNamespace:
     mod = SimpleNamespace(__version__="x", BuilderFlag=bf, LayerType=lt)
     if flags.get("calib", True):
         mod.IInt8EntropyCalibrator2 = object
+        mod.IInt8MinMaxCalibrator = object
     return mod
 
 
