@@ -129,6 +129,9 @@ class TrainConfig:
     warmup_iters: int = 100
     grad_clip: float | None = 10.0
     augment: bool = True
+    # Photometric jitter strength (rfnet.data.augment.ColorJitter), applied with the flips when
+    # augmenting; 0 = off, the paper's augmentation (flips and quarter turns only).
+    color_jitter: float = 0.0
 
 
 @dataclass

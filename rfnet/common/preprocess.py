@@ -55,6 +55,11 @@ class Letterbox:
         """(height, width) of the image content inside the padded square."""
         return _resized(self.orig_h, self.orig_w, self.scale, self.size)
 
+    def content_region(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the image content in the padded square (pixel edges)."""
+        h, w = self.resized_shape
+        return self.pad_x, self.pad_y, self.pad_x + w, self.pad_y + h
+
     def boxes_to_original(self, boxes: np.ndarray, *, clip: bool = False) -> np.ndarray:
         """Map boxes [N,4] xyxy from network-input pixels to original pixels.
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from rfnet.common.preprocess import letterbox, letterbox_mask, normalize
 from rfnet.config import InputConfig, ModelConfig
-from rfnet.data.augment import FlipRotate
+from rfnet.data.augment import ColorJitter, FlipRotate
 from rfnet.data.base import FundusDataset
 from rfnet.data.sample import SampleError
 
@@ -73,6 +73,7 @@ class FundusTorchDataset(Dataset[Item | None]):
         self.input_cfg = cfg.input if isinstance(cfg, ModelConfig) else cfg
         default_aug = train and (cfg.train.augment if isinstance(cfg, ModelConfig) else True)
         self.augment = default_aug if augment is None else augment
+        self.color_jitter = cfg.train.color_jitter if isinstance(cfg, ModelConfig) else 0.0
         self.train = train
         self.strict = strict
         #: items skipped in *this* process (DataLoader workers keep their own; use Batch.skipped)
@@ -97,7 +98,10 @@ class FundusTorchDataset(Dataset[Item | None]):
         op = FlipRotate()
         if self.augment:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-            op = FlipRotate.random(np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            op = FlipRotate.random(rng)
+            if self.color_jitter > 0:
+                image = ColorJitter.random(rng, self.color_jitter).apply(image, lb.content_region())
             if not op.is_identity:
                 image, disc, cup = op.apply_array(image), op.apply_array(disc), op.apply_array(cup)
                 box = op.apply_boxes(box, size, size)

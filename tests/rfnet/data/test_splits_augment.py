@@ -10,7 +10,7 @@ import pytest
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.data import kfold_split, load_dataset, split_dataset, train_val_split
-from rfnet.data.augment import FlipRotate, augment_arrays, augment_sample
+from rfnet.data.augment import ColorJitter, FlipRotate, augment_arrays, augment_sample
 from rfnet.data.sample import Sample, box_from_mask
 from rfnet.data.splits import kfold_datasets
 
@@ -99,3 +99,20 @@ def test_augment_sample_and_randomness() -> None:
         a = augment_sample(s, np.random.default_rng(seed))
         np.testing.assert_array_equal(a.box, box_from_mask(a.disc))
         assert a.meta["name"] == "x" and isinstance(a.meta["augment"], FlipRotate)
+
+
+def test_color_jitter_formula_and_region() -> None:
+    img = np.full((4, 6, 3), 100, np.uint8)
+    img[:, 3:] = 200
+    np.testing.assert_array_equal(ColorJitter().apply(img), img)  # identity
+    out = ColorJitter(brightness=1.1, contrast=2.0, gain=(1.0, 0.5, 1.0)).apply(img, (0, 0, 6, 2))
+    # mean 150: 100 -> (100-150)*2+150 = 50 -> *1.1 = 55; 200 -> 250 -> 275 -> clipped 255
+    assert out[0, 0, 0] == 55 and out[0, 5, 0] == 255 and out[0, 0, 1] == 28  # 27.5 rounds to even 28
+    np.testing.assert_array_equal(out[2:], img[2:])  # outside the region: untouched
+    g = ColorJitter(gamma=2.0).apply(np.full((1, 1, 3), 128, np.uint8))
+    assert int(g[0, 0, 0]) == round((128 / 255) ** 2 * 255)
+    rng = np.random.default_rng(0)
+    jit = [ColorJitter.random(rng, 0.2) for _ in range(50)]
+    assert all(0.8 <= j.brightness <= 1.2 and 0.9 <= min(j.gain) and max(j.gain) <= 1.1 for j in jit)
+    with pytest.raises(ValueError, match="strength"):
+        ColorJitter.random(rng, 1.5)

@@ -69,6 +69,31 @@ def test_augmentation_applies_and_is_seeded(folder: Path) -> None:
     assert a is not None and b is not None and torch.equal(a[0], b[0]) and a[2]["augment"] == b[2]["augment"]
 
 
+def test_color_jitter_changes_pixels_not_targets_or_padding(folder: Path) -> None:
+    cfg = paper_config()
+    cfg.input = InputConfig(size=64)
+    cfg.train.color_jitter = 0.3
+    plain = FundusTorchDataset(load_dataset("folder", folder), paper_config(), train=False)
+    plain.input_cfg = InputConfig(size=64)
+    jit = FundusTorchDataset(load_dataset("folder", folder), cfg, train=True)
+    torch.manual_seed(3)
+    item, ref = jit[0], plain[0]
+    assert item is not None and ref is not None
+    op = item[2]["augment"]
+    img = op.apply_array(ref[0].permute(1, 2, 0).numpy())  # the unjittered image, same flips
+    x0, y0, x1, y1 = item[2]["letterbox"].content_region()
+    assert (x1 - x0, y1 - y0) == (40 * 64 // 48, 64)  # 48x40 image: content 53x64, padded columns
+    got = item[0].permute(1, 2, 0).numpy()
+    assert np.abs(got - img).max() > 0.05  # pixels changed...
+    pad = np.zeros(img.shape[:2], bool)
+    pad[:, :x0] = True
+    pad[:, x1:] = True
+    pad = op.apply_array(pad)
+    np.testing.assert_allclose(got[pad], img[pad])  # ...but not the letterbox padding
+    assert torch.equal(item[1]["masks"], torch.from_numpy(np.stack(
+        [op.apply_array(m) for m in ref[1]["masks"][0].numpy()])).unsqueeze(0))  # masks untouched
+
+
 def test_bad_items_dropped_and_counted(folder: Path) -> None:
     td = FundusTorchDataset(load_dataset("folder", folder), InputConfig(size=32), train=True)
     dl = DataLoader(td, batch_size=2, shuffle=False, collate_fn=td.collate, num_workers=0)
