@@ -49,6 +49,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     "area_cdr_gt",
     "score",
     "disc_found",
+    "cup_low_confidence",
     "label",
     "expert_cdr",
 )
@@ -148,6 +149,7 @@ def case_row(sample: Sample, seg: Segmentation) -> dict[str, Any]:
     row.update(case_metrics(seg.disc, seg.cup, sample.disc, sample.cup))
     row["score"] = float(seg.score)
     row["disc_found"] = int(seg.found)
+    row["cup_low_confidence"] = int(seg.cup_fallback)
     label = sample.meta.get("label")
     row["label"] = "" if label is None else int(label)
     # Drishti-GS: the experts' CDRs and their mean (``expert_cdr_mean``); other loaders may give one value
@@ -185,9 +187,14 @@ def evaluate_dataset(
         if on_case is not None:
             on_case(sample, seg, row)
     result.summary = summarize(
-        {k: v for k, v in r.items() if k not in ("label", "expert_cdr", "disc_found", "score")} for r in result.rows
+        {k: v for k, v in r.items() if k not in ("label", "expert_cdr", "disc_found", "cup_low_confidence", "score")}
+        for r in result.rows
     )
     result.skipped = list(getattr(dataset, "bad_names", []))
     if result.no_disc:
         log.warning("%s: no disc detected in %d image(s): %s", desc, len(result.no_disc), ", ".join(result.no_disc[:10]))
+    weak = [str(r["name"]) for r in result.rows if r["cup_low_confidence"]]
+    if weak:
+        log.warning("%s: cup below the threshold, taken at half its peak (low confidence) in %d image(s): %s",
+                    desc, len(weak), ", ".join(weak[:10]))
     return result

@@ -49,6 +49,7 @@ CSV_COLUMNS = (
     "disc_y1",
     "score",
     "disc_found",
+    "cup_low_confidence",
     "latency_ms",
 )
 
@@ -151,6 +152,7 @@ class OutputWriter:
             "disc_y1": f"{box[3]:.2f}",
             "score": _f(seg.score),
             "disc_found": int(seg.found),
+            "cup_low_confidence": int(seg.cup_fallback),
             "latency_ms": f"{result.latency_ms:.3f}",
         }
         self.rows.append((result.index, row))

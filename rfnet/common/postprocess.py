@@ -6,7 +6,9 @@ Steps (what glaucoma-screening users expect, field notes section 4):
 3. paste each S x S probability map into the original image at that box, bilinear, as
    Mask R-CNN does (:func:`paste_mask`);
 4. threshold (``prob > threshold``), keep the largest connected component, fill holes;
-5. ``cup = cup AND disc`` (the cup lies inside the disc by definition);
+5. ``cup = cup AND disc`` (the cup lies inside the disc by definition); when no disc pixel
+   reaches the threshold in the cup map, the cup is taken at half the map's maximum inside
+   the disc (:data:`CUP_FALLBACK_RATIO`) instead of reporting no cup (see below);
 6. optionally replace each mask by its least-squares ellipse (``cv2.fitEllipse``).
 """
 from __future__ import annotations
@@ -17,6 +19,16 @@ import cv2
 import numpy as np
 
 from rfnet.common.preprocess import Letterbox
+
+
+#: Relative cup threshold used when the fixed threshold leaves the cup empty. A physiological
+#: cup exists in practically every optic disc, and "no cup" reads as CDR 0, the healthiest
+#: possible answer: a silent false negative in glaucoma screening. Seen on Drishti-GS
+#: (drishtiGS_075, a low-contrast disc detected with score 0.56): cup map maximum 0.485,
+#: so nothing passed 0.5 and the CDR came out 0 against the experts' 0.70.
+CUP_FALLBACK_RATIO = 0.5
+#: Below this maximum the cup map carries no usable signal; the cup stays empty.
+CUP_FALLBACK_MIN_PROB = 0.1
 
 
 @dataclass
@@ -30,6 +42,8 @@ class Segmentation:
             the image; zeros when nothing was detected).
         score: detection score of the disc (0 when nothing was detected).
         disc_prob, cup_prob: float32 [H, W] pasted probabilities, when requested.
+        cup_threshold: the cup threshold used: ``threshold``, or lower when the cup fell
+            back to the relative threshold (a low-confidence cup, worth a second look).
     """
 
     disc: np.ndarray
@@ -38,6 +52,8 @@ class Segmentation:
     score: float
     disc_prob: np.ndarray | None = None
     cup_prob: np.ndarray | None = None
+    cup_threshold: float = 0.5
+    cup_fallback: bool = False  # the cup came from the relative threshold (low confidence)
 
     @property
     def found(self) -> bool:
@@ -188,6 +204,12 @@ def postprocess(
     cup_prob = paste_mask(masks[i, 1], box_orig, h, w)
     disc = clean_mask(disc_prob > threshold)
     cup = clean_mask(clean_mask(cup_prob > threshold) & disc)
+    cup_threshold, fallback = threshold, False
+    if disc.any() and not cup.any():
+        peak = float(cup_prob[disc].max())
+        if peak >= CUP_FALLBACK_MIN_PROB:
+            cup_threshold, fallback = CUP_FALLBACK_RATIO * peak, True
+            cup = clean_mask(clean_mask(cup_prob > cup_threshold) & disc)
     if ellipse:
         disc = fit_ellipse_mask(disc)
         cup = clean_mask(fit_ellipse_mask(cup) & disc)
@@ -199,4 +221,6 @@ def postprocess(
         score=float(scores[i]),
         disc_prob=disc_prob if keep_prob else None,
         cup_prob=cup_prob if keep_prob else None,
+        cup_threshold=cup_threshold,
+        cup_fallback=fallback,
     )

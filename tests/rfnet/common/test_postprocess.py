@@ -112,3 +112,24 @@ def test_postprocess_cup_clipped_to_disc_and_empty() -> None:
     assert none.score == 0.0 and not none.found and not none.disc.any() and none.disc.shape == (64, 64)
     with pytest.raises(ValueError, match="inconsistent outputs"):
         postprocess(np.zeros((2, 4)), np.zeros(3), np.zeros((2, 2, 8, 8)), lb)
+
+
+def test_weak_cup_falls_back_to_half_its_peak_and_is_flagged() -> None:
+    lb = Letterbox.compute(64, 64, 64)
+    box, score = np.array([[0, 0, 32, 32]], np.float32), np.array([0.6], np.float32)
+    mask = np.zeros((1, 2, 8, 8), np.float32)
+    mask[0, 0] = 1.0  # disc fills the box
+    mask[0, 1, 2:6, 2:6] = 0.4  # a cup the model is unsure of: nothing reaches 0.5
+    mask[0, 1, 3:5, 3:5] = 0.45
+    seg = postprocess(box, score, mask, lb)
+    assert seg.cup_fallback and seg.cup_threshold == pytest.approx(0.225)
+    # the cup is the region above half the peak, inside the disc
+    assert seg.cup[14, 14] and not seg.cup[2, 2] and 0.1 < seg.cup.sum() / seg.disc.sum() < 0.6
+    confident = mask.copy()
+    confident[0, 1, 2:6, 2:6] = 0.9
+    seg = postprocess(box, score, confident, lb)
+    assert not seg.cup_fallback and seg.cup_threshold == 0.5 and seg.cup.any()
+    flat = mask.copy()
+    flat[0, 1] = 0.05  # no signal at all: no cup rather than noise
+    seg = postprocess(box, score, flat, lb)
+    assert not seg.cup.any() and not seg.cup_fallback
