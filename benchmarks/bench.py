@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="folder", choices=DATASET_NAMES, help="data set layout")
     p.add_argument("--split", default=None, help="data set split (e.g. test, validation)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--fold", type=int, default=None,
+                   help="use only the held-out images of this k-fold split (as rfnet.train/evaluate --fold)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds for --fold (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="split seed for --fold (default 0)")
     p.add_argument("--out", required=True, type=Path, help="report folder (must be empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1], help="model-only batch sizes, e.g. 1,4")
@@ -282,7 +286,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     env = environment(args.threads, versions())
     try:
         images, problems = load_ground_truth(args.dataset, args.data, args.split, args.limit,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, fold=args.fold, folds=args.folds,
+                                             seed=args.seed)
     except (ValueError, OSError) as exc:
         raise UsageError(f"{args.data}: cannot read the {args.dataset} data set: {exc}") from None
     if not images:
@@ -322,7 +327,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "environment": env,
         "load_average_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "baseline": baseline(),
-        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "images": len(images),
+        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold, "folds": args.folds, "seed": args.seed, "images": len(images),
                  "problems": problems[:20]},
         "settings": {"batch_sizes": args.batch_sizes, "warmup": args.warmup, "iterations": args.iterations,
                      "pipeline": not args.no_pipeline,

@@ -67,8 +67,11 @@ class GTImage:
 
 
 def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: int | None,
-                      *, progress: bool = True) -> tuple[list[GTImage], list[str]]:
-    """Read the evaluation set once: ``(images, problems)``.
+                      *, progress: bool = True, fold: int | None = None, folds: int = 5,
+                      seed: int = 0) -> tuple[list[GTImage], list[str]]:
+    """Read the evaluation set once: ``(images, problems)``; with ``fold``, only that fold's
+    held-out images of a ``folds``-fold split by name (``rfnet.data.splits.kfold_split``, ``seed``),
+    the split ``rfnet.train --fold`` trains around.
 
     Bad items are skipped and described in ``problems`` (the dataset loader names the file).
 
@@ -78,6 +81,12 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
     from rfnet.data import load_dataset
 
     ds = load_dataset(dataset, root, split=split)
+    if fold is not None:
+        from rfnet.data.splits import kfold_split
+
+        if not 0 <= fold < folds:
+            raise ValueError(f"--fold must be in 0..{folds - 1}, got {fold}")
+        ds = ds.subset(kfold_split(ds.names, folds, seed)[fold][1])  # the held-out images of that fold
     n = len(ds) if limit is None else min(limit, len(ds))
     out: list[GTImage] = []
     for i in tqdm(range(n), desc="ground truth", leave=False, disable=not progress):

@@ -91,3 +91,18 @@ def test_parity_failures_and_not_run() -> None:
     results = [{"id": "y", "status": "failed", "parity": crashed}, {"id": "z", "status": "not run", "parity": skipped}]
     verdict = overall(results)
     assert verdict["passed"] is False and verdict["failed"][0]["id"] == "y" and verdict["not_run"] == ["z"]
+
+
+def test_ground_truth_fold_is_the_held_out_part(bench_data) -> None:
+    from benchmarks.endtoend import load_ground_truth
+    from rfnet.data.splits import kfold_split
+
+    everything, _ = load_ground_truth("folder", bench_data, None, None, progress=False)
+    names = sorted(g.name for g in everything)
+    folds = kfold_split(names, 2, 0)
+    got = [sorted(g.name for g in load_ground_truth("folder", bench_data, None, None, progress=False,
+                                                     fold=k, folds=2, seed=0)[0]) for k in (0, 1)]
+    assert got == [sorted(folds[0][1]), sorted(folds[1][1])]
+    assert sorted(got[0] + got[1]) == names and got[0] and got[1]
+    with pytest.raises(ValueError, match="--fold must be in 0..1"):
+        load_ground_truth("folder", bench_data, None, None, progress=False, fold=2, folds=2)
