@@ -78,15 +78,11 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
     Raises:
         ValueError (``DatasetLayoutError``): unknown dataset or a root without its layout.
     """
-    from rfnet.data import load_dataset
+    from rfnet.data import held_out_fold, load_dataset
 
     ds = load_dataset(dataset, root, split=split)
     if fold is not None:
-        from rfnet.data.splits import kfold_split
-
-        if not 0 <= fold < folds:
-            raise ValueError(f"--fold must be in 0..{folds - 1}, got {fold}")
-        ds = ds.subset(kfold_split(ds.names, folds, seed)[fold][1])  # the held-out images of that fold
+        ds = held_out_fold(ds, fold, folds, seed)
     n = len(ds) if limit is None else min(limit, len(ds))
     out: list[GTImage] = []
     for i in tqdm(range(n), desc="ground truth", leave=False, disable=not progress):

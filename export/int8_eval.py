@@ -83,14 +83,11 @@ def print_eval(title: str, rep: EvalReport) -> None:
 def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | None, folds: int, seed: int,
                         limit: int | None) -> list[EvalImage]:
     """Images + ground truth of a dataset, or of its held-out ``fold`` (kfold by name)."""
-    from rfnet.data import load_dataset
-    from rfnet.data.splits import kfold_split
+    from rfnet.data import held_out_fold, load_dataset
 
     ds = load_dataset(name, root, split)
     if fold is not None:
-        if not 0 <= fold < folds:
-            raise ValueError(f"--eval-fold must be in 0..{folds - 1}, got {fold}")
-        ds = ds.subset(kfold_split(ds.names, folds, seed)[fold][1])
+        ds = held_out_fold(ds, fold, folds, seed, option="--eval-fold")
     items = []
     for i in range(len(ds) if limit is None else min(limit, len(ds))):
         sample = ds.get(i)

@@ -39,7 +39,7 @@ from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
-from rfnet.data.splits import kfold_split
+from rfnet.data.splits import held_out_fold
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
         if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
-            if not 0 <= args.fold < args.folds:
-                raise ValueError(f"--fold must be in 0..{args.folds - 1} for --folds {args.folds}, got {args.fold}")
-            ds = ds.subset(kfold_split(ds.names, args.folds, args.seed)[args.fold][1])
+            ds = held_out_fold(ds, args.fold, args.folds, args.seed)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 from rfnet.data.base import Entry, FundusDataset
 from rfnet.data.registry import DATASET_NAMES, load_dataset
 from rfnet.data.sample import DatasetLayoutError, Problem, Sample, SampleError, box_from_mask
-from rfnet.data.splits import kfold_datasets, kfold_split, split_dataset, train_val_split
+from rfnet.data.splits import held_out_fold, kfold_datasets, kfold_split, split_dataset, train_val_split
 
 __all__ = [
     "DATASET_NAMES",
@@ -25,6 +25,7 @@ __all__ = [
     "Sample",
     "SampleError",
     "box_from_mask",
+    "held_out_fold",
     "kfold_datasets",
     "kfold_split",
     "load_dataset",

@@ -56,3 +56,12 @@ def split_dataset(ds: FundusDataset, val_fraction: float, seed: int = 0) -> tupl
 def kfold_datasets(ds: FundusDataset, k: int, seed: int = 0) -> list[tuple[FundusDataset, FundusDataset]]:
     """(train, val) sub-loaders of ``ds`` for each of the k folds of :func:`kfold_split`."""
     return [(ds.subset(tr), ds.subset(va)) for tr, va in kfold_split(ds.names, k, seed)]
+
+
+def held_out_fold(ds: FundusDataset, fold: int, k: int, seed: int = 0, option: str = "--fold") -> FundusDataset:
+    """The held-out (validation) part of fold ``fold`` of :func:`kfold_split`: the images that
+    ``rfnet.train --fold K --folds k --seed S`` never trains on. ``option`` names the CLI flag
+    in the error for a fold outside ``0..k-1``."""
+    if not 0 <= fold < k:
+        raise ValueError(f"{option} must be in 0..{k - 1} for --folds {k}, got {fold}")
+    return ds.subset(kfold_split(ds.names, k, seed)[fold][1])

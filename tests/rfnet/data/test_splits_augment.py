@@ -116,3 +116,16 @@ def test_color_jitter_formula_and_region() -> None:
     assert all(0.8 <= j.brightness <= 1.2 and 0.9 <= min(j.gain) and max(j.gain) <= 1.1 for j in jit)
     with pytest.raises(ValueError, match="strength"):
         ColorJitter.random(rng, 1.5)
+
+
+def test_held_out_fold_is_kfold_validation_part(tmp_path: Path, make_sample) -> None:
+    from rfnet.data import held_out_fold
+
+    for i in range(6):
+        image, disc, cup = make_sample(i)
+        write_image(tmp_path / "images" / f"s{i}.png", image)
+        write_image(tmp_path / "masks" / f"s{i}.png", to_refuge_seg(disc, cup))
+    ds = load_dataset("folder", tmp_path)
+    assert held_out_fold(ds, 2, 3, seed=1).names == kfold_split(ds.names, 3, 1)[2][1]
+    with pytest.raises(ValueError, match="--eval-fold must be in 0..2 for --folds 3, got 3"):
+        held_out_fold(ds, 3, 3, option="--eval-fold")
