@@ -202,11 +202,12 @@ HIST_BINS = 2048
 QUANT_LEVELS = 128
 
 
-def calibrated_ranges(model_path: Path, reader: "ImageCalibrationReader", opts: QuantizeOptions,
-                      workdir: Path) -> dict[str, tuple[float, float]]:
+def calibrated_ranges(model: onnx.ModelProto, model_path: Path, reader: "ImageCalibrationReader",
+                      opts: QuantizeOptions, workdir: Path) -> dict[str, tuple[float, float]]:
     """Activation ranges ``{tensor: (rmin, rmax)}`` from ONNX Runtime's own calibrators.
 
-    Same tensors as ``quantize_static`` calibrates (inputs and outputs of ``opts.op_types``),
+    ``model_path`` holds ``model`` saved (ONNX Runtime calibrates from a file). Same tensors as
+    ``quantize_static`` calibrates (inputs and outputs of ``opts.op_types``),
     with a 2048-bin histogram for entropy/percentile. The input of a Clip/Relu with a single
     consumer takes the activation's output range, as ``quantize_static`` does, so the
     Conv -> Clip pair shares one scale and the activation folds away.
@@ -229,7 +230,6 @@ def calibrated_ranges(model_path: Path, reader: "ImageCalibrationReader", opts: 
     data = calibrator.compute_data()
     ranges = {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))  # scalars or [1]
               for name, td in data.data.items()}
-    model = onnx.load(str(model_path), load_external_data=False)
     consumers: dict[str, int] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -280,7 +280,7 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
         if opts.method != "minmax":
             # Our own calibration with TensorRT's histogram size (see HIST_BINS); quantize_static
             # then takes these ranges as documented per-tensor overrides of its min-max pass.
-            ranges = calibrated_ranges(src, reader, opts, Path(tmp))
+            ranges = calibrated_ranges(model, src, reader, opts, Path(tmp))
             extra["TensorQuantOverrides"] = {
                 t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
         reader.rewind()

@@ -162,15 +162,16 @@ def test_entropy_calibration_clips_outliers_minmax_does_not(tmp_path: Path) -> N
     (quantize_static's own 128-bin 'entropy' returns the full range: the bug this guards against.)
     """
     model_path = tmp_path / "m.onnx"
-    onnx.save(_heavy_tail_model(), str(model_path))
+    model = _heavy_tail_model()
+    onnx.save(model, str(model_path))
     rng = np.random.default_rng(0)
     data = np.abs(rng.normal(0, 1, (64, 1, 4, 4))).astype(np.float32)
     data[0, 0, 0, 0] = 50.0  # one outlier in 1024 values
     ranges = {}
     for method in ("minmax", "entropy"):
         reader = quantize.ImageCalibrationReader(data, "x", 1)
-        ranges[method] = quantize.calibrated_ranges(model_path, reader, quantize.QuantizeOptions(method=method),
-                                                    tmp_path)
+        ranges[method] = quantize.calibrated_ranges(model, model_path, reader,
+                                                    quantize.QuantizeOptions(method=method), tmp_path)
     assert ranges["minmax"]["y"][1] == pytest.approx(50.0)
     assert 2.0 < ranges["entropy"]["y"][1] < 25.0
     # The conv output (Relu input) shares the Relu output's range, so the pair folds into one scale.
