@@ -100,6 +100,10 @@ class MaskHeadConfig:
     num_classes: int = 2  # CLASS_NAMES
     # Cap on positive RoIs per image that get a mask loss (None = all, as in the paper).
     max_positive_rois: int | None = None
+    # The mask covers the detection box scaled by this factor about its centre (1.0 = the box,
+    # as in the paper): a disc outline may then extend past a slightly too tight box instead
+    # of being cut straight along it. Stored in the export metadata (rfnet.mask_box_scale).
+    box_scale: float = 1.0
 
 
 @dataclass
@@ -132,6 +136,21 @@ class TrainConfig:
     # Photometric jitter strength (rfnet.data.augment.ColorJitter), applied with the flips when
     # augmenting; 0 = off, the paper's augmentation (flips and quarter turns only).
     color_jitter: float = 0.0
+    # Geometric jitter (rfnet.data.geometry.GeometryJitter), not in the paper, off by default:
+    # zoom about the disc up to x(1 + scale_jitter), rotation up to +-rotate_deg degrees,
+    # shift up to +-translate of the input side; crop_size > 0 trains on crop_size squares of
+    # the letterboxed input that contain the disc (cheaper iterations at a large input size).
+    scale_jitter: float = 0.0
+    rotate_deg: float = 0.0
+    translate: float = 0.0
+    crop_size: int = 0
+    # "step": x lr_gamma every lr_step_epochs (paper); "cosine": half-cosine decay to 0 over
+    # all epochs after the warm-up.
+    lr_schedule: Literal["step", "cosine"] = "step"
+    # Speed options (rfnet.training.speed measures them): bfloat16 autocast of the forward
+    # pass (CPUs with AVX512_BF16 / AMX, recent GPUs) and channels-last tensors.
+    bf16: bool = False
+    channels_last: bool = False
 
 
 @dataclass

@@ -99,7 +99,8 @@ def predict_images(
     scores = out["scores"].float().cpu().numpy()  # [B,K]
     masks = out["masks"].float().cpu().numpy()  # [B,K,2,S,S]
     return [
-        postprocess(boxes[i], scores[i], masks[i], lbs[i], threshold=threshold, ellipse=ellipse)
+        postprocess(boxes[i], scores[i], masks[i], lbs[i], threshold=threshold, ellipse=ellipse,
+                    mask_box_scale=cfg.mask_head.box_scale)
         for i in range(len(lbs))
     ]
 

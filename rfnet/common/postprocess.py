@@ -100,6 +100,14 @@ def paste_mask(prob: np.ndarray, box_xyxy: np.ndarray, height: int, width: int) 
     return out
 
 
+def scale_box(box: np.ndarray, factor: float) -> np.ndarray:
+    """Scale a [4] xyxy box by ``factor`` about its centre (float64 out)."""
+    b = np.asarray(box, dtype=np.float64).reshape(4)
+    cx, cy = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
+    hw, hh = (b[2] - b[0]) * factor / 2.0, (b[3] - b[1]) * factor / 2.0
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+
+
 def largest_component(binary: np.ndarray) -> np.ndarray:
     """Keep the largest 8-connected component of a bool [H, W] mask."""
     m = np.asarray(binary, dtype=bool)
@@ -172,6 +180,7 @@ def postprocess(
     ellipse: bool = False,
     *,
     keep_prob: bool = False,
+    mask_box_scale: float = 1.0,
 ) -> Segmentation:
     """Turn one image's model outputs into a :class:`Segmentation` at the original size.
 
@@ -183,6 +192,8 @@ def postprocess(
         threshold: a pixel is foreground when ``prob > threshold``.
         ellipse: replace disc and cup by fitted ellipses (cup clipped to the disc again).
         keep_prob: also return the pasted probability maps.
+        mask_box_scale: the masks cover each box scaled by this factor about its centre
+            (the model's ``mask_head.box_scale``, export metadata ``rfnet.mask_box_scale``).
     """
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -199,7 +210,7 @@ def postprocess(
         zeros = np.zeros((h, w), np.float32) if keep_prob else None
         return Segmentation(empty, empty.copy(), np.zeros(4, np.float32), 0.0, zeros, None if zeros is None else zeros.copy())
     i = int(np.argmax(scores))
-    box_orig = lb.boxes_to_original(boxes[i : i + 1].astype(np.float64))[0]
+    box_orig = scale_box(lb.boxes_to_original(boxes[i : i + 1].astype(np.float64))[0], mask_box_scale)
     disc_prob = paste_mask(masks[i, 0], box_orig, h, w)
     cup_prob = paste_mask(masks[i, 1], box_orig, h, w)
     disc = clean_mask(disc_prob > threshold)

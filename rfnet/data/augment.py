@@ -116,10 +116,20 @@ class ColorJitter:
         """
         out = image.copy()
         x0, y0, x1, y1 = region if region is not None else (0, 0, image.shape[1], image.shape[0])
-        x = image[y0:y1, x0:x1].astype(np.float32) / 255.0
+        out[y0:y1, x0:x1] = self._jitter(image[y0:y1, x0:x1])
+        return out
+
+    def apply_masked(self, image: np.ndarray, content: np.ndarray) -> np.ndarray:
+        """Jitter the pixels of image [H, W, 3] uint8 where bool ``content`` [H, W] is set."""
+        out = image.copy()
+        out[content] = self._jitter(image[content])
+        return out
+
+    def _jitter(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [..., 3] -> jittered uint8, same shape (the mean is over these pixels)."""
+        x = pixels.astype(np.float32) / 255.0
         x = np.power(x, self.gamma) * 255.0
         m = float(x.mean()) if x.size else 0.0
         x = (x - m) * self.contrast + m
         x = x * self.brightness * np.asarray(self.gain, np.float32)
-        out[y0:y1, x0:x1] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-        return out
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)

@@ -65,6 +65,15 @@ def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
+def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
+    """Scale boxes [..., 4] xyxy by ``factor`` about their centres (1.0: unchanged)."""
+    if factor == 1.0:
+        return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * factor)
+    return torch.cat((centre - half, centre + half), dim=-1)
+
+
 def box_sizes_ok(boxes: Tensor, min_size: float) -> Tensor:
     """Bool [...] mask of boxes whose width and height are both >= ``min_size``."""
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)

@@ -4,7 +4,8 @@ Contract (docs/design.md, "Model outputs"):
 
 * ``model.eval(); model(images [B,3,S,S])`` -> ``{"boxes" [B,K,4], "scores" [B,K],
   "masks" [B,K,2,M,M]}`` (xyxy input pixels, sorted by score, padded slots score 0 / box 0 /
-  mask 0; masks are sigmoid probabilities, channel 0 disc incl. cup, channel 1 cup).
+  mask 0; masks are sigmoid probabilities, channel 0 disc incl. cup, channel 1 cup, covering
+  each box scaled by ``mask_head.box_scale`` about its centre).
 * ``model.train(); model(images, targets)`` -> dict of scalar losses.
 
 The eval path uses tensor ops with static shapes only, so it traces to ONNX
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from rfnet.config import ModelConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import build_backbone
+from rfnet.model.boxes import scale_boxes
 from rfnet.model.fpn import FPN
 from rfnet.model.losses import mask_loss, mask_targets
 from rfnet.model.mask_head import MultiClassMaskHead
@@ -77,7 +79,7 @@ class RFNet(nn.Module):
             return self._losses(images, feats, anchors, image_size, targets)
         proposals, _ = self.rpn(feats, anchors, image_size)
         boxes, scores = self.roi_heads.detect(feats, proposals, image_size)
-        masks = torch.sigmoid(self.mask_logits(feats, make_rois(boxes)))
+        masks = torch.sigmoid(self.mask_logits(feats, make_rois(scale_boxes(boxes, self.cfg.mask_head.box_scale))))
         b, k, m = boxes.shape[0], boxes.shape[1], self.cfg.mask_head.mask_size
         masks = masks.reshape(b, k, 2, m, m) * (scores > 0).to(masks.dtype).view(b, k, 1, 1, 1)
         return {"boxes": boxes, "scores": scores, "masks": masks}
@@ -94,10 +96,13 @@ class RFNet(nn.Module):
         proposals, rpn_losses = self.rpn(feats, anchors, image_size, targets)
         box_losses, positives = self.roi_heads.loss(feats, proposals, targets)
         cfg = self.cfg
-        logits = self.mask_logits(feats, positives.rois)
+        rois = positives.rois
+        if cfg.mask_head.box_scale != 1.0:
+            rois = torch.cat((rois[:, :1], scale_boxes(rois[:, 1:], cfg.mask_head.box_scale)), dim=1)
+        logits = self.mask_logits(feats, rois)
         with torch.no_grad():
             gt_masks = torch.cat([t["masks"].to(images.dtype) for t in targets])
-            tgt = mask_targets(gt_masks, positives.rois, positives.gt_index, cfg.mask_head.mask_size,
+            tgt = mask_targets(gt_masks, rois, positives.gt_index, cfg.mask_head.mask_size,
                                cfg.mask_head.sampling_ratio)
         losses = {
             "loss_objectness": rpn_losses["loss_objectness"] * cfg.loss.rpn_weight,

@@ -4,6 +4,7 @@ Kept apart from the CLI so tests and notebooks can drive it with any iterable of
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -23,6 +24,24 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the loss and the iteration."""
 
 
+def autocast_context(bf16: bool, device_type: str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast for the forward pass (``train.bf16``), or a no-op."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """Apply the speed options in place: channels-last weights, ``torch.compile`` of the
+    backbone and FPN (the fixed-shape part; the heads have data-dependent shapes)."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        for name in ("backbone", "fpn"):
+            setattr(model, name, torch.compile(getattr(model, name)))
+    return model
+
+
 def _to_device(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
     return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
@@ -40,9 +59,13 @@ def train_one_epoch(
     total: int | None = None,
     progress: bool = True,
     log_every: int = 0,
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` over ``batches`` once; the scheduler steps every iteration.
 
+    ``bf16`` runs the forward pass under bfloat16 autocast; ``channels_last`` feeds the
+    images in channels-last memory format (with a model prepared by :func:`prepare_model`).
     Without a progress bar, ``log_every > 0`` logs the running mean loss every that many
     iterations instead (runs whose output goes to a file).
 
@@ -64,8 +87,11 @@ def train_one_epoch(
         if images.shape[0] == 0:
             continue
         images = images.to(device, non_blocking=True)
-        losses: dict[str, Tensor] = model(images, _to_device(targets, device))
-        total_loss = sum(losses.values(), torch.zeros((), device=device))
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(bf16, device.type):
+            losses: dict[str, Tensor] = model(images, _to_device(targets, device))
+            total_loss = sum((v.float() for v in losses.values()), torch.zeros((), device=device))
         if not torch.isfinite(total_loss):
             bad = {k: float(v) for k, v in losses.items()}
             raise NonFiniteLossError(

@@ -27,7 +27,7 @@ from rfnet.common.viz import plot_training_curves
 from rfnet.config import ModelConfig
 from rfnet.data import FundusDataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset
-from rfnet.training.loop import train_one_epoch
+from rfnet.training.loop import prepare_model, train_one_epoch
 from rfnet.training.schedule import WarmupStepLR
 from rfnet.training.state import capture_rng_state, restore_rng_state, seed_everything
 from rfnet.model import build_model
@@ -188,14 +188,15 @@ def run_training(
     """
     t0 = time.monotonic()
     seed_everything(seed)
-    model = build_model(cfg).to(device)
+    model = prepare_model(build_model(cfg).to(device), channels_last=cfg.train.channels_last)
     t = cfg.train
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
     generator = torch.Generator()
     loader = _make_loader(tds, t.batch_size, workers, generator)
     iters_per_epoch = len(loader)
-    scheduler = WarmupStepLR(optimizer, iters_per_epoch, t.lr_step_epochs, t.lr_gamma, t.warmup_iters)
+    scheduler = WarmupStepLR(optimizer, iters_per_epoch, t.lr_step_epochs, t.lr_gamma, t.warmup_iters,
+                             schedule=t.lr_schedule, total_iters=iters_per_epoch * t.epochs)
     start_epoch, best_score, best_epoch = 0, -math.inf, 0
     history: list[dict[str, Any]] = []
     args = _plain(run_args or {})
@@ -234,7 +235,7 @@ def run_training(
         losses = train_one_epoch(
             model, batches(), _unpack, optimizer, scheduler, device,
             grad_clip=t.grad_clip, epoch=epoch, total=iters_per_epoch, progress=progress,
-            log_every=max(1, iters_per_epoch // 5),
+            log_every=max(1, iters_per_epoch // 5), bf16=t.bf16, channels_last=t.channels_last,
         )
         skipped_train = max(skipped_train, skipped_epoch)
         train_times.append(time.monotonic() - te)

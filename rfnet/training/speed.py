@@ -1,0 +1,233 @@
+"""Training speed per preset and thread count, with the time split per stage.
+
+``python -m rfnet.training.speed --preset light --preset paper --threads 1 --threads 2``
+prints trained images/s and where an iteration's time goes: data (decode once, then
+augmentation and collation per iteration), backbone + FPN, RPN, RoI sampling, box pooling,
+box head, mask feature pooling, mask head, mask losses, backward, optimizer step. It runs
+real training iterations (SGD, the trainer's own loss) on the Drishti-GS images when
+``--dataset/--data-root`` are given, else on generated fundus images, so it works anywhere.
+
+Stage times come from forward hooks on the model's modules and from timing the few
+functions they call (patched only inside :func:`measure`), with wall clocks: on a CPU the
+ops run synchronously, so the split is exact up to the hooks' own microseconds.
+``--bf16`` (autocast), ``--channels-last`` and ``--compile`` measure the training options
+of the same names.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+from rfnet.common.cli import setup_logging
+from rfnet.config import PRESETS, ModelConfig, get_preset
+from rfnet.data import FundusDataset, load_dataset
+from rfnet.data.torch_dataset import FundusTorchDataset
+from rfnet.training.overrides import apply_overrides
+
+log = logging.getLogger(__name__)
+
+#: Stages in print order.
+STAGES = ("data", "backbone+fpn", "rpn", "roi_sampling", "box_pooling", "box_head", "mask_pooling", "mask_head",
+          "mask_loss", "forward_other", "backward", "optimizer")
+
+
+@dataclass
+class SpeedResult:
+    """One (preset, threads, options) measurement: per-iteration stage times in seconds."""
+
+    preset: str
+    threads: int
+    options: str
+    batch_size: int
+    iterations: int
+    decode_s_per_image: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def iteration_s(self) -> float:
+        return sum(self.stages.values())
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.iteration_s if self.iteration_s > 0 else float("nan")
+
+
+class _Clock:
+    """Accumulates wall time per stage; nested spans are subtracted from their parent."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self._stack: list[tuple[str, float, float]] = []  # name, start, time of children
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        self._stack.append((name, time.perf_counter(), 0.0))
+        try:
+            yield
+        finally:
+            n, t0, children = self._stack.pop()
+            dt = time.perf_counter() - t0
+            self.total[n] += dt - children
+            if self._stack:
+                pn, pt, pc = self._stack[-1]
+                self._stack[-1] = (pn, pt, pc + dt)
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.span(name):
+                return fn(*args, **kwargs)
+        return timed
+
+
+def _hook_module(clock: _Clock, module: torch.nn.Module, name: str) -> list[Any]:
+    """Time ``module``'s forward as stage ``name`` (pre/post forward hooks)."""
+    spans: list[contextlib.AbstractContextManager[None]] = []
+
+    def pre(_m: Any, _a: Any) -> None:
+        cm = clock.span(name)
+        cm.__enter__()
+        spans.append(cm)
+
+    def post(_m: Any, _a: Any, _o: Any) -> None:
+        spans.pop().__exit__(None, None, None)
+
+    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+
+def _patches(clock: _Clock) -> contextlib.ExitStack:
+    import rfnet.model.rfnet as top
+    import rfnet.model.roi_heads as heads
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(heads, "level_select", clock.wrap("box_pooling", heads.level_select)))
+    stack.enter_context(mock.patch.object(top, "mask_targets", clock.wrap("mask_loss", top.mask_targets)))
+    stack.enter_context(mock.patch.object(top, "mask_loss", clock.wrap("mask_loss", top.mask_loss)))
+    stack.enter_context(mock.patch.object(heads.RoIHeads, "loss", clock.wrap("roi_sampling", heads.RoIHeads.loss)))
+    return stack
+
+
+def _batches(tds: FundusTorchDataset, batch_size: int, n: int, clock: _Clock) -> Iterator[Any]:
+    for it in range(n):
+        with clock.span("data"):
+            items = [tds[(it * batch_size + j) % len(tds)] for j in range(batch_size)]
+            batch = tds.collate(items)
+        yield batch
+
+
+def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iterations: int, warmup: int = 2,
+            bf16: bool = False, channels_last: bool = False, compile: bool = False, seed: int = 0) -> SpeedResult:
+    """Run ``warmup + iterations`` training iterations of ``cfg`` and time their stages."""
+    from rfnet.model import build_model
+    from rfnet.training.loop import autocast_context, prepare_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    tds = FundusTorchDataset(dataset, cfg, train=True)
+    b = cfg.train.batch_size
+    t0 = time.perf_counter()
+    for i in range(min(len(tds), b * (warmup + iterations))):
+        tds._sample(i)  # decode once (the trainer's cache), timed separately
+    decoded = min(len(tds), b * (warmup + iterations))
+    decode = (time.perf_counter() - t0) / max(1, decoded)
+    model = prepare_model(build_model(cfg), channels_last=channels_last, compile=compile)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    clock = _Clock()
+    hooks = [h for m, n in ((model.backbone, "backbone+fpn"), (model.fpn, "backbone+fpn"), (model.rpn, "rpn"),
+                            (model.roi_heads.head, "box_head"), (model.mask_pooler, "mask_pooling"),
+                            (model.mask_head, "mask_head")) for h in _hook_module(clock, m, n)]
+    try:
+        with _patches(clock):
+            for it, batch in enumerate(_batches(tds, b, warmup + iterations, clock)):
+                if it == warmup:
+                    clock.total.clear()
+                images = batch.images.contiguous(memory_format=torch.channels_last) if channels_last else batch.images
+                with clock.span("forward_other"), autocast_context(bf16):
+                    losses = model(images, batch.targets)
+                    loss = sum(losses.values())
+                with clock.span("backward"):
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                with clock.span("optimizer"):
+                    opt.step()
+    finally:
+        for h in hooks:
+            h.remove()
+    opts = ",".join(n for n, on in (("bf16", bf16), ("channels_last", channels_last), ("compile", compile)) if on)
+    return SpeedResult(cfg.name, threads, opts or "fp32", b, iterations, decode,
+                       {s: clock.total.get(s, 0.0) / iterations for s in STAGES})
+
+
+def format_results(results: list[SpeedResult]) -> str:
+    """A text table: one column per measurement, one row per stage (ms per iteration and %)."""
+    head = ["stage"] + [f"{r.preset} {r.threads}t {r.options}" for r in results]
+    rows = [head]
+    for s in STAGES:
+        rows.append([s] + [f"{r.stages[s] * 1e3:.0f} ms ({r.stages[s] / r.iteration_s:.0%})" for r in results])
+    rows.append(["iteration"] + [f"{r.iteration_s * 1e3:.0f} ms" for r in results])
+    rows.append(["images/s"] + [f"{r.images_per_s:.2f}" for r in results])
+    rows.append(["decode once/image"] + [f"{r.decode_s_per_image * 1e3:.0f} ms" for r in results])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def _dataset(args: argparse.Namespace, tmp: Path) -> FundusDataset:
+    if args.data_root:
+        return load_dataset(args.dataset, args.data_root)
+    from rfnet.data.synthetic import generate_folder
+
+    generate_folder(tmp / "syn", n=8, seed=0)
+    return load_dataset("folder", tmp / "syn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rfnet.training.speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", action="append", choices=sorted(PRESETS), help="repeatable (default: light)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help="config override, as rfnet.train")
+    p.add_argument("--threads", action="append", type=int, help="repeatable (default: 1 and 2)")
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
+    p.add_argument("--dataset", default="drishti-gs", help="dataset kind for --data-root (default drishti-gs)")
+    p.add_argument("--data-root", help="real images (default: 8 generated ones)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone and FPN")
+    p.add_argument("--json", help="also write the results here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            ds = _dataset(args, Path(tmp))
+        except (ValueError, FileNotFoundError) as exc:
+            log.error("%s", exc)
+            return 2
+        for preset in args.preset or ["light"]:
+            cfg = apply_overrides(get_preset(preset), args.set)
+            for threads in args.threads or [1, 2]:
+                log.info("measuring %s, %d thread(s)", preset, threads)
+                results.append(measure(cfg, ds, threads=threads, iterations=args.iterations, bf16=args.bf16,
+                                       channels_last=args.channels_last, compile=args.compile))
+    print(format_results(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
