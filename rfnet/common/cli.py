@@ -1,7 +1,29 @@
-"""Small helpers shared by every command-line entry point (torch-free)."""
+"""Small helpers shared by every command-line entry point (torch-free).
+
+Exit codes: every ``main(argv) -> int`` returns one of :class:`ExitCode` (the README's table).
+"""
 from __future__ import annotations
 
+import enum
 import logging
+
+
+class ExitCode(enum.IntEnum):
+    """The one table of exit codes of every command-line tool of the project.
+
+    ``USAGE`` is argparse's own code for bad arguments; the project uses it for every
+    "cannot run as given" case (a bad or missing input file, a missing optional dependency
+    such as TensorRT), and the message names the file or the package.
+    """
+
+    OK = 0
+    #: The job ran, but not everything succeeded: some images were skipped as unreadable,
+    #: a parity or accuracy gate failed, a training loss became non-finite.
+    FAILED = 1
+    #: Cannot run as given: bad arguments, unreadable or invalid input, missing dependency.
+    USAGE = 2
+    #: Interrupted by the user (Ctrl-C, SIGINT); resumable jobs say how to continue.
+    INTERRUPTED = 130
 
 
 def setup_logging(verbose: bool = False) -> None:
