@@ -151,6 +151,8 @@ class TrainConfig:
     # pass (CPUs with AVX512_BF16 / AMX, recent GPUs) and channels-last tensors.
     bf16: bool = False
     channels_last: bool = False
+    # torchrun: convert BatchNorm to SyncBatchNorm (per-process batches of 4 give poor statistics).
+    sync_bn: bool = False
 
 
 @dataclass

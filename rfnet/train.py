@@ -27,11 +27,13 @@ from typing import Any
 
 import torch
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
-from rfnet.data import DATASET_NAMES
+from rfnet.data import DATASET_NAMES, SampleError
 from rfnet.training.datasets import DataSelection, select_datasets
+from rfnet.training.distributed import DistInfo, init_distributed, shutdown
+from rfnet.training.loop import NonFiniteLossError
 from rfnet.training.overrides import apply_overrides
 from rfnet.training.run import RunFiles, TrainState, resolve_device, run_training
 
@@ -101,6 +103,8 @@ examples:
                         "busy processes, 1 thread can be several times faster than oversubscribing)")
     g.add_argument("--max-time-min", type=float,
                    help="time budget: no new epoch starts unless it is expected to end within it")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="torchrun: SyncBatchNorm across processes (same as --set train.sync_bn=true)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -152,101 +156,104 @@ def _clear_old_run(out: Path) -> None:
             f.unlink()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    out = Path(args.out)
-    try:
-        _check_out(out, args.resume, args.overwrite)
-    except (OutputExistsError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+def _resume_state(args: argparse.Namespace, out: Path) -> tuple[ModelConfig, TrainState]:
+    """Load checkpoint_last.pt; the run's settings replace the command line's (with a warning)."""
+    state = TrainState.load(RunFiles(out).last)
+    saved = state.args
+    for name in RUN_ARGS:
+        given = getattr(args, name)
+        if given is not None and given != saved.get(name):
+            log.warning("--%s %s ignored on --resume (the run uses %s)", name.replace("_", "-"), given, saved.get(name))
+        setattr(args, name, saved.get(name))
+    for name in ("data_root", "val_data_root"):
+        if getattr(args, name) is None:
+            setattr(args, name, saved.get(name))
+    cfg = state.config
+    if args.epochs is not None and args.epochs != cfg.train.epochs:
+        log.info("resume: training length changed from %d to %d epochs", cfg.train.epochs, args.epochs)
+        cfg.train.epochs = args.epochs
+    return cfg, state
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
     elif hasattr(os, "sched_getaffinity"):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
-    state: TrainState | None = None
-    if args.resume:
-        try:
-            state = TrainState.load(RunFiles(out).last)
-        except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
-            log.error("%s", exc)
-            return 2
-        saved = state.args
-        for name in RUN_ARGS:
-            given = getattr(args, name)
-            if given is not None and given != saved.get(name):
-                log.warning("--%s %s ignored on --resume (the run uses %s)", name.replace("_", "-"), given, saved.get(name))
-            setattr(args, name, saved.get(name))
-        for name in ("data_root", "val_data_root"):
-            if getattr(args, name) is None:
-                setattr(args, name, saved.get(name))
-        cfg = state.config
-        if args.epochs is not None and args.epochs != cfg.train.epochs:
-            log.info("resume: training length changed from %d to %d epochs", cfg.train.epochs, args.epochs)
-            cfg.train.epochs = args.epochs
-    else:
-        if args.dataset is None or args.data_root is None:
-            parser.error("--dataset and --data-root are required (unless --resume)")
-        try:
-            cfg = resolve_config(args)
-        except ValueError as exc:
-            log.error("%s", exc)
-            return 2
-    if args.folds is None:
-        args.folds = 5
-    if args.seed is None:
-        args.seed = 0
-    if args.fold is not None and args.folds < 2:
-        parser.error("--folds must be >= 2")
 
-    sel = DataSelection(
+def _selection(args: argparse.Namespace) -> DataSelection:
+    return DataSelection(
         dataset=args.dataset, data_root=args.data_root, split=args.split, val_split=args.val_split,
-        val_data_root=args.val_data_root, val_fraction=args.val_fraction, fold=args.fold, folds=args.folds,
-        seed=args.seed, strict=args.strict,
+        val_data_root=args.val_data_root, val_fraction=args.val_fraction, fold=args.fold,
+        folds=5 if args.folds is None else args.folds, seed=0 if args.seed is None else args.seed, strict=args.strict,
     )
-    try:
-        train_ds, val_ds, val_desc = select_datasets(sel)
-    except (ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("train: %s (%d items); validation: %s", train_ds, len(train_ds), val_desc)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
 
-    if not args.resume and args.overwrite:
-        _clear_old_run(out)
+
+def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser, info: DistInfo
+             ) -> tuple[ModelConfig, TrainState | None]:
+    """Check --out, load the resume state or resolve the config (ValueError / FileNotFoundError on bad input)."""
+    out = Path(args.out)
+    if info.is_main:  # the other ranks would see rank 0's first files
+        _check_out(out, args.resume, args.overwrite)
+    if args.resume:
+        return _resume_state(args, out)
+    if args.dataset is None or args.data_root is None:
+        parser.error("--dataset and --data-root are required (unless --resume)")
+    if args.sync_bn:
+        args.set = [*(args.set or []), "train.sync_bn=true"]
+    return resolve_config(args), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    info = DistInfo.from_env()
+    setup_logging(args.verbose)
+    if not info.is_main:  # one log: rank 0's
+        logging.getLogger().setLevel(logging.WARNING)
+    _set_threads(args.threads)
+    try:
+        cfg, state = _prepare(args, parser, info)
+        if args.fold is not None and (args.folds or 5) < 2:
+            parser.error("--folds must be >= 2")
+        sel = _selection(args)
+        train_ds, val_ds, val_desc = select_datasets(sel)
+        device = resolve_device(args.device)
+        if cfg.train.sync_bn and info.enabled and device.type != "cuda":
+            raise ValueError("--sync-bn / train.sync_bn needs GPUs: PyTorch's SyncBatchNorm runs only on CUDA "
+                             "(with gloo on CPUs, train without it)")
+        device = init_distributed(info, device)
+        if args.overwrite and not args.resume and info.is_main:  # only once the new run's inputs are known good
+            _clear_old_run(Path(args.out))
+    except (ValueError, FileNotFoundError, RuntimeError, OutputExistsError) as exc:  # CheckpointError is a ValueError
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    args.folds, args.seed = sel.folds, sel.seed
+    log.info("train: %s (%d items); validation: %s", train_ds, len(train_ds), val_desc)
     run_args: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "out")}
     try:
         summary = run_training(
-            cfg, train_ds, val_ds, RunFiles(out), device=device, seed=args.seed, workers=args.workers,
-            run_args=run_args, resume=state, val_every=args.val_every,
+            cfg, train_ds, val_ds, RunFiles(Path(args.out)), device=device, seed=sel.seed, workers=args.workers,
+            run_args=run_args, resume=state, val_every=args.val_every, dist_info=info,
             max_time_s=None if args.max_time_min is None else args.max_time_min * 60.0,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
     except KeyboardInterrupt:
-        log.error("interrupted; continue with: python -m rfnet.train --out %s --resume", out)
-        return 130
-    except Exception as exc:  # bad data in strict mode, non-finite loss, ...
-        from rfnet.data import SampleError
-        from rfnet.training.loop import NonFiniteLossError
-
-        if isinstance(exc, (SampleError, NonFiniteLossError)):
-            log.error("%s", exc)
-            return 1
-        raise
+        log.error("interrupted; continue with: python -m rfnet.train --out %s --resume", args.out)
+        return ExitCode.INTERRUPTED
+    except (SampleError, NonFiniteLossError) as exc:  # bad data in strict mode, non-finite loss
+        log.error("%s", exc)
+        return ExitCode.FAILED
+    finally:
+        shutdown(info)
     best = summary.get("best_score")
     log.info(
         "done: %d epochs in %.1f min; best mean Dice %s at epoch %s; outputs in %s",
         summary["epochs_done"], summary["elapsed_s"] / 60.0,
-        "n/a" if best is None or math.isnan(best) else f"{best:.4f}", summary.get("best_epoch"), out,
+        "n/a" if best is None or math.isnan(best) else f"{best:.4f}", summary.get("best_epoch"), args.out,
     )
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

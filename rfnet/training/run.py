@@ -14,12 +14,14 @@ import io
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 from rfnet.checkpoint import load_checkpoint, save_checkpoint
 from rfnet.common.fileio import atomic_write_text
@@ -27,6 +29,7 @@ from rfnet.common.viz import plot_training_curves
 from rfnet.config import ModelConfig
 from rfnet.data import FundusDataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset
+from rfnet.training.distributed import DistInfo, agree, barrier, gather_objects, mean_across, unwrap, wrap_model
 from rfnet.training.loop import prepare_model, train_one_epoch
 from rfnet.training.schedule import WarmupStepLR
 from rfnet.training.state import capture_rng_state, restore_rng_state, seed_everything
@@ -145,11 +148,13 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _make_loader(tds: FundusTorchDataset, batch_size: int, workers: int, generator: torch.Generator) -> DataLoader:
+def _make_loader(tds: FundusTorchDataset, batch_size: int, workers: int, generator: torch.Generator,
+                 sampler: DistributedSampler | None = None) -> DataLoader:
     return DataLoader(
         tds,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=tds.collate,
         generator=generator,  # sampler order and worker seeds: fixed per (seed, epoch)
@@ -160,6 +165,140 @@ def _make_loader(tds: FundusTorchDataset, batch_size: int, workers: int, generat
 
 def _unpack(batch: Batch) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     return batch.images, batch.targets
+
+
+class _Session:
+    """The state of one training run: model, optimizer, schedule, data and bookkeeping."""
+
+    def __init__(self, cfg: ModelConfig, train_ds: FundusDataset, device: torch.device, seed: int, workers: int,
+                 dist_info: DistInfo, resume: TrainState | None) -> None:
+        t = cfg.train
+        self.cfg, self.device, self.seed, self.dist = cfg, device, seed, dist_info
+        seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = prepare_model(build_model(cfg).to(device), channels_last=t.channels_last)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
+        self.generator = torch.Generator()
+        self.sampler = (DistributedSampler(self.tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)
+                        if dist_info.enabled else None)
+        self.loader = _make_loader(self.tds, t.batch_size, workers, self.generator, self.sampler)
+        self.iters_per_epoch = len(self.loader)
+        self.scheduler = WarmupStepLR(self.optimizer, self.iters_per_epoch, t.lr_step_epochs, t.lr_gamma,
+                                      t.warmup_iters, schedule=t.lr_schedule,
+                                      total_iters=self.iters_per_epoch * t.epochs)
+        self.start_epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
+        self.history: list[dict[str, Any]] = []
+        if resume is not None:
+            self._restore(model, resume)
+        elif dist_info.enabled:
+            torch.manual_seed(seed + 1_000_003 * dist_info.rank)  # different RoI sampling per rank
+        self.model = wrap_model(model, dist_info, device, t.sync_bn)
+
+    def _restore(self, model: nn.Module, resume: TrainState) -> None:
+        model.load_state_dict(resume.model_state)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.scheduler.load_state_dict(resume.scheduler)
+        self.start_epoch, self.best_score, self.best_epoch = resume.epoch, resume.best_score, resume.best_epoch
+        self.history = list(resume.history)
+        ranks = resume.rng.get("ranks")
+        if ranks is not None and len(ranks) != self.dist.world_size:
+            log.warning("resumed with %d process(es) instead of %d: augmentation will not repeat the "
+                        "uninterrupted run exactly", self.dist.world_size, len(ranks))
+        rng = ranks[min(self.dist.rank, len(ranks) - 1)] if ranks is not None else resume.rng
+        restore_rng_state(rng)
+        log.info("resumed after epoch %d (best mean Dice %.4f at epoch %d)", self.start_epoch, self.best_score,
+                 self.best_epoch)
+
+    def train_epoch(self, epoch: int, progress: bool) -> tuple[dict[str, Any], int]:
+        """One epoch -> (metrics row with the losses averaged over ranks, bad items skipped)."""
+        t = self.cfg.train
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        skipped = 0
+
+        def batches() -> Iterator[Batch]:  # count bad items across worker processes
+            nonlocal skipped
+            for b in self.loader:
+                skipped += b.skipped
+                yield b
+
+        losses = train_one_epoch(
+            self.model, batches(), _unpack, self.optimizer, self.scheduler, self.device,
+            grad_clip=t.grad_clip, epoch=epoch, total=self.iters_per_epoch, progress=progress and self.dist.is_main,
+            log_every=max(1, self.iters_per_epoch // 5) if self.dist.is_main else 0, bf16=t.bf16,
+            channels_last=t.channels_last,
+        )
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": losses.pop("lr")}
+        losses.pop("iterations", None)
+        losses = mean_across(self.dist, losses)
+        row["loss"] = losses.pop("loss", math.nan)
+        row.update(sorted(losses.items()))
+        return row, skipped
+
+    def checkpoint_extra(self, epoch: int, row: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """What checkpoint_last.pt needs to resume (every rank's RNG state included)."""
+        rng = gather_objects(self.dist, capture_rng_state())
+        return {
+            "epoch": epoch + 1,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {**rng[0], "ranks": rng} if self.dist.enabled else rng[0],
+            "best_score": float(self.best_score),
+            "best_epoch": int(self.best_epoch),
+            "history": _plain(self.history),
+            "args": args,
+            "metrics": _plain(row),
+        }
+
+
+def _validate(sess: _Session, val_ds: FundusDataset, batch_size: int, progress: bool, row: dict[str, Any]
+              ) -> float:
+    """Validate the current weights into ``row``; returns the model-selection score."""
+    result = evaluate_dataset(unwrap(sess.model), val_ds, sess.cfg, sess.device, batch_size=batch_size,
+                              progress=progress, desc=f"validate {row['epoch']}")
+    for col, key in VAL_COLUMNS.items():
+        row[col] = result.mean(key)
+    row["val_images"] = len(result.rows)
+    return result.score
+
+
+def _write_epoch(sess: _Session, files: RunFiles, row: dict[str, Any], improved: bool, args: dict[str, Any]) -> None:
+    """metrics.csv and curves.png, then the checkpoints (rank 0 writes; every write atomic)."""
+    extra = sess.checkpoint_extra(int(row["epoch"]) - 1, row, args)  # collective: every rank calls it
+    if not sess.dist.is_main:
+        return
+    write_metrics_csv(files.metrics, sess.history)
+    try:
+        plot_training_curves(files.metrics, files.curves)
+    except Exception as exc:  # a plotting problem must not stop training
+        log.warning("could not plot %s: %s", files.curves, exc)
+    model = unwrap(sess.model)
+    save_checkpoint(files.last, model, sess.cfg, extra=extra)
+    if improved:
+        save_checkpoint(files.best, model, sess.cfg, extra={"epoch": row["epoch"], "metrics": _plain(row), "args": args})
+
+
+def _epoch_text(row: dict[str, Any], validated: bool, has_val: bool, val_time: float) -> str:
+    if validated:
+        return (f"val Dice disc {row['val_dice_disc']:.4f} cup {row['val_dice_cup']:.4f} "
+                f"vCDR MAE {row['val_vcdr_mae']:.4f} (validation {val_time:.0f} s)")
+    return "not validated this epoch" if has_val else "no validation"
+
+
+def _report_skipped(train_ds: FundusDataset, val_ds: FundusDataset | None, skipped_train: int, workers: int) -> int:
+    skipped_val = len(val_ds.bad_names) if val_ds is not None else 0
+    bad_train = train_ds.bad_names if workers == 0 else []
+    if skipped_train or skipped_val:
+        log.warning(
+            "skipped bad items: %d training item(s)%s, %d validation item(s)%s",
+            skipped_train, f" ({', '.join(bad_train)})" if bad_train else "", skipped_val,
+            f" ({', '.join(val_ds.bad_names)})" if val_ds is not None and skipped_val else "",
+        )
+    for ds in (train_ds, val_ds):
+        if ds is not None and ds.problems:
+            log.warning("%s", ds.report())
+    return skipped_val
 
 
 def run_training(
@@ -177,156 +316,73 @@ def run_training(
     progress: bool = True,
     val_batch_size: int | None = None,
     val_every: int = 1,
+    dist_info: DistInfo | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.train.epochs`` epochs (or continue ``resume``), writing the run files.
 
     Validation runs every ``val_every`` epochs and always after the last one (also when the
     time budget ``max_time_s`` ends the run early); the best checkpoint is chosen among
-    validated epochs. Returns a summary: ``epochs_done``, ``best_score``, ``best_epoch``, ``elapsed_s``,
+    validated epochs. Under torchrun (``dist_info``) every rank trains, rank 0 validates and
+    writes. Returns a summary: ``epochs_done``, ``best_score``, ``best_epoch``, ``elapsed_s``,
     ``stopped_early`` (time budget), ``skipped_train`` / ``skipped_val`` (bad items), ``last``
-    (the last metrics row).
+    (the last metrics row), ``model`` (the trained model, unwrapped).
     """
     t0 = time.monotonic()
-    seed_everything(seed)
-    model = prepare_model(build_model(cfg).to(device), channels_last=cfg.train.channels_last)
-    t = cfg.train
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
-    generator = torch.Generator()
-    loader = _make_loader(tds, t.batch_size, workers, generator)
-    iters_per_epoch = len(loader)
-    scheduler = WarmupStepLR(optimizer, iters_per_epoch, t.lr_step_epochs, t.lr_gamma, t.warmup_iters,
-                             schedule=t.lr_schedule, total_iters=iters_per_epoch * t.epochs)
-    start_epoch, best_score, best_epoch = 0, -math.inf, 0
-    history: list[dict[str, Any]] = []
-    args = _plain(run_args or {})
-    if resume is not None:
-        model.load_state_dict(resume.model_state)
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        start_epoch, best_score, best_epoch = resume.epoch, resume.best_score, resume.best_epoch
-        history = list(resume.history)
-        restore_rng_state(resume.rng)
-        log.info("resumed after epoch %d (best mean Dice %.4f at epoch %d)", start_epoch, best_score, best_epoch)
-    else:
+    info = dist_info or DistInfo()
+    sess = _Session(cfg, train_ds, device, seed, workers, info, resume)
+    t, args = cfg.train, _plain(run_args or {})
+    if resume is None and info.is_main:
         atomic_write_text(files.config, cfg.to_json() + "\n")
-    if start_epoch >= t.epochs:
-        log.info("nothing to do: %d of %d epochs already done", start_epoch, t.epochs)
-    log.info(
-        "%d train images, %d iterations/epoch, %d epochs, lr %g x%g every %d epochs, warm-up %d iterations, device %s",
-        len(train_ds), iters_per_epoch, t.epochs, t.lr, t.lr_gamma, t.lr_step_epochs, t.warmup_iters, device,
-    )
-    skipped_train = 0
-    stopped_early = False
+    if sess.start_epoch >= t.epochs:
+        log.info("nothing to do: %d of %d epochs already done", sess.start_epoch, t.epochs)
+    log.info("%d train images, %d iterations/epoch, %d epochs, batch %d x %d process(es), lr %g (%s schedule), "
+             "warm-up %d iterations, device %s", len(train_ds), sess.iters_per_epoch, t.epochs, t.batch_size,
+             info.world_size, t.lr, t.lr_schedule, t.warmup_iters, device)
+    skipped_train, stopped_early, val_time = 0, False, 0.0
     train_times: list[float] = []
-    val_time = 0.0
-    row: dict[str, Any] = history[-1] if history else {}
-    for epoch in range(start_epoch, t.epochs):
+    row: dict[str, Any] = sess.history[-1] if sess.history else {}
+    for epoch in range(sess.start_epoch, t.epochs):
         te, cpu0 = time.monotonic(), time.process_time()
-        generator.manual_seed(seed * 1_000_003 + epoch)
-        skipped_epoch = 0
-
-        def batches():  # count bad items across worker processes
-            nonlocal skipped_epoch
-            for b in loader:
-                skipped_epoch += b.skipped
-                yield b
-
-        losses = train_one_epoch(
-            model, batches(), _unpack, optimizer, scheduler, device,
-            grad_clip=t.grad_clip, epoch=epoch, total=iters_per_epoch, progress=progress,
-            log_every=max(1, iters_per_epoch // 5), bf16=t.bf16, channels_last=t.channels_last,
-        )
-        skipped_train = max(skipped_train, skipped_epoch)
+        row, skipped = sess.train_epoch(epoch, progress)
+        skipped_train = max(skipped_train, skipped)
         train_times.append(time.monotonic() - te)
-        row = {"epoch": epoch + 1, "lr": losses.pop("lr")}
-        losses.pop("iterations", None)
-        row["loss"] = losses.pop("loss", math.nan)
-        row.update(sorted(losses.items()))
         # Will the time budget end the run after this epoch? Then it must be validated.
         # Pessimistic estimate of the next epoch: the slowest recent training + one validation.
         expected_next = max(train_times[-3:]) + val_time
-        out_of_time = (
-            max_time_s is not None and epoch + 1 < t.epochs and time.monotonic() - t0 + val_time + expected_next > max_time_s
-        )
-        last = epoch + 1 == t.epochs or out_of_time
-        validate = val_ds is not None and (last or (epoch + 1) % max(1, val_every) == 0)
-        score = math.nan
+        out_of_time = agree(info, max_time_s is not None and epoch + 1 < t.epochs
+                            and time.monotonic() - t0 + val_time + expected_next > max_time_s)
+        validate = val_ds is not None and (epoch + 1 == t.epochs or out_of_time or (epoch + 1) % max(1, val_every) == 0)
+        score = -float(row["loss"]) if val_ds is None else math.nan  # no validation: the last epoch is the best
+        validate = validate and info.is_main  # rank 0 validates; the others wait at the barrier
         if validate:
             tv = time.monotonic()
-            result = evaluate_dataset(
-                model, val_ds, cfg, device, batch_size=val_batch_size or t.batch_size,
-                progress=progress, desc=f"validate {epoch + 1}",
-            )
+            score = _validate(sess, val_ds, val_batch_size or t.batch_size, progress, row)  # type: ignore[arg-type]
             val_time = time.monotonic() - tv
-            for col, key in VAL_COLUMNS.items():
-                row[col] = result.mean(key)
-            row["val_images"] = len(result.rows)
-            score = result.score
-        elif val_ds is None:
-            score = -float(row["loss"])  # no validation: the last epoch is the best
+        barrier(info)
         row["epoch_time"] = _fmt_time(time.monotonic() - te)
-        history.append(row)
-        improved = not math.isnan(score) and (score > best_score or best_epoch == 0)
+        sess.history.append(row)
+        improved = not math.isnan(score) and (score > sess.best_score or sess.best_epoch == 0)
         if improved:
-            best_score, best_epoch = score, epoch + 1
-        # files: metrics first (cheap), then checkpoints; each write is atomic
-        write_metrics_csv(files.metrics, history)
-        try:
-            plot_training_curves(files.metrics, files.curves)
-        except Exception as exc:  # a plotting problem must not stop training
-            log.warning("could not plot %s: %s", files.curves, exc)
-        extra = {
-            "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": capture_rng_state(),
-            "best_score": float(best_score),
-            "best_epoch": int(best_epoch),
-            "history": _plain(history),
-            "args": args,
-            "metrics": _plain(row),
-        }
-        save_checkpoint(files.last, model, cfg, extra=extra)
-        if improved:
-            save_checkpoint(files.best, model, cfg, extra={"epoch": epoch + 1, "metrics": _plain(row), "args": args})
-        if validate:
-            val_txt = (
-                f"val Dice disc {row['val_dice_disc']:.4f} cup {row['val_dice_cup']:.4f} "
-                f"vCDR MAE {row['val_vcdr_mae']:.4f} (validation {val_time:.0f} s)"
-            )
-        else:
-            val_txt = "no validation" if val_ds is None else "not validated this epoch"
-        log.info(
-            "epoch %d/%d  loss %.4f  lr %.2g  %s  [%s, CPU %.0f s]%s", epoch + 1, t.epochs, row["loss"], row["lr"],
-            val_txt, row["epoch_time"], time.process_time() - cpu0, "  *best*" if improved else "",
-        )
+            sess.best_score, sess.best_epoch = score, epoch + 1
+        _write_epoch(sess, files, row, improved, args)
+        log.info("epoch %d/%d  loss %.4f  lr %.2g  %s  [%s, CPU %.0f s]%s", epoch + 1, t.epochs, row["loss"], row["lr"],
+                 _epoch_text(row, validate, val_ds is not None, val_time), row["epoch_time"],
+                 time.process_time() - cpu0, "  *best*" if improved else "")
         if out_of_time:
-            log.info(
-                "time budget: %.1f of %.1f min used, another epoch needs ~%.1f min; stopping after epoch %d "
-                "(continue with --resume)", (time.monotonic() - t0) / 60, (max_time_s or 0) / 60,
-                expected_next / 60, epoch + 1,
-            )
+            log.info("time budget: %.1f of %.1f min used, another epoch needs ~%.1f min; stopping after epoch %d "
+                     "(continue with --resume)", (time.monotonic() - t0) / 60, (max_time_s or 0) / 60,
+                     expected_next / 60, epoch + 1)
             stopped_early = True
             break
-    skipped_val = len(val_ds.bad_names) if val_ds is not None else 0
-    bad_train = train_ds.bad_names if workers == 0 else []
-    if skipped_train or skipped_val:
-        log.warning(
-            "skipped bad items: %d training item(s)%s, %d validation item(s)%s",
-            skipped_train, f" ({', '.join(bad_train)})" if bad_train else "", skipped_val,
-            f" ({', '.join(val_ds.bad_names)})" if val_ds is not None and skipped_val else "",
-        )
-    for ds in (train_ds, val_ds):
-        if ds is not None and ds.problems:
-            log.warning("%s", ds.report())
+    skipped_val = _report_skipped(train_ds, val_ds, skipped_train, workers)
     return {
-        "epochs_done": int(row.get("epoch", start_epoch)) if row else start_epoch,
-        "best_score": best_score if best_epoch else None,
-        "best_epoch": best_epoch or None,
+        "epochs_done": int(row.get("epoch", sess.start_epoch)) if row else sess.start_epoch,
+        "best_score": sess.best_score if sess.best_epoch else None,
+        "best_epoch": sess.best_epoch or None,
         "elapsed_s": time.monotonic() - t0,
         "stopped_early": stopped_early,
         "skipped_train": skipped_train,
         "skipped_val": skipped_val,
         "last": row,
+        "model": unwrap(sess.model),
     }
