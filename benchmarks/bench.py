@@ -248,6 +248,9 @@ def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Names
                                          reference=reference, keep_masks=keep_masks, label=spec.id,
                                          progress=not args.no_progress)
             probe.sample()
+            graphs = backend.cuda_graph_report()
+            if graphs is not None and not graphs["used"]:  # never report a graph that did not run
+                raise NotRunError(f"CUDA graph requested but not used: {graphs['note']}")
             result.update(status="ok", end_to_end=e2e, accuracy=acc)
             result["model_only"], result["pipeline"] = (
                 _throughput(backend, info, images, args, spec.id, probe) if timing else ({}, {}))

@@ -11,14 +11,17 @@ to install and exits 2 -- no engine is built. With TensorRT it builds (see
 ``export/trt_builder.py``), checks that every RoiAlign node became the ``ROIAlign_TRT`` plugin
 layer, writes the engine atomically and ``X.engine.json`` beside it (``runtime/manifest.py``).
 
-Exit codes: 0 built, 1 bad input or failed build, 2 TensorRT/CUDA not available.
-Never imports torch.
+Exit codes (``rfnet.common.cli.ExitCode``): 0 built; 2 (USAGE) bad arguments or input, and
+missing TensorRT / CUDA bindings / GPU -- the message says which; 1 (FAILED) TensorRT refused
+to parse or build, or the engine could not be written. Never imports torch (nor PyCUDA
+when cuda-python is installed: ``export/cuda_device.py`` tries cuda-python first).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import hashlib
+import importlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -33,13 +36,13 @@ from export.graph_checks import GraphCheckError, GraphPrecision, graph_precision
 from export.graph_checks import roialign_attribute_issues, roialign_nodes, sibling_candidates
 from export.onnx_meta import MetadataError, RFNetMetadata, get_metadata, parse_metadata
 from export.targets import PRECISIONS, Target, TargetError, load_target
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError, atomic_open, check_can_write
 from runtime.manifest import ManifestError, manifest_path, sha256_file, write_manifest
 
 log = logging.getLogger("export.build")
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2
+BAD_INPUT = (TargetError, GraphCheckError, MetadataError, bp.PlanError, CalibrationDataError, OutputExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", choices=("minmax", "entropy"), default="minmax",
                    help="implicit INT8 calibrator: IInt8MinMaxCalibrator (default) or IInt8EntropyCalibrator2 "
                    "(always used with --dla-core, which requires it)")
-    p.add_argument("--calib-batch", type=int, help="images per calibration batch (default: the preset's, else 8)")
+    p.add_argument("--calib-batch", type=int,
+                   help="images per calibration batch: a static-batch ONNX fixes it to its batch; otherwise the "
+                   "preset's, else 8")
     p.add_argument("--calib-max-images", type=int, default=None, help="use at most this many calibration images")
     p.add_argument("--workspace-gb", type=float, help="builder workspace limit in GiB (default: preset's / TensorRT's)")
     p.add_argument("--timing-cache", type=Path, help="timing cache file, read if present and updated after the build")
@@ -89,6 +94,7 @@ class OnnxFacts:
     roialign: list[str]
     roialign_warnings: list[str]
     graph: GraphPrecision
+    fp32_nodes: list[str]  # outside the FP16 trunk (export.fp16.fp16_nodes); [] when not computable
 
 
 def analyse_onnx(path: Path) -> OnnxFacts:
@@ -113,7 +119,23 @@ def analyse_onnx(path: Path) -> OnnxFacts:
     if errors:
         raise GraphCheckError(f"{path}: " + "; ".join(errors))
     return OnnxFacts(path, meta, inputs[0].name, dims, [r.name for r in roialign_nodes(model)], warnings,
-                     graph_precision(model))
+                     graph_precision(model), _fp32_nodes(model, path))
+
+
+def _fp32_nodes(model: onnx.ModelProto, path: Path) -> list[str]:
+    """Nodes that ``export/fp16.py`` keeps FP32 (box decoding, softmax, NMS, TopK, RoiAlign, ...).
+
+    Weakly typed FP16/INT8 builds constrain their layers to FP32 (``export/trt_config.py``).
+    """
+    try:
+        # The one definition of the FP16 trunk; imported by name so that mypy's TensorRT scope does not
+        # follow export.fp16 into the ONNX Runtime parity helpers.
+        trunk = importlib.import_module("export.fp16").fp16_nodes(model)
+    except ImportError as exc:  # onnxconverter-common missing: build without the constraints, and say so
+        log.warning("%s: cannot select the FP32 layers (%s); weakly typed FP16/INT8 builds get no precision "
+                    "constraints", path, exc)
+        return []
+    return [n.name for n in model.graph.node if n.name and n.name not in trunk]
 
 
 def _shapes(args: argparse.Namespace, target: Target | None, facts: OnnxFacts) -> tuple[bp.Shape, bp.Shape, bp.Shape]:
@@ -138,10 +160,48 @@ def _shapes(args: argparse.Namespace, target: Target | None, facts: OnnxFacts) -
     return mn, opt, mx
 
 
-def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts) -> bp.BuildPlan:
-    """Merge command line > preset > defaults and check everything TensorRT-independent."""
+def _calib_batch(args: argparse.Namespace, target: Target | None, facts: OnnxFacts) -> int:
+    """Images per calibration batch: the ONNX input's static batch, else --calib-batch / preset / 8.
+
+    TensorRT calibrates at the network input's own shape when it is static (the calibration
+    profile is for runtime dimensions only), so a different batch is refused, naming its source.
+    """
+    asked, source = args.calib_batch, "--calib-batch"
+    if asked is None and target is not None and target.calib_batch:
+        asked, source = target.calib_batch, f"calib_batch of preset {target.path}"
+    static = facts.input_dims[0] if facts.input_dims else None
+    if static is not None:
+        if asked is not None and asked != static:
+            raise bp.PlanError(
+                f"{source} = {asked}, but {facts.path} has a static batch of {static} (input {facts.input_name!r}): "
+                f"TensorRT calibrates at the input's own shape; use {static}, or export the ONNX with a dynamic batch"
+            )
+        return static
+    return asked or 8
+
+
+def _missing_calibration(plan: bp.BuildPlan, facts: OnnxFacts) -> str:
+    return (f"INT8 from {facts.path} (no Q/DQ nodes) needs calibration on TensorRT 8.6/10.x: --calib-dir with real "
+            f"fundus images, or an existing --calib-cache ({plan.calib_cache} not found), or the Q/DQ ONNX from "
+            "export/quantize.py (TensorRT 11 accepts only that)")
+
+
+def _qdq_sibling(facts: OnnxFacts) -> Path | None:
+    for cand in sibling_candidates(str(facts.path), "int8"):
+        if Path(cand).is_file():
+            return Path(cand)
+    return None
+
+
+def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts, *,
+              strongly_typed: bool | None = None) -> bp.BuildPlan:
+    """Merge command line > preset > defaults and check everything TensorRT-independent.
+
+    ``strongly_typed``: None before TensorRT is imported (checks that hold for every version),
+    else whether this TensorRT builds strongly typed networks (11.x).
+    """
     precision = args.precision or (target.precision if target else "fp16")
-    problem = precision_problem(precision, facts.graph, strongly_typed=False)
+    problem = precision_problem(precision, facts.graph, strongly_typed=bool(strongly_typed))
     if problem:
         raise bp.PlanError(f"{facts.path}: {problem}")
     mn, opt, mx = _shapes(args, target, facts)
@@ -162,10 +222,10 @@ def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts)
         workspace_bytes=int(ws * (1 << 30)) if ws else None, timing_cache=args.timing_cache, dla_core=dla,
         target=str(target.path) if target else None,
         expected_compute_capability=target.compute_capability if target else None, verbose=args.verbose,
+        onnx_input_dims=list(facts.input_dims), fp32_nodes=list(facts.fp32_nodes),
     )
-    calib_given = args.calib_dir is not None or args.calib_cache is not None
     if not plan.implicit_int8:
-        if calib_given:
+        if args.calib_dir is not None or args.calib_cache is not None:
             log.warning("--calib-dir/--calib-cache ignored: %s", "the ONNX is Q/DQ" if facts.graph.is_qdq else f"precision {precision}")
         return plan
     plan.calib_cache = args.calib_cache or args.output.with_suffix(".calib.cache")
@@ -174,14 +234,10 @@ def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts)
         if plan.calib_cache.exists() and not args.overwrite:
             raise bp.PlanError(f"{plan.calib_cache}: calibration cache exists; pass --overwrite to recalibrate "
                                "from --calib-dir, or drop --calib-dir to reuse it")
-        batch = args.calib_batch or (target.calib_batch if target and target.calib_batch else 8)
-        plan.calib_set = make_calibration_set(args.calib_dir, facts.meta.input_config(), batch,
+        plan.calib_set = make_calibration_set(args.calib_dir, facts.meta.input_config(), _calib_batch(args, target, facts),
                                               max_images=args.calib_max_images)
-    elif not plan.calib_cache.is_file():
-        raise bp.PlanError(
-            f"INT8 from {facts.path} (no Q/DQ nodes) needs calibration: --calib-dir with real fundus images, "
-            f"or an existing --calib-cache ({plan.calib_cache} not found), or the Q/DQ ONNX from export/quantize.py"
-        )
+    elif plan.calibration_missing and (strongly_typed is False or _qdq_sibling(facts) is None):
+        raise bp.PlanError(_missing_calibration(plan, facts))  # no TensorRT version could build this
     return plan
 
 
@@ -236,29 +292,69 @@ def manifest_for(plan: bp.BuildPlan, result: Any, facts: OnnxFacts, gpu: Any, en
 
 
 def _unavailable(msg: str, plan: bp.BuildPlan) -> int:
+    """TensorRT / CUDA missing: say so, print the trtexec equivalent, exit USAGE (2)."""
     print(f"error: {msg}", file=sys.stderr)
     print("No engine was built. Everything else checked out; the same build with trtexec "
           "(TensorRT 8.6/10.x syntax; TensorRT 11 takes --stronglyTyped and the FP16/Q/DQ ONNX):", file=sys.stderr)
     print("  " + bp.trtexec_command(plan, strongly_typed=False), file=sys.stderr)
-    return EXIT_UNAVAILABLE
+    for note in bp.trtexec_notes(plan, strongly_typed=False):
+        print(f"  note: {note}", file=sys.stderr)
+    return ExitCode.USAGE
+
+
+def _error(exc: BaseException, code: ExitCode) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return code
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Target | None, OnnxFacts, bp.BuildPlan]:
+    """Everything TensorRT-independent: preset, output paths, the ONNX, the plan (raises BAD_INPUT)."""
+    target = load_target(args.target) if args.target else None
+    if target:
+        log.info("preset %s: %s", target.name, target.description)
+    check_can_write(args.output, args.overwrite)
+    check_can_write(manifest_path(args.output), args.overwrite)
+    facts = analyse_onnx(args.onnx)
+    for w in facts.roialign_warnings:
+        log.warning("%s", w)
+    return target, facts, make_plan(args, target, facts)
+
+
+def _for_this_tensorrt(args: argparse.Namespace, target: Target | None, facts: OnnxFacts, plan: bp.BuildPlan,
+                       strongly_typed: bool) -> tuple[OnnxFacts, bp.BuildPlan]:
+    """Re-plan for the installed TensorRT: 11.x takes the FP16 / Q/DQ sibling, 8.6/10.x need calibration."""
+    if strongly_typed:
+        facts = _pick_for_strong_typing(plan, facts)
+        return facts, make_plan(args, target, facts, strongly_typed=True)
+    if plan.calibration_missing:
+        raise bp.PlanError(_missing_calibration(plan, facts))
+    return facts, plan
+
+
+def _report(args: argparse.Namespace, plan: bp.BuildPlan, result: Any, gpu: Any, written: Any) -> None:
+    print(f"engine: {plan.output} ({result.engine.nbytes / 2**20:.1f} MiB, {result.build_time_s:.1f} s, "
+          f"TensorRT {result.tensorrt_version}, {gpu.name})")
+    print(f"manifest: {written}")
+    print(f"RoiAlign -> ROIAlign_TRT: {len(result.plugin_check.matched)}/{len(plan.roialign_nodes)} nodes")
+    if result.plugin_unverified:
+        print(f"  NOT verified by plugin name: {', '.join(result.plugin_unverified)} -- this TensorRT's Python API "
+              "returns no plugin name (10.1-10.3); they are plugin layers named after the nodes and ROIAlign_TRT "
+              "is the registered creator, which is all that could be checked")
+    if result.layer_placement is not None:
+        lp = result.layer_placement
+        print(f"layer placement (DLA core {plan.dla_core}): {lp['dla']} layers on DLA, {lp['gpu']} on GPU")
+        for name in result.gpu_fallback_layers if args.verbose else result.gpu_fallback_layers[:10]:
+            print(f"  GPU fallback: {name}")
+    print("equivalent trtexec command:\n  " + bp.trtexec_command(plan, strongly_typed=result.strongly_typed))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse exits 2 (USAGE) on bad arguments
     setup_logging(args.verbose)
     try:
-        target = load_target(args.target) if args.target else None
-        if target:
-            log.info("preset %s: %s", target.name, target.description)
-        check_can_write(args.output, args.overwrite)
-        check_can_write(manifest_path(args.output), args.overwrite)
-        facts = analyse_onnx(args.onnx)
-        for w in facts.roialign_warnings:
-            log.warning("%s", w)
-        plan = make_plan(args, target, facts)
-    except (TargetError, GraphCheckError, MetadataError, bp.PlanError, CalibrationDataError, OutputExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        target, facts, plan = _prepare(args)
+    except BAD_INPUT as exc:
+        return _error(exc, ExitCode.USAGE)
 
     from export import cuda_device, trt_builder  # no TensorRT import happens here
 
@@ -267,40 +363,28 @@ def main(argv: list[str] | None = None) -> int:
     except trt_builder.TensorRTUnavailableError as exc:
         return _unavailable(str(exc), plan)
     try:
-        if caps.strongly_typed_only:
-            facts = _pick_for_strong_typing(plan, facts)
-            plan.onnx_path, plan.graph, plan.roialign_nodes = facts.path, facts.graph, list(facts.roialign)
+        facts, plan = _for_this_tensorrt(args, target, facts, plan, caps.strongly_typed_only)
         gpu = cuda_device.gpu_info()
-    except (GraphCheckError, MetadataError, bp.PlanError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except BAD_INPUT as exc:
+        return _error(exc, ExitCode.USAGE)
     except cuda_device.CudaUnavailableError as exc:
         return _unavailable(str(exc), plan)
     if plan.expected_compute_capability and plan.expected_compute_capability != gpu.compute_capability:
         log.warning("preset expects compute capability %s, this GPU (%s) is %s: the engine will only run here",
                     plan.expected_compute_capability, gpu.name, gpu.compute_capability)
     log.info("TensorRT %s on %s (sm %s)", caps.version, gpu.name, gpu.compute_capability)
-
     try:
         result = trt_builder.build_engine(plan)
         with atomic_open(plan.output, "wb") as fh:
             fh.write(result.engine)
         engine_sha = hashlib.sha256(result.engine).hexdigest()
         written = write_manifest(plan.output, manifest_for(plan, result, facts, gpu, engine_sha))
-    except (trt_builder.BuildError, GraphCheckError, ManifestError, cuda_device.CudaUnavailableError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"engine: {plan.output} ({result.engine.nbytes / 2**20:.1f} MiB, {result.build_time_s:.1f} s, "
-          f"TensorRT {result.tensorrt_version}, {gpu.name})")
-    print(f"manifest: {written}")
-    print(f"RoiAlign -> ROIAlign_TRT: {len(result.plugin_check.matched)}/{len(plan.roialign_nodes)} nodes")
-    if result.layer_placement is not None:
-        lp = result.layer_placement
-        print(f"layer placement (DLA core {plan.dla_core}): {lp['dla']} layers on DLA, {lp['gpu']} on GPU")
-        for name in result.gpu_fallback_layers if args.verbose else result.gpu_fallback_layers[:10]:
-            print(f"  GPU fallback: {name}")
-    print("equivalent trtexec command:\n  " + bp.trtexec_command(plan, strongly_typed=result.strongly_typed))
-    return EXIT_OK
+    except cuda_device.CudaUnavailableError as exc:  # calibration buffers need a CUDA binding
+        return _error(exc, ExitCode.USAGE)
+    except (trt_builder.BuildError, GraphCheckError, ManifestError, OSError) as exc:
+        return _error(exc, ExitCode.FAILED)
+    _report(args, plan, result, gpu, written)
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

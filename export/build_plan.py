@@ -86,10 +86,25 @@ class BuildPlan:
     target: str | None = None
     expected_compute_capability: str | None = None
     verbose: bool = False
+    #: The ONNX input's dimensions (None = dynamic); decides whether trtexec takes shapes.
+    onnx_input_dims: list[int | None] | None = None
+    #: ONNX nodes outside the FP16 trunk (``export.fp16.fp16_nodes``): kept FP32 in weakly typed builds.
+    fp32_nodes: list[str] = field(default_factory=list)
 
     @property
     def dynamic(self) -> bool:
         return not (self.min_shape == self.opt_shape == self.max_shape)
+
+    @property
+    def static_input(self) -> bool:
+        """The ONNX input has no dynamic dimension (trtexec then refuses explicit shapes)."""
+        dims = self.onnx_input_dims
+        return dims is not None and all(d is not None for d in dims)
+
+    @property
+    def calibration_missing(self) -> bool:
+        """Implicit INT8 with neither calibration images nor an existing cache."""
+        return self.implicit_int8 and self.calib_set is None and not (self.calib_cache and self.calib_cache.is_file())
 
     @property
     def implicit_int8(self) -> bool:
@@ -120,6 +135,9 @@ class BuildPlan:
 def trtexec_command(plan: BuildPlan, *, strongly_typed: bool) -> str:
     """The ``trtexec`` command line that builds the same engine (TensorRT 8.6 / 10.x / 11.x syntax).
 
+    Shapes only for an ONNX input with dynamic dimensions (trtexec refuses ``--minShapes`` & co.
+    for a static model: "Static model does not take explicit shapes"). ``--calib`` only when
+    the cache exists (trtexec cannot calibrate from images; see :func:`trtexec_notes`).
     ``--memPoolSize`` gets a plain MiB number: 8.6 accepts only that, 10.x also takes suffixes.
     """
     args = ["trtexec", f"--onnx={plan.onnx_path}", f"--saveEngine={plan.output}"]
@@ -130,18 +148,27 @@ def trtexec_command(plan: BuildPlan, *, strongly_typed: bool) -> str:
     elif plan.precision == "int8":
         args += ["--int8", "--fp16"]  # FP16 fallback for layers without INT8 kernels
     n = plan.input_name
-    args += [
-        f"--minShapes={n}:{fmt_shape(plan.min_shape)}",
-        f"--optShapes={n}:{fmt_shape(plan.opt_shape)}",
-        f"--maxShapes={n}:{fmt_shape(plan.max_shape)}",
-    ]
+    if not plan.static_input:
+        args += [
+            f"--minShapes={n}:{fmt_shape(plan.min_shape)}",
+            f"--optShapes={n}:{fmt_shape(plan.opt_shape)}",
+            f"--maxShapes={n}:{fmt_shape(plan.max_shape)}",
+        ]
     if plan.workspace_bytes:
         args.append(f"--memPoolSize=workspace:{max(1, plan.workspace_bytes // (1 << 20))}")
     if plan.timing_cache is not None:
         args.append(f"--timingCacheFile={plan.timing_cache}")
     if plan.dla_core is not None:
         args += [f"--useDLACore={plan.dla_core}", "--allowGPUFallback"]
-    if plan.implicit_int8 and not strongly_typed and plan.calib_cache is not None:
-        # trtexec reads an existing cache; it cannot calibrate from image folders itself.
-        args.append(f"--calib={plan.calib_cache}")
+    if plan.implicit_int8 and not strongly_typed and plan.calib_cache is not None and plan.calib_cache.is_file():
+        args.append(f"--calib={plan.calib_cache}")  # trtexec reads a cache; it cannot calibrate from images
     return " ".join(shlex.quote(a) for a in args)
+
+
+def trtexec_notes(plan: BuildPlan, *, strongly_typed: bool) -> list[str]:
+    """What the printed trtexec line cannot do by itself (printed under it)."""
+    if plan.implicit_int8 and not strongly_typed and plan.calib_cache is not None and not plan.calib_cache.is_file():
+        return [f"the calibration cache {plan.calib_cache} does not exist yet: trtexec cannot calibrate from images "
+                "(without --calib it uses placeholder INT8 scales); build once with export/build.py --calib-dir "
+                f"to write it, then add --calib={plan.calib_cache}"]
+    return []

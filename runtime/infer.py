@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--recursive", action="store_true", help="search input folders recursively")
     p.add_argument("--prefetch", type=int, default=4, help="images decoded ahead of inference")
-    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph per input shape")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="TensorRT: replay a CUDA graph captured per input shape (needs cuda-python); falls back to "
+                   "plain execution when capture fails, and summary.json says which ran")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -120,8 +122,9 @@ def _summary(
             "threshold": args.threshold,
             "ellipse": bool(args.ellipse),
             "save": sorted(parse_save(args.save)),
-            "cuda_graph": bool(args.cuda_graph),
+            "cuda_graph_requested": bool(args.cuda_graph),  # what actually ran: "cuda_graph" below
         },
+        "cuda_graph": backend.cuda_graph_report(),  # None, or {requested, used, replays, captured_shapes, note}
         "input": str(args.input),
         "num_images": n_images,
         "num_processed": len(results),

@@ -212,6 +212,10 @@ class Backend(abc.ABC):
         """
         return self._infer(self.validate_feed(feed))
 
+    def cuda_graph_report(self) -> dict[str, Any] | None:
+        """What CUDA-graph replay actually did (``None``: not requested or not supported)."""
+        return None
+
     # -- subclass hooks --------------------------------------------------------------------
     @abc.abstractmethod
     def _load(self) -> None: ...

@@ -4,33 +4,38 @@ Sequence (NVIDIA's ``common_runtime.py`` / Polygraphy ``TrtRunner`` style):
 
 1. Pre-flight without TensorRT: read ``X.engine.json`` and check that it describes these
    exact engine bytes (``runtime.manifest``).
-2. Import ``tensorrt`` and ``pycuda`` lazily (clear message when missing), make the device's
-   *primary* context current (``pycuda.autoprimaryctx``, which coexists with other CUDA users
-   such as PyTorch, unlike ``pycuda.autoinit``), and compare TensorRT version, GPU name and
-   compute capability with the manifest *before* deserialising.
-3. Deserialise, create one execution context and one stream; allocate one pinned host buffer
-   and one device buffer per I/O tensor, sized for the profile's maximum shapes and reused
-   for every call.
+2. Import ``tensorrt`` (``runtime.backends.trt_loader``, shared with the engine builder) and
+   ``pycuda`` lazily (clear message when missing), make the device's *primary* context current
+   (``pycuda.autoprimaryctx``, which coexists with other CUDA users such as PyTorch, unlike
+   ``pycuda.autoinit``), and compare TensorRT version, GPU name and compute capability with the
+   manifest *before* deserialising.
+3. Deserialise with the process-wide logger (plugins registered once), on the DLA core the
+   manifest names (``runtime.DLA_core`` is set before ``deserialize_cuda_engine``); create one
+   execution context and one stream; allocate one pinned host buffer and one device buffer
+   per I/O tensor, sized for the profile's maximum shapes and reused for every call.
 4. Per call: ``set_input_shape`` -> resolved output shapes -> ``set_tensor_address`` ->
-   async H2D copies -> ``execute_async_v3`` (or a captured CUDA graph for a shape seen
-   before) -> async D2H copies -> one stream synchronise.
+   async H2D copies -> ``execute_async_v3`` (or, with ``cuda_graph``, a CUDA graph captured
+   with cuda-python for a shape seen before: ``runtime/backends/cuda_graphs.py``) -> async
+   D2H copies -> one stream synchronise.
 
 Only the name-based API is used (no bindings-API fallback: it was removed in TensorRT 10);
-optional features are detected with ``hasattr``, never by comparing version strings.
-Every CUDA / TensorRT call goes through :func:`_checked`, which names the operation.
+optional features are detected with ``hasattr``, never by comparing version strings. The
+TensorRT objects are typed against the 10.x stubs (mypy). Every CUDA / TensorRT call goes
+through :func:`_checked`, which names the operation. Never run on a GPU by this project.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
 from runtime import manifest as mf
+from runtime.backends import cuda_graphs
 from runtime.backends.base import Backend, BackendError, BackendUnavailableError, ModelLoadError
-from runtime.backends.trt_plan import (
+from runtime.backends.trt_io import (
     BufferSpec,
     EngineTensor,
     buffers_to_grow,
@@ -38,10 +43,16 @@ from runtime.backends.trt_plan import (
     max_input_shapes,
     plan_buffers,
 )
+from runtime.backends.trt_loader import import_tensorrt, process_logger
+
+if TYPE_CHECKING:  # the TensorRT 10.x stubs (tensorrt-stubs)
+    import tensorrt as trt_types
+
+__all__ = ["TensorRTBackend", "import_tensorrt", "import_pycuda", "deserialize_engine", "preflight", "verify_engine"]
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install '.[tensorrt]' on a machine with an NVIDIA GPU"
+PYCUDA_HINT = "pip install pycuda (in the [tensorrt] extra; on Jetson it needs cuda.h on the include path)"
 T = TypeVar("T")
 
 
@@ -73,30 +84,47 @@ def verify_engine(engine: str | Path, *, tensorrt_version: str, gpu_name: str, c
     return manifest
 
 
-def import_tensorrt() -> tuple[Any, Any]:
-    """Import ``tensorrt`` and ``pycuda.driver`` (and make the primary context current).
+def import_pycuda() -> Any:
+    """Import ``pycuda.driver`` and make the primary context of the default device current.
 
     Raises:
-        BackendUnavailableError: with :data:`INSTALL_HINT` when either is missing or unusable.
+        BackendUnavailableError: PyCUDA missing, or no usable GPU / driver.
     """
-    try:
-        trt = importlib.import_module("tensorrt")
-    except Exception as exc:  # the PyPI placeholder raises on import when its libraries are absent
-        raise BackendUnavailableError(f"TensorRT is not installed or not importable ({exc}); {INSTALL_HINT}") from exc
-    if not hasattr(trt, "Runtime"):  # e.g. only the type stubs (tensorrt-stubs) are installed
-        raise BackendUnavailableError(
-            f"the installed 'tensorrt' package has no runtime (type stubs only?); {INSTALL_HINT}"
-        )
     try:
         cuda = importlib.import_module("pycuda.driver")
     except Exception as exc:
-        raise BackendUnavailableError(f"PyCUDA is not installed ({exc}); {INSTALL_HINT}") from exc
+        raise BackendUnavailableError(f"PyCUDA is not installed ({exc}); {PYCUDA_HINT}") from exc
     try:
         # Retains and pushes the primary context of the default device for this thread.
         importlib.import_module("pycuda.autoprimaryctx")
     except Exception as exc:
         raise BackendUnavailableError(f"no usable NVIDIA GPU / CUDA driver ({type(exc).__name__}: {exc})") from exc
-    return trt, cuda
+    return cuda
+
+
+def deserialize_engine(path: Path, manifest: dict[str, Any]) -> tuple["trt_types.Runtime", "trt_types.ICudaEngine"]:
+    """Deserialise ``path`` on the DLA core its manifest names (call after :func:`import_tensorrt`).
+
+    ``Runtime.DLA_core`` selects the DLA core a deserialised engine runs on (default -1, i.e.
+    whatever the engine says); it must be set before ``deserialize_cuda_engine``. The runtime
+    is returned with the engine: it must outlive it.
+
+    Raises:
+        ModelLoadError: TensorRT returned None (corrupt file).
+    """
+    import tensorrt as trt
+
+    runtime = _checked("trt.Runtime()", trt.Runtime, process_logger())
+    dla_core = manifest.get("dla_core")
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)
+    engine = _checked("deserialize_cuda_engine", runtime.deserialize_cuda_engine, path.read_bytes())
+    if engine is None:
+        raise ModelLoadError(
+            f"{path}: TensorRT {trt.__version__} could not deserialise this engine although its manifest "
+            f"matches; the file may be corrupt. Rebuild it with export/build.py"
+        )
+    return runtime, engine
 
 
 def _checked(what: str, fn: Callable[..., T], *args: Any) -> T:
@@ -140,24 +168,29 @@ class TensorRTBackend(Backend):
 
     Args:
         model_path: the engine; its manifest ``X.engine.json`` must sit beside it.
-        cuda_graph: capture ``execute_async_v3`` into a CUDA graph per input shape and replay
-            it (fewer launch overheads for static shapes); falls back to plain execution when
-            PyCUDA lacks graph support or capture fails.
+        cuda_graph: capture ``execute_async_v3`` into a CUDA graph per input shape (with
+            cuda-python, which then must be installed) and replay it. When capture fails (e.g.
+            an engine with data-dependent shapes, as NMS makes) the backend warns and runs
+            plainly; :meth:`cuda_graph_report` says what actually ran.
     """
 
     name = "tensorrt"
 
     def __init__(self, model_path: str | Path, *, cuda_graph: bool = False) -> None:
         super().__init__(model_path)
+        self._graph_requested = cuda_graph
         self._use_graph = cuda_graph
-        self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self._graph_note: str | None = None
+        self._cudart: Any = None
+        self._graphs: dict[tuple[tuple[int, ...], ...], cuda_graphs.CapturedGraph] = {}
+        self._graph_launches = 0
         self._buffers: dict[str, _Buffer] = {}
         self._tensors: list[EngineTensor] = []
         self._trt: Any = None
         self._cuda: Any = None
-        self._runtime: Any = None
-        self._engine: Any = None
-        self._context: Any = None
+        self._runtime: "trt_types.Runtime | None" = None
+        self._engine: "trt_types.ICudaEngine | None" = None
+        self._context: "trt_types.IExecutionContext | None" = None
         self._stream: Any = None
         self.manifest: dict[str, Any] = {}
 
@@ -165,7 +198,9 @@ class TensorRTBackend(Backend):
     def _load(self) -> None:
         path = self.model_path
         manifest = preflight(path)  # before importing TensorRT: a wrong or stale engine fails fast anywhere
-        trt, cuda = import_tensorrt()
+        trt = import_tensorrt()
+        cuda = import_pycuda()
+        cudart = cuda_graphs.import_cudart() if self._graph_requested else None  # asked for: required
         dev = _checked("cuda.Context.get_device()", cuda.Context.get_device)
         gpu_name = str(_checked("Device.name()", dev.name))
         major, minor = _checked("Device.compute_capability()", dev.compute_capability)
@@ -177,27 +212,18 @@ class TensorRTBackend(Backend):
             compute_capability=f"{major}.{minor}",
             engine=path,
         )
-        logger = trt.Logger(trt.Logger.WARNING)
-        # Registers the built-in plugins (ROIAlign_TRT for the RoiAlign nodes) with the registry.
-        _checked("trt.init_libnvinfer_plugins", trt.init_libnvinfer_plugins, logger, "")
-        self._runtime = _checked("trt.Runtime()", trt.Runtime, logger)
-        engine = _checked("deserialize_cuda_engine", self._runtime.deserialize_cuda_engine, path.read_bytes())
-        if engine is None:
-            raise ModelLoadError(
-                f"{path}: TensorRT {trt.__version__} could not deserialise this engine although its manifest "
-                f"matches; the file may be corrupt. Rebuild it with export/build.py"
-            )
-        self._bind(trt, cuda, engine)
+        self._runtime, engine = deserialize_engine(path, manifest)
+        self._bind(trt, cuda, engine, cudart=cudart)
         self.manifest = manifest
         self.metadata = dict(manifest)
         self.device = f"CUDA {gpu_name} (sm {major}.{minor}), TensorRT {trt.__version__}"
 
-    def _bind(self, trt: Any, cuda: Any, engine: Any) -> None:
+    def _bind(self, trt: Any, cuda: Any, engine: "trt_types.ICudaEngine", *, cudart: Any = None) -> None:
         """Context, stream, I/O description and reusable buffers for a deserialised ``engine``.
 
-        Separate from :meth:`_load` so tests can drive it with fake ``trt``/``cuda`` modules.
+        Separate from :meth:`_load` so tests can drive it with stand-in ``trt``/``cuda``/``cudart``.
         """
-        self._trt, self._cuda, self._engine = trt, cuda, engine
+        self._trt, self._cuda, self._engine, self._cudart = trt, cuda, engine, cudart
         self._context = _checked("create_execution_context", engine.create_execution_context)
         if self._context is None:
             raise BackendError(f"{self.model_path}: create_execution_context returned None (out of device memory?)")
@@ -207,9 +233,8 @@ class TensorRTBackend(Backend):
         self.outputs = [t.spec() for t in self._tensors if not t.is_input]
         # Size every buffer once for the largest accepted shapes; calls only use prefixes.
         self._allocate(plan_buffers(self._tensors, self._context, max_input_shapes(self._tensors)))
-        if self._use_graph and not hasattr(self._stream, "begin_capture"):
-            log.warning("this PyCUDA has no CUDA graph support (Stream.begin_capture); running without graphs")
-            self._use_graph = False
+        if self._use_graph and cudart is None:
+            raise BackendUnavailableError(f"cuda_graph=True needs cuda-python; {cuda_graphs.INSTALL_HINT}")
 
     def _allocate(self, plan: dict[str, BufferSpec]) -> None:
         for name in buffers_to_grow({n: b.capacity for n, b in self._buffers.items()}, plan):
@@ -217,11 +242,12 @@ class TensorRTBackend(Backend):
             if old is not None:
                 old.free()
             self._buffers[name] = _Buffer(self._cuda, plan[name], plan[name].nbytes)
-            self._graphs.clear()  # captured graphs hold the old addresses
+            self._drop_graphs()  # captured graphs hold the old addresses
 
     # -- infer -----------------------------------------------------------------------------
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda, ctx, stream = self._cuda, self._context, self._stream
+        assert ctx is not None
         plan = plan_buffers(self._tensors, ctx, {k: tuple(v.shape) for k, v in feed.items()})
         self._allocate(plan)  # no-op unless a shape needs more than the profile maximum
         for name, spec in plan.items():
@@ -245,48 +271,51 @@ class TensorRTBackend(Backend):
         # Copies: the pinned buffers are overwritten by the next call.
         return {name: arr.copy() for name, arr in outputs.items()}
 
+    def _enqueue(self) -> bool:
+        assert self._context is not None
+        return bool(self._context.execute_async_v3(int(self._stream.handle)))
+
     def _execute(self, plan: dict[str, BufferSpec]) -> None:
-        ctx, stream = self._context, self._stream
         if self._use_graph:
             key = tuple(plan[t.name].shape for t in self._tensors if t.is_input)
-            graph = self._graphs.get(key)
-            if graph is None:
-                graph = self._capture()
-                if graph is not None:
-                    self._graphs[key] = graph
+            graph = self._graphs.get(key) or self._capture(key)
             if graph is not None:
-                _checked("CUDA graph launch", graph.launch, stream)
+                _checked("CUDA graph launch", graph.launch)
+                self._graph_launches += 1
                 return
-        _require(
-            _checked("execute_async_v3", ctx.execute_async_v3, stream.handle), "execute_async_v3"
-        )
+        _require(_checked("execute_async_v3", self._enqueue), "execute_async_v3")
 
-    def _capture(self) -> Any:
-        """Capture execute_async_v3 on the stream; ``None`` (and graphs off) if that fails."""
-        ctx, stream = self._context, self._stream
+    def _capture(self, key: tuple[tuple[int, ...], ...]) -> cuda_graphs.CapturedGraph | None:
+        """Capture execute_async_v3 for the current shapes; ``None`` (and graphs off) if that fails."""
         # TensorRT needs one plain enqueue after a shape change before capture (deferred updates).
-        _require(_checked("execute_async_v3", ctx.execute_async_v3, stream.handle), "execute_async_v3")
-        _checked("stream.synchronize()", stream.synchronize)
-        capturing = False
+        _require(_checked("execute_async_v3", self._enqueue), "execute_async_v3")
+        _checked("stream.synchronize()", self._stream.synchronize)
         try:
-            stream.begin_capture()
-            capturing = True
-            ok = ctx.execute_async_v3(stream.handle)
-            graph = stream.end_capture()
-            capturing = False
-            if not ok:
-                raise RuntimeError("execute_async_v3 returned False during capture")
-            instantiate = getattr(graph, "instance", None) or getattr(graph, "instantiate")
-            return instantiate()
-        except Exception as exc:
-            if capturing:  # leave the stream usable for plain execution
-                try:
-                    stream.end_capture()
-                except Exception as end_exc:
-                    log.debug("end_capture after a failed capture: %s", end_exc)
-            log.warning("CUDA graph capture failed (%s: %s); running without graphs", type(exc).__name__, exc)
+            graph = cuda_graphs.capture(self._cudart, int(self._stream.handle), self._enqueue)
+        except BackendError as exc:
             self._use_graph = False
+            self._graph_note = f"CUDA graph capture failed for input shapes {list(key)} ({exc}); ran without graphs"
+            log.warning("%s: %s", self.model_path, self._graph_note)
             return None
+        self._graphs[key] = graph
+        return graph
+
+    def cuda_graph_report(self) -> dict[str, Any] | None:
+        """What ran: ``None`` when graphs were not requested, else requested/used/replays/note."""
+        if not self._graph_requested:
+            return None
+        return {
+            "requested": True,
+            "used": self._graph_launches > 0,
+            "replays": self._graph_launches,
+            "captured_shapes": [list(map(list, k)) for k in self._graphs],
+            "note": self._graph_note,
+        }
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.destroy()
+        self._graphs.clear()
 
     # -- close -----------------------------------------------------------------------------
     def _close(self) -> None:
@@ -296,7 +325,10 @@ class TensorRTBackend(Backend):
                 self._stream.synchronize()
         except Exception as exc:  # keep releasing the rest
             errors.append(f"stream.synchronize(): {exc}")
-        self._graphs.clear()
+        try:
+            self._drop_graphs()
+        except Exception as exc:
+            errors.append(f"CUDA graphs: {exc}")
         for name, buf in self._buffers.items():
             try:
                 buf.free()

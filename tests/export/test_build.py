@@ -1,4 +1,5 @@
-"""export/build.py without TensorRT: --help and the no-TensorRT exit with torch blocked, argument handling."""
+"""export/build.py without TensorRT: --help and the no-TensorRT exit with torch blocked, argument handling,
+exit codes (rfnet.common.cli.ExitCode), and main() with TensorRT replaced by stub-pinned stand-ins."""
 from __future__ import annotations
 
 import json
@@ -60,6 +61,7 @@ def test_without_tensorrt_exits_2_with_install_command(tmp_path: Path) -> None:
     assert 'pip install ".[tensorrt]"' in res.stderr and "NVIDIA GPU" in res.stderr
     assert "No engine was built" in res.stderr
     assert "trtexec --onnx=" in res.stderr and "--optShapes=image:8x3x64x64" in res.stderr
+    assert "TensorRT 11" in res.stderr and '"tensorrt>=10,<11"' in res.stderr  # x86 pip resolves to 11
     assert "engine:" not in res.stdout and "manifest:" not in res.stdout
     assert not out.exists() and not out.parent.exists()
     assert res.stderr.rstrip().endswith("TORCH_IMPORT_ATTEMPTS=")
@@ -68,7 +70,8 @@ def test_without_tensorrt_exits_2_with_install_command(tmp_path: Path) -> None:
 def test_bad_onnx_is_reported_before_tensorrt(tmp_path: Path) -> None:
     res = _run_blocked("--onnx", str(tmp_path / "missing.onnx"), "--precision", "fp16", "--output",
                        str(tmp_path / "x.engine"))
-    assert res.returncode == 1 and "missing.onnx: no such ONNX file" in res.stderr
+    assert res.returncode == 2 and "missing.onnx: no such ONNX file" in res.stderr  # ExitCode.USAGE
+    assert "TensorRT is not installed" not in res.stderr  # says which: the input, not TensorRT
 
 
 def _args(tmp_path: Path, *extra: str, onnx_kwargs: dict | None = None) -> tuple[object, object]:
@@ -160,6 +163,37 @@ def test_int8_calibration_options(tmp_path: Path) -> None:
     assert p.calibrator_algorithm == "entropy2"
 
 
+def test_static_batch_onnx_fixes_the_calibration_batch(tmp_path: Path) -> None:
+    """Defect 1: the batch comes from the ONNX input; --calib-batch / a preset's calib_batch are checked."""
+    cal = tmp_path / "cal"
+    _calib_images(cal, 3)
+    p = _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), onnx_kwargs={"batch_dim": 1})
+    assert p.calib_set is not None and p.calib_set.batch_size == 1 and p.calib_set.num_batches == 3
+    with pytest.raises(bp.PlanError, match=r"--calib-batch = 2, but .*static batch of 1"):
+        _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "2",
+              onnx_kwargs={"batch_dim": 1})
+    preset = tmp_path / "orin-int8.toml"
+    preset.write_text('description = "x"\nprecision = "int8"\nbatch = { min = 1, opt = 1, max = 1 }\ncalib_batch = 8\n')
+    from export.targets import load_target
+
+    args, facts = _args(tmp_path, "--calib-dir", str(cal), onnx_kwargs={"batch_dim": 1})
+    with pytest.raises(bp.PlanError, match=r"calib_batch of preset .*orin-int8.toml = 8"):
+        build.make_plan(args, load_target(preset), facts)  # type: ignore[arg-type]
+    from export.calibration import CalibrationDataError
+
+    with pytest.raises(CalibrationDataError, match="fewer than one calibration batch of 8"):  # dynamic: default 8
+        _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal))
+
+
+def _calib_images(folder: Path, n: int) -> None:
+    import cv2
+    import numpy as np
+
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((50, 70, 3), 40 * i, np.uint8))
+
+
 def test_trtexec_commands(tmp_path: Path) -> None:
     p = _plan(tmp_path, target="datacenter-fp16.toml")
     cmd = bp.trtexec_command(p, strongly_typed=False)
@@ -176,6 +210,20 @@ def test_trtexec_commands(tmp_path: Path) -> None:
     (tmp_path / "x.calib.cache").write_bytes(b"c")
     p = _plan(tmp_path, "--precision", "int8")
     assert f"--calib={tmp_path / 'x.calib.cache'}" in bp.trtexec_command(p, strongly_typed=False)
+    assert bp.trtexec_notes(p, strongly_typed=False) == []
+
+
+def test_trtexec_line_for_static_models_and_missing_caches(tmp_path: Path) -> None:
+    """Defect 3: trtexec refuses shapes for a static model; it cannot read a cache that does not exist yet."""
+    p = _plan(tmp_path, "--precision", "fp16", target="jetson-orin-nano.toml", onnx_kwargs={"batch_dim": 1})
+    cmd = bp.trtexec_command(p, strongly_typed=False)
+    assert "Shapes" not in cmd and cmd.endswith("--fp16 --memPoolSize=workspace:1024")
+    cal = tmp_path / "cal"
+    _calib_images(cal, 2)
+    p = _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), onnx_kwargs={"batch_dim": 1})
+    assert "--calib" not in bp.trtexec_command(p, strongly_typed=False)
+    (note,) = bp.trtexec_notes(p, strongly_typed=False)
+    assert "x.calib.cache does not exist yet" in note and "--calib-dir" in note
 
 
 def test_strong_typing_picks_the_fp16_sibling(tmp_path: Path) -> None:
@@ -192,8 +240,98 @@ def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureF
     onnx_path = fx.write_model(tmp_path / "m.onnx")
     (tmp_path / "x.engine").write_bytes(b"old")
     rc = build.main(["--onnx", str(onnx_path), "--output", str(tmp_path / "x.engine")])
-    assert rc == 1 and "--overwrite" in capsys.readouterr().err
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "x.engine").read_bytes() == b"old"
+
+
+def _fake_tensorrt_install(monkeypatch: pytest.MonkeyPatch, line: str) -> list[bp.BuildPlan]:
+    """TensorRT ``line`` (a stub-pinned stand-in module) and a GPU; build_engine records its plan."""
+    from export import cuda_device, trt_builder
+    from export.graph_checks import PluginCheckResult
+    from tests.support.trt_stubs import fake_tensorrt
+
+    trt = fake_tensorrt(line)
+    monkeypatch.setattr(trt_builder, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(cuda_device, "gpu_info", lambda device=0: cuda_device.GpuInfo("H100", "9.0", "test"))
+    plans: list[bp.BuildPlan] = []
+
+    def fake_build(plan: bp.BuildPlan) -> trt_builder.BuildResult:
+        plans.append(plan)
+        return trt_builder.BuildResult(
+            engine=memoryview(b"engine"), tensorrt_version=trt.__version__, strongly_typed=line == "11",
+            inputs=[{"name": "image", "shape": [-1, 3, 64, 64], "dtype": "float32"}],
+            outputs=[{"name": "pooled", "shape": [3, 4, 7, 7], "dtype": "float32"}], builder_flags=[], network_flags=[],
+            plugin_check=PluginCheckResult(matched={n: n for n in plan.roialign_nodes}), build_time_s=1.0,
+            plugin_unverified=list(plan.roialign_nodes) if line == "10" else [])
+
+    monkeypatch.setattr(trt_builder, "build_engine", fake_build)
+    return plans
+
+
+def test_tensorrt11_int8_builds_the_qdq_sibling_without_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect 2: TensorRT 11 has no calibrators; --precision int8 on model.onnx takes model_int8.onnx."""
+    onnx_path = fx.write_model(tmp_path / "model.onnx")
+    fx.write_model(tmp_path / "model_int8.onnx", qdq=True)
+    plans = _fake_tensorrt_install(monkeypatch, "11")
+    rc = build.main(["--onnx", str(onnx_path), "--precision", "int8", "--output", str(tmp_path / "m.engine")])
+    assert rc == 0, capsys.readouterr().err
+    (plan,) = plans
+    assert plan.onnx_path == tmp_path / "model_int8.onnx" and not plan.implicit_int8 and plan.calib_cache is None
+    # TensorRT 10 with the same command: calibration is required, and the message says how to get it
+    plans = _fake_tensorrt_install(monkeypatch, "10")
+    rc = build.main(["--onnx", str(onnx_path), "--precision", "int8", "--output", str(tmp_path / "n.engine")])
+    assert rc == 2 and plans == [] and "needs calibration on TensorRT 8.6/10.x" in capsys.readouterr().err
+
+
+def test_build_output_says_when_the_plugin_was_not_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect 5: on TensorRT 10.1-10.3 the plugin name is unreadable; the build output says so plainly."""
+    onnx_path = fx.write_model(tmp_path / "model.onnx")
+    _fake_tensorrt_install(monkeypatch, "10")
+    assert build.main(["--onnx", str(onnx_path), "--output", str(tmp_path / "m.engine")]) == 0
+    out = capsys.readouterr().out
+    assert "RoiAlign -> ROIAlign_TRT: 2/2 nodes" in out
+    assert "NOT verified by plugin name: /roi_heads/pool/RoiAlign_p2, /roi_heads/pool/RoiAlign_p3" in out
+
+
+def test_failed_build_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from export import trt_builder
+
+    onnx_path = fx.write_model(tmp_path / "model.onnx")
+    _fake_tensorrt_install(monkeypatch, "10")
+
+    def refuse(plan: bp.BuildPlan) -> trt_builder.BuildResult:
+        raise trt_builder.BuildError(f"TensorRT 10.13 failed to build {plan.onnx_path}")
+
+    monkeypatch.setattr(trt_builder, "build_engine", refuse)
+    assert build.main(["--onnx", str(onnx_path), "--output", str(tmp_path / "m.engine")]) == 1  # ExitCode.FAILED
+    assert "failed to build" in capsys.readouterr().err and not (tmp_path / "m.engine").exists()
+
+
+def test_build_does_not_need_pycuda_when_cuda_python_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU identity and calibration buffers come from cuda-python; PyCUDA is never imported then."""
+    from export import cuda_device
+    from tests.support.fake_cudart import FakeCudart
+
+    rt = FakeCudart(
+        cudaGetDeviceCount=lambda: rt.ok(1),
+        cudaGetDeviceProperties=lambda dev: rt.ok(type("Prop", (), {"name": b"NVIDIA H100\0\0"})()),
+        cudaDeviceGetAttribute=lambda attr, dev: rt.ok(9 if "Major" in attr.name else 0),
+        cudaMalloc=lambda n: rt.ok(0xBEEF), cudaMemcpy=lambda dst, src, n, kind: rt.ok(), cudaFree=lambda p: rt.ok(),
+    )
+    monkeypatch.setattr(cuda_device, "_cudart", lambda: rt)
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # importing pycuda now raises ImportError
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    assert cuda_device.gpu_info() == cuda_device.GpuInfo("NVIDIA H100", "9.0", "cuda-python")
+    import numpy as np
+
+    with cuda_device.DeviceBuffer(16) as buf:
+        buf.copy_from_host(np.zeros(4, np.float32))
+    assert [c[0] for c in rt.calls][-3:] == ["cudaMalloc", "cudaMemcpy", "cudaFree"]
 
 
 def test_main_writes_engine_and_manifest_with_a_stand_in_builder(
@@ -205,9 +343,9 @@ def test_main_writes_engine_and_manifest_with_a_stand_in_builder(
     from runtime.manifest import check_compatible, check_engine_file, load_manifest
 
     onnx_path = fx.write_model(tmp_path / "m.onnx")
-    fake_caps = trt_builder.Capabilities("10.3.0", False, True, True)
-    monkeypatch.setattr(trt_builder, "import_tensorrt", lambda: object())
-    monkeypatch.setattr(trt_builder, "capabilities", lambda mod: fake_caps)
+    from tests.support.trt_stubs import fake_tensorrt
+
+    monkeypatch.setattr(trt_builder, "import_tensorrt", lambda: fake_tensorrt("10", version="10.3.0"))
     monkeypatch.setattr(cuda_device, "gpu_info", lambda device=0: cuda_device.GpuInfo("Orin", "8.7", "test"))
 
     def fake_build(plan: bp.BuildPlan) -> trt_builder.BuildResult:

@@ -1,8 +1,9 @@
-"""RoIAlign plugin check, graph precision, TensorRT feature detection, stubs/mypy, and a GPU build.
+"""RoIAlign plugin check, graph precision, the build steps on stub-pinned stand-ins, mypy, a GPU build.
 
-Without TensorRT the plugin check runs on a stand-in for the parsed network built from a real
-ONNX graph (two RoiAlign nodes + Max, as Fusion Feature Pooling exports), named the way
-onnx-tensorrt names layers. The test marked ``tensorrt`` builds a real engine on a GPU machine.
+Without TensorRT the build steps run on ``tests/support/trt_fake_build.py``: a parsed network
+made from a real ONNX graph (two RoiAlign nodes + Max, as Fusion Feature Pooling exports),
+named the way onnx-tensorrt names layers, every TensorRT object pinned to the 10.x stubs.
+The tests marked ``tensorrt`` build a real engine on a GPU machine.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
-from export import trt_builder
+from export import build, trt_builder
+from export.build_plan import BuildPlan
 from export.graph_checks import (
     LayerInfo,
     check_roialign_plugins,
@@ -29,6 +31,7 @@ from export.graph_checks import (
 from export.trt_typing_stubs import fix_def_line
 
 from tests.support import trt_onnx as fx
+from tests.support.trt_fake_build import FakeBuildWorld
 
 REPO = Path(__file__).resolve().parents[2]
 _PARSED_TYPES = {"Conv": "CONVOLUTION", "MaxPool": "POOLING", "Max": "ELEMENTWISE", "Cast": "CAST"}
@@ -169,20 +172,6 @@ def test_dtype_names() -> None:
     assert trt_builder.dtype_name(SimpleNamespace(name="INT64")) == "int64"
 
 
-def _real_tensorrt() -> bool:
-    try:
-        trt_builder.import_tensorrt()
-        return True
-    except trt_builder.TensorRTUnavailableError:
-        return False
-
-
-@pytest.mark.skipif(_real_tensorrt(), reason="TensorRT is installed here")
-def test_import_tensorrt_explains_what_to_install() -> None:
-    with pytest.raises(trt_builder.TensorRTUnavailableError, match=r'pip install "\.\[tensorrt\]"'):
-        trt_builder.import_tensorrt()
-
-
 def test_fix_def_line_repairs_generated_stubs() -> None:
     bad = "    def f(self: X, in: list[int], out: list[int]) -> int:\n"
     assert fix_def_line(bad) == "    def f(self: X, in_: list[int], out: list[int]) -> int:\n"
@@ -211,7 +200,8 @@ def test_mypy_checks_tensorrt_calls_against_the_stubs(tmp_path: Path) -> None:
     )
     cmd = [sys.executable, "-m", "mypy", "--config-file", str(cfg), "--cache-dir", str(tmp_path / "cache")]
     env = {**os.environ, "MYPYPATH": ""}
-    ok = subprocess.run(cmd + ["export/trt_builder.py", "runtime/backends/trt_pycuda.py"], cwd=REPO,
+    ok = subprocess.run(cmd + ["export/trt_builder.py", "export/trt_config.py", "export/trt_calibrator.py",
+                               "runtime/backends/trt_pycuda.py", "runtime/backends/trt_io.py"], cwd=REPO,
                         capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = subprocess.run(cmd + [str(probe)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
@@ -227,6 +217,169 @@ def test_gpu_info_without_gpu_says_why() -> None:
         assert str(exc)
     else:  # a GPU machine
         assert info.name and len(info.compute_capability.split(".")) == 2
+
+
+# -- the build steps on stand-ins pinned to the TensorRT 10.x stubs ------------------------------
+class FakeDeviceBuffer:
+    """export.cuda_device.DeviceBuffer's interface; ``fail`` makes the host->device copy raise."""
+
+    fail = False
+    made: list["FakeDeviceBuffer"] = []
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes, self.ptr, self.copies, self.freed = nbytes, 0xDE0000 + len(self.made), 0, False
+        self.made.append(self)
+
+    def copy_from_host(self, array: object) -> None:
+        if self.fail:
+            raise RuntimeError("cudaMemcpy failed: an illegal memory access was encountered")
+        self.copies += 1
+
+    def free(self) -> None:
+        self.freed = True
+
+
+def _images(folder: Path, n: int) -> Path:
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((40, 60, 3), 30 * i, np.uint8))
+    return folder
+
+
+def _build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *cli: str, line: str = "10",
+           onnx_kwargs: dict | None = None, **world_kw: object) -> tuple[FakeBuildWorld, BuildPlan, object]:
+    """make_plan from ``cli`` and run build_engine on a FakeBuildWorld; returns (world, plan, result or error)."""
+    from export import cuda_device
+
+    onnx_path = fx.write_model(tmp_path / "model.onnx", **(onnx_kwargs or {}))
+    args = build.build_parser().parse_args(["--onnx", str(onnx_path), "--output", str(tmp_path / "x.engine"), *cli])
+    plan = build.make_plan(args, None, build.analyse_onnx(onnx_path))
+    world = FakeBuildWorld(onnx.load(str(onnx_path)), line, **world_kw)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "tensorrt", world.trt)
+    FakeDeviceBuffer.made = []
+    monkeypatch.setattr(cuda_device, "DeviceBuffer", FakeDeviceBuffer)
+    try:
+        return world, plan, trt_builder.build_engine(plan)
+    except Exception as exc:  # the caller asserts on it
+        return world, plan, exc
+
+
+def test_build_steps_on_tensorrt10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "fp16", "--min", "1x3x64x64", "--opt",
+                              "2x3x64x64", "--max", "4x3x64x64", "--workspace-gb", "0.5")
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert res.network_flags == [] and res.strongly_typed is False
+    assert bytes(res.engine) == b"serialized-engine"
+    assert res.inputs == [{"name": "image", "shape": [-1, 3, 64, 64], "dtype": "float32"}]
+    assert res.plugin_check.ok and res.plugin_unverified == []
+    (profile,) = world.profiles
+    assert world.shapes_of[id(profile)] == {"image": ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))}
+    assert world.flags_set[0] == "FP16" and world.calibration_profile is None
+
+
+def test_fp16_build_keeps_the_non_trunk_layers_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weakly typed FP16: RoiAlign, Max (and in RF-Net box decoding, NMS, TopK) stay FP32, as in export/fp16.py."""
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "fp16")
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert plan.fp32_nodes == ["/roi_heads/pool/RoiAlign_p2", "/roi_heads/pool/RoiAlign_p3", "/roi_heads/pool/Max"]
+    assert sorted(world.layer_precision) == sorted(plan.fp32_nodes)  # not the Conv / MaxPool trunk
+    precisions = [(c, v) for c, n, v in world.trt.writes if n == "precision"]
+    assert len(precisions) == 3 and all(v.name == "FLOAT" for _, v in precisions)
+    assert "PREFER_PRECISION_CONSTRAINTS" in world.flags_set and "FP32_LAYERS=3" in res.builder_flags
+    world, _, res = _build(tmp_path, monkeypatch, "--precision", "fp32")
+    assert world.layer_precision == {} and "PREFER_PRECISION_CONSTRAINTS" not in world.flags_set
+
+
+def test_tf32_is_cleared_for_fp32_on_tensorrt11(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 6: TensorRT 11 still has BuilderFlag.TF32; an fp32 engine must not use it."""
+    world, _, res = _build(tmp_path, monkeypatch, "--precision", "fp32", line="11")
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert res.strongly_typed and res.network_flags == ["STRONGLY_TYPED"]
+    assert world.flags_cleared == ["TF32"] and "NO_TF32" in res.builder_flags
+    assert world.flags_set == []  # no precision flags exist there
+
+
+def test_tensorrt86_flags_and_plugin_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, _, res = _build(tmp_path, monkeypatch, "--precision", "fp16", line="8.6")
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert res.network_flags == ["EXPLICIT_BATCH"] and res.plugin_check.ok and res.plugin_unverified == []
+
+
+def test_unreadable_plugin_name_is_reported_as_unverified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 5: TensorRT 10.1-10.3's get_capability_interface returns None; say it was not checked."""
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "fp16", plugin_name=None)
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert res.plugin_unverified == plan.roialign_nodes
+    assert "NOT verified by name" in caplog.text and "registered ROIAlign_TRT creator versions: ['2']" in caplog.text
+    _, _, err = _build(tmp_path, monkeypatch, "--precision", "fp16", plugin_name="MMCVRoiAlign")
+    assert isinstance(err, trt_builder.PluginCheckError) and "MMCVRoiAlign" in str(err)
+
+
+def test_static_batch_network_calibrates_at_its_own_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 1: static input -> batches of its shape, no calibration profile; dynamic -> a profile."""
+    cal = _images(tmp_path / "cal", 3)
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "int8", "--calib-dir", str(cal),
+                              onnx_kwargs={"batch_dim": 1})
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert plan.calib_set is not None and plan.calib_set.batch_size == 1  # taken from the ONNX input
+    assert world.calibration_profile is None  # the calibration profile is for runtime dimensions only
+    assert world.calib_batches == [(1, [0xDE0000])] * 3 and not world.calib_exceptions
+    assert FakeDeviceBuffer.made[0].nbytes == 4 * 3 * 64 * 64 and FakeDeviceBuffer.made[0].freed
+    assert res.calib_cache_written == tmp_path / "x.calib.cache" and (tmp_path / "x.calib.cache").read_bytes()
+    assert "INT8_CALIBRATOR=minmax" in res.builder_flags and world.flags_set[:2] == ["FP16", "INT8"]
+    (tmp_path / "x.calib.cache").unlink()
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "int8", "--calib-dir", str(cal),
+                              "--calib-batch", "2", "--batch", "4")
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert world.shapes_of[id(world.calibration_profile)] == {"image": ((2, 3, 64, 64),) * 3}
+    assert world.calib_batches == [(2, [0xDE0000])]  # 3 images = one batch of 2
+
+
+def test_calibration_errors_are_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: a failing copy inside get_batch, and refused profiles, end the build with the reason."""
+    cal = _images(tmp_path / "cal", 2)
+    monkeypatch.setattr(FakeDeviceBuffer, "fail", True)
+    world, _, err = _build(tmp_path, monkeypatch, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "1")
+    monkeypatch.setattr(FakeDeviceBuffer, "fail", False)
+    assert isinstance(err, trt_builder.BuildError), err
+    assert "INT8 calibration failed: RuntimeError: cudaMemcpy failed" in str(err)
+    assert not world.calib_exceptions  # recorded by the calibrator, not swallowed by TensorRT's wrapper
+    for name in ("x.calib.cache",):
+        (tmp_path / name).unlink(missing_ok=True)
+    _, _, err = _build(tmp_path, monkeypatch, "--precision", "int8", "--calib-dir", str(cal), "--calib-batch", "1",
+                       calib_profile_ok=False)
+    assert isinstance(err, trt_builder.BuildError) and "rejected the calibration profile [1, 3, 64, 64]" in str(err)
+    _, _, err = _build(tmp_path, monkeypatch, "--precision", "fp16", profile_index=-1)
+    assert isinstance(err, trt_builder.BuildError) and "rejected the optimisation profile" in str(err)
+
+
+def test_unreadable_timing_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "t.timing").write_bytes(b"garbage")
+    _, _, err = _build(tmp_path, monkeypatch, "--precision", "fp16", "--timing-cache", str(tmp_path / "t.timing"),
+                       timing_cache_readable=False)
+    assert isinstance(err, trt_builder.BuildError) and "t.timing: TensorRT could not read this timing cache" in str(err)
+    _, _, res = _build(tmp_path, monkeypatch, "--precision", "fp16", "--timing-cache", str(tmp_path / "t.timing"))
+    assert isinstance(res, trt_builder.BuildResult) and (tmp_path / "t.timing").read_bytes() == b"timing-cache"
+
+
+def test_dla_placement_and_plugin_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, _, res = _build(tmp_path, monkeypatch, "--precision", "fp16", "--dla-core", "0", dla_cores=2)
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert res.layer_placement == {"dla": 1, "gpu": 4} and "GPU_FALLBACK" in world.flags_set
+    assert ("IBuilderConfig", "DLA_core", 0) in world.trt.writes
+    # one logger for the process: plugins registered once, the same logger handed to the Builder
+    trt_builder.build_engine(_plan_again(tmp_path))
+    assert len(world.plugin_inits) == 1 and world.builder_loggers == [world.plugin_inits[0]] * 2
+
+
+def _plan_again(tmp_path: Path) -> BuildPlan:
+    args = build.build_parser().parse_args(["--onnx", str(tmp_path / "model.onnx"), "--output",
+                                            str(tmp_path / "y.engine"), "--precision", "fp16"])
+    return build.make_plan(args, None, build.analyse_onnx(tmp_path / "model.onnx"))
 
 
 @pytest.mark.tensorrt

@@ -89,8 +89,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory, contract_onnx: Path) -> Pat
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_tensorrt_backend_matches_onnxruntime(engine: Path, contract_onnx: Path, cuda_graph: bool) -> None:
+    from runtime.backends import cuda_graphs
+    from runtime.backends.base import BackendUnavailableError
     from runtime.backends.trt_pycuda import TensorRTBackend
 
+    if cuda_graph:
+        try:
+            cuda_graphs.import_cudart()
+        except BackendUnavailableError as exc:
+            pytest.skip(str(exc))
     rng = np.random.default_rng(0)
     with TensorRTBackend(engine, cuda_graph=cuda_graph) as trt_b, OnnxRuntimeBackend(contract_onnx) as ort_b:
         assert "TensorRT" in trt_b.device
@@ -100,6 +107,12 @@ def test_tensorrt_backend_matches_onnxruntime(engine: Path, contract_onnx: Path,
             got, want = trt_b.infer({"image": x}), ort_b.infer({"image": x})
             for name in ("boxes", "scores", "masks"):
                 np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
+        report = trt_b.cuda_graph_report()
+        if cuda_graph:  # RF-Net's NMS is expected to prevent capture; either way the report must be true
+            assert report is not None and report["used"] == (report["replays"] > 0)
+            assert report["used"] or report["note"]
+        else:
+            assert report is None
 
 
 @pytest.mark.tensorrt

@@ -16,7 +16,7 @@ from rfnet.common.postprocess import postprocess
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig
 from runtime import manifest as mf
-from runtime.backends.trt_pycuda import INSTALL_HINT
+from runtime.backends.trt_loader import INSTALL_HINT
 from runtime.infer import main
 
 CFG = InputConfig(size=128, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))

@@ -34,7 +34,7 @@ BOOTSTRAP = textwrap.dedent(
 
     # every runtime module, including the TensorRT backend (whose own imports are lazy)
     import runtime, runtime.manifest, runtime.outputs, runtime.pipeline  # noqa: E401
-    import runtime.backends.base, runtime.backends.onnxrt, runtime.backends.trt_plan, runtime.backends.trt_pycuda
+    import runtime.backends.base, runtime.backends.onnxrt, runtime.backends.trt_io, runtime.backends.trt_loader, runtime.backends.cuda_graphs, runtime.backends.trt_pycuda
     from runtime.infer import main
 
     rc = main(sys.argv[1:])

@@ -1,11 +1,12 @@
-"""Pure-Python I/O planning for the TensorRT backend: no TensorRT, no CUDA (unit-testable).
+"""The TensorRT backend's engine I/O: which tensors, which shapes, how many bytes (no CUDA).
 
-TensorRT's name-based API (8.5+, the only one from 10.0) is used through duck typing:
-``engine.num_io_tensors``, ``get_tensor_name(i)``, ``get_tensor_mode(name)``,
-``get_tensor_dtype(name)``, ``get_tensor_shape(name)``, ``get_tensor_profile_shape(name, p)``
-and ``context.set_input_shape(name, shape)`` / ``context.get_tensor_shape(name)``. The
-``trt`` argument is the ``tensorrt`` module (or a stand-in exposing ``TensorIOMode.INPUT``
-and ``nptype``), so tests can drive the logic with fake engine and context objects.
+Named ``trt_io`` (it was ``trt_plan.py``, which read like the ``.plan`` engine suffix).
+TensorRT's name-based API (8.5+, the only one from 10.0): ``engine.num_io_tensors``,
+``get_tensor_name(i)``, ``get_tensor_mode(name)``, ``get_tensor_dtype(name)``,
+``get_tensor_shape(name)``, ``get_tensor_profile_shape(name, p)`` and
+``context.set_input_shape(name, shape)`` / ``context.get_tensor_shape(name)``; mypy checks these
+calls against the TensorRT 10.x stubs. The ``trt`` argument is the ``tensorrt`` module (tests
+pass a stand-in whose names are pinned to the stubs by ``tests/support/trt_stubs.py``).
 
 Buffers are sized once for the largest shapes the engine accepts (profile maximum) and
 reused for every call; per call only the shapes (hence the byte counts copied) change.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from runtime.backends.base import BackendError, InputError, ModelLoadError, TensorSpec
+
+if TYPE_CHECKING:  # the TensorRT 10.x stubs (tensorrt-stubs)
+    import tensorrt as trt_types
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ def volume(shape: Iterable[int]) -> int:
     return math.prod(dims)
 
 
+def dims_tuple(dims: "trt_types.Dims | Sequence[int]") -> tuple[int, ...]:
+    """``trt.Dims`` -> tuple of ints (Dims supports len() and indexing in every version, not iteration)."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
 def numpy_dtype(trt: Any, trt_dtype: Any, name: str) -> np.dtype:
     """numpy dtype of a TensorRT DataType via ``trt.nptype`` (clear error for BF16/FP8/FP4/INT4)."""
     try:
@@ -89,18 +98,18 @@ def numpy_dtype(trt: Any, trt_dtype: Any, name: str) -> np.dtype:
         ) from exc
 
 
-def describe_engine(engine: Any, trt: Any, profile_index: int = 0) -> list[EngineTensor]:
+def describe_engine(engine: "trt_types.ICudaEngine", trt: Any, profile_index: int = 0) -> list[EngineTensor]:
     """Every I/O tensor of ``engine`` in engine order (name-based API, TensorRT >= 8.5)."""
     tensors: list[EngineTensor] = []
     for i in range(int(engine.num_io_tensors)):
         name = engine.get_tensor_name(i)
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         dtype = numpy_dtype(trt, engine.get_tensor_dtype(name), name)
-        shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+        shape = dims_tuple(engine.get_tensor_shape(name))
         profile = None
         if is_input and any(d < 0 for d in shape):
             mn, opt, mx = engine.get_tensor_profile_shape(name, profile_index)
-            profile = (tuple(int(d) for d in mn), tuple(int(d) for d in opt), tuple(int(d) for d in mx))
+            profile = (dims_tuple(mn), dims_tuple(opt), dims_tuple(mx))
         tensors.append(EngineTensor(name, is_input, dtype, shape, profile))
     if not any(t.is_input for t in tensors) or all(t.is_input for t in tensors):
         raise ModelLoadError(f"engine has no inputs or no outputs: {[t.name for t in tensors]}")
@@ -109,7 +118,7 @@ def describe_engine(engine: Any, trt: Any, profile_index: int = 0) -> list[Engin
 
 def plan_buffers(
     tensors: list[EngineTensor],
-    context: Any,
+    context: "trt_types.IExecutionContext",
     input_shapes: Mapping[str, tuple[int, ...]],
 ) -> dict[str, BufferSpec]:
     """Set the input shapes on ``context`` and resolve every tensor's shape and size.
@@ -135,7 +144,7 @@ def plan_buffers(
             raise InputError(f"TensorRT rejected shape {shape} for input {t.name!r} (set_input_shape returned False)")
     plan: dict[str, BufferSpec] = {}
     for t in tensors:
-        shape = tuple(int(d) for d in context.get_tensor_shape(t.name))
+        shape = dims_tuple(context.get_tensor_shape(t.name))
         if any(d < 0 for d in shape):
             raise BackendError(
                 f"shape of {'input' if t.is_input else 'output'} {t.name!r} is unresolved ({shape}) after "

@@ -1,19 +1,21 @@
-"""TensorRT backend logic without TensorRT or a GPU: fake engine, context and pycuda.driver.
+"""TensorRT backend logic without TensorRT or a GPU: fake engine, context, pycuda.driver, cuda-python.
 
 The fakes follow the name-based API (TensorRT >= 8.5) and the PyCUDA calls the backend
-makes; device memory is a dict of bytearrays, and "execution" computes outputs from the
-input bytes, so a wrong address, size, copy direction or batch index shows up as wrong values.
+makes; ``test_stand_ins_use_only_the_tensorrt_api`` pins their names and signatures to the
+TensorRT 10.x stubs, and the ``tensorrt`` module stand-in comes from ``tests/support/trt_stubs.py``.
+Device memory is a dict of bytearrays, and "execution" computes outputs from the input bytes,
+so a wrong address, size, copy direction or batch index shows up as wrong values.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
+import inspect
 from typing import Any
 
 import numpy as np
 import pytest
 
-from runtime.backends.base import BackendError, InputError, ModelLoadError
-from runtime.backends.trt_plan import (
+from runtime.backends.base import BackendError, BackendUnavailableError, InputError, ModelLoadError
+from runtime.backends.trt_io import (
     BufferSpec,
     buffers_to_grow,
     describe_engine,
@@ -24,15 +26,19 @@ from runtime.backends.trt_plan import (
 )
 from runtime.backends.trt_pycuda import TensorRTBackend
 
+from tests.support.fake_cudart import FakeCudart
+from tests.support.trt_stubs import fake_tensorrt, stub_index
+
 S, K, M = 16, 3, 8
 NP = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32}
 
 
-def _nptype(dt: str) -> Any:
-    return NP[dt]  # KeyError for BF16 / FP8, like trt.nptype's TypeError for them
+def _nptype(dt: Any) -> Any:
+    return NP[dt.name]  # KeyError for BF16 / FP8, like trt.nptype's TypeError for them
 
 
-FAKE_TRT = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"), nptype=_nptype)
+FAKE_TRT = fake_tensorrt("10", functions={"nptype": _nptype})
+IO = FAKE_TRT.TensorIOMode
 
 
 class FakeEngine:
@@ -42,10 +48,10 @@ class FakeEngine:
                  dynamic_output: bool = False) -> None:
         self.memory = memory
         self.io = {
-            "image": ("INPUT", image_dtype, [-1, 3, S, S]),
-            "boxes": ("OUTPUT", "FLOAT", [-1, K, 4]),
-            "scores": ("OUTPUT", "FLOAT", [-1, K]),
-            "masks": ("OUTPUT", masks_dtype, [-1, K, 2, M, M]),
+            "image": (IO.INPUT, image_dtype, [-1, 3, S, S]),
+            "boxes": (IO.OUTPUT, "FLOAT", [-1, K, 4]),
+            "scores": (IO.OUTPUT, "FLOAT", [-1, K]),
+            "masks": (IO.OUTPUT, masks_dtype, [-1, K, 2, M, M]),
         }
         self.dynamic_output = dynamic_output
         self.profile = [[1, 3, S, S], [2, 3, S, S], [4, 3, S, S]]
@@ -55,11 +61,11 @@ class FakeEngine:
     def get_tensor_name(self, i: int) -> str:
         return list(self.io)[i]
 
-    def get_tensor_mode(self, name: str) -> str:
+    def get_tensor_mode(self, name: str) -> Any:
         return self.io[name][0]
 
-    def get_tensor_dtype(self, name: str) -> str:
-        return self.io[name][1]
+    def get_tensor_dtype(self, name: str) -> Any:
+        return getattr(FAKE_TRT.DataType, self.io[name][1])
 
     def get_tensor_shape(self, name: str) -> list[int]:
         return list(self.io[name][2])
@@ -73,6 +79,8 @@ class FakeEngine:
 
 
 class FakeContext:
+    capture: "CaptureState | None" = None  # set by make_backend: the fake cuda-python's capture state
+
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -103,10 +111,9 @@ class FakeContext:
         assert stream_handle == FakeStream.handle
         if self.fail_execute:
             return False
-        stream = FakeStream.current
-        if stream is not None and stream.capturing:  # recorded into the graph, not run
+        if self.capture is not None and self.capture.active:  # recorded into the graph, not run
             shapes = dict(self.shapes)
-            stream.captured.append(lambda: self._run(shapes))
+            self.capture.ops.append(lambda: self._run(shapes))
             return True
         self._run(self.shapes)
         return True
@@ -128,46 +135,56 @@ class FakeContext:
 
 
 class FakeStream:
+    """pycuda.driver.Stream as PyCUDA 2026.1 has it: handle, synchronize (no capture API)."""
+
     handle = 0xC0FFEE
-    current: "FakeStream | None" = None
 
     def __init__(self) -> None:
         self.syncs = 0
-        self.capturing = False
-        self.captured: list[Any] = []
-        FakeStream.current = self
 
     def synchronize(self) -> None:
         self.syncs += 1
 
 
-class FakeGraph:
-    def __init__(self, ops: list[Any]) -> None:
-        self.ops = ops
-        self.launches = 0
+class CaptureState:
+    """What the fake cuda-python records: stream capture on/off, captured work, graphs."""
 
-    def instance(self) -> "FakeGraph":
-        return self
+    def __init__(self, *, fail_end: bool = False) -> None:
+        self.active = False
+        self.ops: list[Any] = []
+        self.fail_end = fail_end
+        self.launches: dict[int, int] = {}
+        self.destroyed: list[str] = []
 
-    def launch(self, stream: FakeStream) -> None:
-        self.launches += 1
-        for op in self.ops:
-            op()
+    def cudart(self) -> FakeCudart:
+        graphs: dict[int, list[Any]] = {}
 
+        def begin(stream: int, mode: Any) -> tuple[Any, ...]:
+            assert stream == FakeStream.handle and mode == rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            self.active, self.ops = True, []
+            return rt.ok()
 
-class GraphStream(FakeStream):
-    """A stream with PyCUDA's capture API (begin_capture / end_capture -> graph.instance().launch)."""
+        def end(stream: int) -> tuple[Any, ...]:
+            self.active = False
+            if self.fail_end:
+                return rt.error("cudaErrorStreamCaptureUnsupported", None)
+            graphs[len(graphs) + 1] = self.ops
+            return rt.ok(len(graphs))
 
-    fail = False
+        def launch(graph_exec: int, stream: int) -> tuple[Any, ...]:
+            self.launches[graph_exec] = self.launches.get(graph_exec, 0) + 1
+            for op in graphs[graph_exec]:
+                op()
+            return rt.ok()
 
-    def begin_capture(self) -> None:
-        if self.fail:
-            raise RuntimeError("cuStreamBeginCapture failed: operation not permitted")
-        self.capturing, self.captured = True, []
-
-    def end_capture(self) -> FakeGraph:
-        self.capturing = False
-        return FakeGraph(self.captured)
+        rt = FakeCudart(
+            cudaStreamBeginCapture=begin, cudaStreamEndCapture=end,
+            cudaGraphInstantiateWithFlags=lambda graph, flags: rt.ok(graph), cudaGraphLaunch=launch,
+            cudaGraphExecDestroy=lambda g: (self.destroyed.append(f"exec{g}"), rt.ok())[1],
+            cudaGraphDestroy=lambda g: (self.destroyed.append(f"graph{g}"), rt.ok())[1],
+            cudaGetLastError=lambda: rt.ok(), cudaGetErrorString=lambda err: rt.ok(b"operation not permitted"),
+        )
+        return rt
 
 
 class FakeAlloc:
@@ -216,13 +233,13 @@ class FakeCuda:
 
 
 def make_backend(
-    tmp_path: Any, *, stream: type = FakeStream, cuda_graph: bool = False, **engine_kw: Any
+    tmp_path: Any, *, capture: CaptureState | None = None, **engine_kw: Any
 ) -> tuple[TensorRTBackend, FakeCuda, FakeEngine]:
     cuda = FakeCuda()
-    cuda.Stream = stream
     engine = FakeEngine(cuda.memory, **engine_kw)
-    backend = TensorRTBackend(tmp_path / "fake.engine", cuda_graph=cuda_graph)
-    backend._bind(FAKE_TRT, cuda, engine)
+    FakeContext.capture = capture
+    backend = TensorRTBackend(tmp_path / "fake.engine", cuda_graph=capture is not None)
+    backend._bind(FAKE_TRT, cuda, engine, cudart=capture.cudart() if capture is not None else None)  # type: ignore[arg-type]
     backend._loaded = True  # _load's file / manifest / import steps are tested elsewhere
     return backend, cuda, engine
 
@@ -243,7 +260,7 @@ def test_describe_engine_reads_names_modes_dtypes_and_profile() -> None:
 
 def test_numpy_dtype_without_numpy_equivalent() -> None:
     with pytest.raises(ModelLoadError, match="BF16.*no numpy equivalent"):
-        numpy_dtype(FAKE_TRT, "BF16", "image")
+        numpy_dtype(FAKE_TRT, FAKE_TRT.DataType.BF16, "image")
     with pytest.raises(ModelLoadError, match="no numpy equivalent"):
         describe_engine(FakeEngine({}, masks_dtype="BF16"), FAKE_TRT)
 
@@ -373,30 +390,56 @@ def test_backend_load_checks_the_manifest_first(tmp_path: Any) -> None:
         TensorRTBackend(tmp_path / "absent.engine").load()
 
 
-def test_cuda_graph_captured_once_per_shape_and_replayed(tmp_path: Any) -> None:
-    backend, cuda, engine = make_backend(tmp_path, stream=GraphStream, cuda_graph=True)
+def test_stand_ins_use_only_the_tensorrt_api() -> None:
+    """FakeEngine / FakeContext may only have methods ICudaEngine / IExecutionContext have, callable alike."""
+    index = stub_index()
+    for fake, stub in ((FakeEngine, "ICudaEngine"), (FakeContext, "IExecutionContext")):
+        for name, member in vars(fake).items():
+            if name.startswith("_") or name in ("capture",):
+                continue
+            kind = index.member_kind(stub, name)
+            assert kind is not None, f"{fake.__name__}.{name}: tensorrt.{stub} has no {name!r} (the stand-in invents it)"
+            if callable(member):
+                params = [p for p in inspect.signature(member).parameters.values()][1:]
+                index.check_call(stub, name, tuple(object() for p in params if p.default is p.empty), {})
+
+
+def test_cuda_graph_captured_with_cuda_python_and_replayed(tmp_path: Any) -> None:
+    """Defect 4: PyCUDA streams cannot capture; cuda-python captures on the stream's handle."""
+    capture = CaptureState()
+    backend, cuda, engine = make_backend(tmp_path, capture=capture)
     rng = np.random.default_rng(1)
     for batch in (2, 2, 3, 2):
         x = rng.normal(size=(batch, 3, S, S)).astype(np.float32)
         out = backend.infer({"image": x})
         np.testing.assert_allclose(out["boxes"][:, 0, 0], x.reshape(batch, -1).mean(axis=1), rtol=1e-5)
     assert sorted(backend._graphs) == [((2, 3, S, S),), ((3, 3, S, S),)]
-    assert backend._graphs[((2, 3, S, S),)].launches == 3
-    assert backend._graphs[((3, 3, S, S),)].launches == 1
+    assert capture.launches == {1: 3, 2: 1}  # graph 1 = batch 2, replayed 3 times
+    report = backend.cuda_graph_report()
+    assert report is not None and report["used"] is True and report["replays"] == 4 and report["note"] is None
+    backend.close()
+    assert sorted(capture.destroyed) == ["exec1", "exec2", "graph1", "graph2"]
 
 
-def test_cuda_graph_falls_back_when_capture_fails(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    class Broken(GraphStream):
-        fail = True
-
-    backend, cuda, engine = make_backend(tmp_path, stream=Broken, cuda_graph=True)
+def test_cuda_graph_capture_failure_runs_plainly_and_says_so(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 4: nothing may report a graph that did not run (e.g. NMS's data-dependent shapes)."""
+    backend, cuda, engine = make_backend(tmp_path, capture=CaptureState(fail_end=True))
     x = np.ones((1, 3, S, S), np.float32)
     assert backend.infer({"image": x})["boxes"][0, 0, 0] == pytest.approx(1.0)
     assert backend.infer({"image": 2 * x})["boxes"][0, 0, 0] == pytest.approx(2.0)
     assert "CUDA graph capture failed" in caplog.text and not backend._graphs
-    # without begin_capture at all (older PyCUDA) graphs are switched off at bind time
-    plain, _, _ = make_backend(tmp_path, stream=FakeStream, cuda_graph=True)
-    assert plain._use_graph is False
+    report = backend.cuda_graph_report()
+    assert report == {"requested": True, "used": False, "replays": 0, "captured_shapes": [],
+                      "note": report["note"]} and "cudaStreamEndCapture failed" in report["note"]
+    plain, _, _ = make_backend(tmp_path)
+    assert plain.cuda_graph_report() is None
+
+
+def test_cuda_graph_without_cuda_python_is_refused(tmp_path: Any) -> None:
+    cuda = FakeCuda()
+    backend = TensorRTBackend(tmp_path / "fake.engine", cuda_graph=True)
+    with pytest.raises(BackendUnavailableError, match="cuda-python"):
+        backend._bind(FAKE_TRT, cuda, FakeEngine(cuda.memory), cudart=None)  # type: ignore[arg-type]
 
 
 def test_verify_engine_says_what_differs(tmp_path: Any) -> None:
