@@ -219,3 +219,48 @@ def test_rng_state_survives_weights_only_checkpoint(tmp_path: Path) -> None:
     random.seed(123), np.random.seed(123), torch.manual_seed(123)
     restore_rng_state(loaded)
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_cosine_schedule_decays_to_zero_after_warmup() -> None:
+    assert lr_factor(0, 10, 3, 0.1, 5, schedule="cosine", total_iters=105) == pytest.approx(0.001)
+    assert lr_factor(5, 10, 3, 0.1, 5, schedule="cosine", total_iters=105) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 3, 0.1, 5, schedule="cosine", total_iters=105) == pytest.approx(0.5)
+    assert lr_factor(105, 10, 3, 0.1, 5, schedule="cosine", total_iters=105) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor(0, 10, 3, 0.1, 5, schedule="linear")
+
+
+def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights_exactly(data: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """SIGKILL a real training process in the middle of epoch 2, --resume it, compare bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rfnet.checkpoint import load_checkpoint
+
+    args = ["--dataset", "folder", "--data-root", str(data["train"]), "--val-data-root", str(data["val"]),
+            *TINY, "--batch-size", "1", "--epochs", "3", "--lr-step", "2"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    killed = tmp_path / "killed"
+    log_path = tmp_path / "killed.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with open(log_path, "w") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-m", "rfnet.train", *args, "--out", str(killed)],
+                                stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 300
+        while "epoch 2: iteration 2/4" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "training did not reach epoch 2"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert load_checkpoint(killed / "checkpoint_last.pt").extra["epoch"] == 1  # epoch 2 was lost mid-way
+    assert main(["--out", str(killed), "--resume", "--device", "cpu", "--threads", "1", "--no-progress"]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint_last.pt")
+    b = load_checkpoint(killed / "checkpoint_last.pt")
+    assert a.extra["epoch"] == b.extra["epoch"] == 3
+    for k, va in a.state_dict.items():
+        assert torch.equal(va, b.state_dict[k]), f"weights differ at {k}"
