@@ -45,18 +45,18 @@ from benchmarks.runners import (
     RunnerSpec,
     model_kind,
     open_runner,
-    precision_label,
     reference_runner,
     runners_for,
     versions,
 )
-from benchmarks.torch_backend import PRESET_PREFIX, TorchBackend
+from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
 from rfnet.common.cli import setup_logging
+from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
+from rfnet.common.segment import model_info
 from rfnet.data import DATASET_NAMES
-from runtime.backends.base import Backend, BackendError, BackendUnavailableError
-from runtime.pipeline import ModelInfo
+from rfnet.torch_backend import PRESET_PREFIX, TorchBackend
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -175,10 +175,10 @@ def _same(a: RunnerSpec, b: RunnerSpec) -> bool:
     return key(a) == key(b)
 
 
-def _feed(backend: Backend, info: ModelInfo, images: Sequence[GTImage], batch: int) -> dict[str, np.ndarray]:
+def _feed(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int) -> dict[str, np.ndarray]:
     """A preprocessed batch of the first images (cycled when there are fewer than ``batch``)."""
     spec = backend.input_spec()
-    tensors = [preprocess(read_image(images[i % len(images)].path), info.input_config)[0] for i in range(min(batch, len(images)))]
+    tensors = [preprocess(read_image(images[i % len(images)].path), info.input_config())[0] for i in range(min(batch, len(images)))]
     arr = np.stack([tensors[i % len(tensors)] for i in range(batch)]).astype(spec.dtype)
     return {spec.name: arr}
 
@@ -194,7 +194,7 @@ def _batch_not_run(backend: Backend, b: int) -> str | None:
     return None
 
 
-def _throughput(backend: Backend, info: ModelInfo, images: Sequence[GTImage], args: argparse.Namespace,
+def _throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], args: argparse.Namespace,
                 label: str, probe: MemoryProbe) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per batch size: model-only timing and (unless --no-pipeline) pipelined end-to-end throughput."""
     model_only: dict[str, Any] = {}
@@ -240,8 +240,8 @@ def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Names
     masks: dict[str, PackedMasks] = {}
     with backend:
         try:
-            info = ModelInfo.from_backend(backend)
-            result.update(device=backend.device, precision=precision_label(backend, spec),
+            info = model_info(backend)
+            result.update(device=backend.device, precision=info.precision,
                           input_size=info.input_size, preset=info.preset)
             t0 = time.perf_counter()
             e2e, acc, masks = end_to_end(backend, info, images, threshold=args.threshold, warmup=args.warmup,

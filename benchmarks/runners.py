@@ -1,8 +1,10 @@
 """One runner per backend and precision path: which ones a model file gets, and opening them.
 
-A *runner* is a loaded :class:`runtime.backends.base.Backend` (ONNX Runtime, TensorRT, or the
-PyTorch model wrapped in :class:`benchmarks.torch_backend.TorchBackend`), so the benchmark
-times exactly what the deployment runtime calls.
+A *runner* is a loaded :class:`rfnet.common.backend.Backend` (ONNX Runtime, TensorRT, or the
+PyTorch model wrapped in :class:`rfnet.torch_backend.TorchBackend`), so the benchmark
+times exactly what the deployment runtime calls. A runner's precision is its model's
+``rfnet.precision`` (ONNX metadata, engine manifest, or the PyTorch mode): see
+:func:`rfnet.common.segment.model_info`.
 
 =====================  ==============================  ======================================
 runner                 model files                     needs
@@ -23,15 +25,15 @@ reason; the report then says "not run: <reason>" instead of a number.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
-from runtime.backends.base import Backend, BackendUnavailableError
-from benchmarks.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
+from rfnet.common.backend import Backend, BackendUnavailableError
 from rfnet.common.env import torch_cuda_unavailable_reason
+from rfnet.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
+from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from runtime.backends.onnxrt import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,6 @@ TORCH_RUNNERS = ("pytorch-cpu", "pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cu
 ORT_RUNNERS = ("onnxruntime-cpu", "onnxruntime-cuda")
 TRT_RUNNERS = ("tensorrt", "tensorrt-graph")
 ALL_RUNNERS = TORCH_RUNNERS + ORT_RUNNERS + TRT_RUNNERS
-PRECISIONS = ("fp32", "fp16", "int8")
-
-CPU_PROVIDER = "CPUExecutionProvider"
-CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class NotRunError(RuntimeError):
@@ -108,29 +106,6 @@ def reference_runner(model: str) -> RunnerSpec:
     return RunnerSpec(model, "onnxruntime-cpu" if kind == "onnx" else "tensorrt")
 
 
-
-
-def precision_label(backend: Backend, spec: RunnerSpec) -> str:
-    """fp32 / fp16 / int8: the PyTorch mode, else the model's ``rfnet.precision`` (ONNX
-    metadata or engine manifest), else a ``fp16`` / ``int8`` token in the file name."""
-    if spec.runner == "pytorch-cuda-fp16":
-        return "fp16"
-    meta = backend.metadata or {}
-    value = meta.get("rfnet.precision", meta.get("precision"))
-    if isinstance(value, str) and value.lower() in PRECISIONS:
-        return value.lower()
-    return precision_from_name(spec.model)
-
-
-def precision_from_name(model: str) -> str:
-    """``fp16`` / ``int8`` when the file name says so (``m_int8.onnx``, ``m-fp16.engine``), else ``fp32``."""
-    stem = Path(model).name.lower()
-    for p in ("int8", "fp16"):
-        if re.search(rf"(^|[^a-z0-9]){p}([^a-z0-9]|$)", stem):
-            return p
-    return "fp32"
-
-
 def open_runner(spec: RunnerSpec, *, threads: int | None = None) -> Backend:
     """Construct and load the backend of ``spec``.
 
@@ -159,8 +134,6 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
         mode = {"pytorch-cuda-fp16": "fp16", "pytorch-cuda-graph": "graph"}.get(r, "fp32")
         return TorchBackend(spec.model, device="cpu" if r == "pytorch-cpu" else "cuda", mode=mode, threads=threads)
     if r in ORT_RUNNERS:
-        from runtime.backends.onnxrt import OnnxRuntimeBackend
-
         try:
             import onnxruntime as ort
         except ImportError as exc:

@@ -19,7 +19,7 @@ with exit 2. Exit 2 also for bad arguments or inputs.
 
 Score ties: detections whose scores differ by float noise (untrained models have many) may
 come out in either order from two backends; the comparison pairs such slots by box before
-taking differences and reports how many it reordered (export/parity.py).
+taking differences and reports how many it reordered (export/compare.py).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,24 +39,24 @@ import onnx
 import torch
 
 from export import onnx_inspect
-from export.onnx_meta import build_metadata, exporter_versions, set_metadata
-from export.onnx_passes import SimplifyError, simplify
-from export.parity import (
+from export.compare import (
     EvalImage,
-    INPUT_NAME,
-    OUTPUT_NAMES,
     align_to_reference,
     binary_mask_dice,
+    cpu_backend,
     folder_images,
-    make_session,
     max_abs_diffs,
-    preprocess_items,
     synthetic_images,
 )
+from export.onnx_meta import exporter_versions, write_model_metadata
+from export.onnx_passes import SimplifyError, simplify
 from rfnet.checkpoint import checkpoint_sha256
 from rfnet.common.cli import setup_logging
+from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
+from rfnet.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -208,29 +209,26 @@ class ParityReport:
         return d["masks"] <= atol and d["scores"] <= score_atol and d["boxes"] <= box_atol and self.mask_dice >= min_dice
 
 
-def parity_check(model: torch.nn.Module, onnx_model: Path | bytes, items: Sequence[EvalImage], cfg: ModelConfig,
+def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalImage], cfg: ModelConfig,
                  batch_sizes: Sequence[int], threads: int = 0, box_min_score: float = 0.05) -> ParityReport:
     """Run ``items`` through PyTorch and ONNX Runtime in chunks of each batch size; compare.
 
-    ``onnx_model`` is a file or the serialized model. Boxes are compared only for slots whose
-    PyTorch score is at least ``box_min_score``: among low-confidence candidates (a briefly
-    trained model has many near-duplicates) which one NMS keeps is decided by float noise,
-    and none of them reaches the segmentation. Scores and masks are compared in every slot.
+    Both run through the shared core (:meth:`rfnet.common.segment.Segmenter.infer`): the
+    model behind :class:`~rfnet.torch_backend.TorchBackend`, the file ``onnx_model`` behind the
+    runtime's ONNX Runtime backend. Boxes are compared only for slots whose PyTorch score is at
+    least ``box_min_score``: among low-confidence candidates (a briefly trained model has many
+    near-duplicates) which one NMS keeps is decided by float noise, and none of them reaches
+    the segmentation. Scores and masks are compared in every slot.
     """
-    batch, _ = preprocess_items(items, cfg.input)
-    session = make_session(onnx_model, threads)
     refs: list[dict[str, np.ndarray]] = []
     alts: list[dict[str, np.ndarray]] = []
     raws: list[dict[str, np.ndarray]] = []
     moved = 0
-    for b in batch_sizes:
-        for start in range(0, batch.shape[0], b):
-            part = batch[start : start + b]
-            if part.shape[0] < b:
-                part = np.concatenate([part, np.repeat(part[-1:], b - part.shape[0], axis=0)])
-            with torch.no_grad():
-                ref = {k: v.numpy() for k, v in model(torch.from_numpy(part)).items()}
-            got = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: part})))
+    with TorchBackend.from_model(model, cfg) as reference, cpu_backend(onnx_model, threads) as exported:
+        for b in batch_sizes:
+            ref_core, onnx_core = Segmenter(reference, batch_size=b), Segmenter(exported, batch_size=b)
+            tensors = np.stack([ref_core.preprocess(it.image)[0] for it in items])
+            ref, got = ref_core.infer(tensors), onnx_core.infer(tensors)
             aligned, n = align_to_reference(ref, got)
             moved += n
             refs.append(ref)
@@ -328,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     exporter = exporter_versions()
     exporter.update({"opset": str(args.opset), "batch": "dynamic" if args.batch is None else str(args.batch),
                      "simplified": str(not args.no_simplify), "torch_onnx_export": "dynamo=False"})
-    set_metadata(proto, build_metadata(cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint),
-                                       exporter=exporter))
+    write_model_metadata(proto, ModelMetadata.from_config(
+        cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint), exporter=exporter))
     data = proto.SerializeToString()
     log.info("exported %d nodes, opset %d, batch %s", len(proto.graph.node), args.opset,
              "dynamic" if args.batch is None else args.batch)
@@ -349,7 +347,10 @@ def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelC
     """Parity check(s) of the serialized model; prints the figures, returns the exit code."""
     tol = (args.atol, args.min_dice, args.score_atol, args.box_atol)
     batch_sizes = [1, 2] if args.batch is None else [args.batch]
-    reports = [parity_check(model, data, items, cfg, [b], box_min_score=args.box_min_score) for b in batch_sizes]
+    with tempfile.TemporaryDirectory(prefix="rfnet_export_") as tmp:  # ONNX Runtime loads it as the runtime would
+        path = Path(tmp) / args.output.name
+        path.write_bytes(data)
+        reports = [parity_check(model, path, items, cfg, [b], box_min_score=args.box_min_score) for b in batch_sizes]
     for rep in reports:
         print(f"ONNX Runtime vs PyTorch (fp32, {rep.num_images} images, batch {rep.batch_sizes[0]}): max abs diff "
               + ", ".join(f"{k} {v:.3g}" for k, v in rep.max_diff.items())

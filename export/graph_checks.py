@@ -24,6 +24,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import onnx
 
+from rfnet.common.contract import KEY_PRECISION
+
 log = logging.getLogger(__name__)
 
 ROIALIGN_PLUGIN = "ROIAlign_TRT"
@@ -297,7 +299,7 @@ def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
         if node.op_type == "Cast" and _attr(node, "to") == f16:
             n16 += 1
     qdq = sum(1 for node in g.node if node.op_type in QDQ_OPS)
-    meta = {p.key: p.value for p in model.metadata_props}.get("rfnet.precision")
+    meta = {p.key: p.value for p in model.metadata_props}.get(KEY_PRECISION)
     return GraphPrecision(float16_tensors=n16, qdq_nodes=qdq, metadata_precision=meta)
 
 

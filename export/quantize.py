@@ -52,11 +52,12 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
-from export.onnx_meta import KEY_PRECISION, get_metadata, load_fp32_model, set_metadata
+from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
 from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
 from export.int8_eval import dataset_fold_images, evaluate, print_eval
-from export.parity import EvalImage, folder_images, synthetic_images
+from export.compare import EvalImage, folder_images, synthetic_images
 from rfnet.common.cli import setup_logging
+from rfnet.common.contract import KEY_QUANTIZATION
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
 from rfnet.config import InputConfig
 
@@ -303,18 +304,15 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
     quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
     log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
     # quantize_static keeps metadata_props? Not reliably: copy ours over explicitly.
-    meta = get_metadata(model)
-    meta[KEY_PRECISION] = "int8"
-    meta["rfnet.quantization"] = json.dumps(
-        {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
-         "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-         "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
-         "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
-         **(calib_info or {})},
-        sort_keys=True,
-    )
+    how = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
+           "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+           "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
+           "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
+           **(calib_info or {})}
+    meta = derived_metadata(model_metadata(model), precision="int8",
+                            extra={KEY_QUANTIZATION: json.dumps(how, sort_keys=True)})
     del qmodel.metadata_props[:]
-    set_metadata(qmodel, meta)
+    set_metadata(qmodel, {**get_metadata(model), **meta.to_strings()})
     onnx.checker.check_model(qmodel)
     return QuantizeResult(qmodel, excluded)
 
@@ -431,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     worst = 0.0
     for title, items in eval_sets:
-        rep = evaluate(args.onnx, args.output, items, input_cfg, args.threads, args.fps_iters)
+        rep = evaluate(args.onnx, args.output, items, args.threads, args.fps_iters)
         print_eval(title, rep)
         worst = max(worst, rep.dice_drop())
     if worst > args.max_dice_drop:

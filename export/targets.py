@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from rfnet.common.contract import PRECISIONS
+
 _KEYS = {"description", "precision", "workspace_gb", "batch", "dla_core", "calib_batch", "compute_capability"}
 
 

@@ -9,7 +9,6 @@ summary.json); 2 usage, model, input or output-folder error (nothing written).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import platform
 import sys
@@ -26,7 +25,8 @@ from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from runtime.backends import BACKENDS, Backend, BackendError, create_backend, resolve_backend
 from runtime.manifest import ManifestError
 from runtime.outputs import SAVE_CHOICES, OutputWriter, output_names, parse_save, prepare_output_dir
-from runtime.pipeline import ImageFailure, ImageResult, ModelInfo, Pipeline
+from rfnet.common.contract import MetadataError, ModelMetadata
+from runtime.pipeline import ImageFailure, ImageResult, Pipeline
 
 log = logging.getLogger("runtime.infer")
 
@@ -92,7 +92,7 @@ def _summary(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelInfo,
+    info: ModelMetadata,
     pipeline: Pipeline,
     results: list[ImageResult],
     failures: list[ImageFailure],
@@ -105,16 +105,17 @@ def _summary(
         vals = [r.cdr[key] for r in results]
         cdr[key] = {"mean": _mean(vals), "std": float(np.std(vals)) if vals else None}
     timing = {
-        "decode_ms": _mean([r.timings["decode_ms"] for r in results]),
-        "preprocess_ms": _mean([r.timings["preprocess_ms"] for r in results]),
+        "decode_ms": _mean([r.timings["decode"] for r in results]),
+        "preprocess_ms": _mean([r.timings["preprocess"] for r in results]),
         "inference_ms": _mean([r.latency_ms for r in results]),
-        "postprocess_ms": _mean([r.timings["postprocess_ms"] for r in results]),
+        "postprocess_ms": _mean([r.timings["postprocess"] for r in results]),
+        "cdr_ms": _mean([r.timings["cdr"] for r in results]),
     }
     return {
         "model": str(args.model),
         "backend": kind,
         "device": backend.device,
-        "model_info": dataclasses.asdict(info),
+        "model_info": info.deploy_fields(),
         "settings": {
             "batch_size": pipeline.batch_size,
             "threshold": args.threshold,
@@ -176,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=args.threads)
     try:
         backend.load()
-        info = ModelInfo.from_backend(backend)
-        pipeline = Pipeline(backend, info, batch_size=args.batch, threshold=args.threshold,
+        pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
                             ellipse=args.ellipse, prefetch=args.prefetch)
-    except (BackendError, ManifestError) as exc:
+        info = pipeline.info
+    except (BackendError, ManifestError, MetadataError) as exc:
         backend.close()
         return _error(str(exc))
     with backend:
@@ -196,7 +197,7 @@ def _run(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelInfo,
+    info: ModelMetadata,
     pipeline: Pipeline,
     paths: Sequence[Path],
     writer: OutputWriter,

@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (:class:`~runtime.backends.base.Backend`).
+"""Inference backends behind one interface (:class:`rfnet.common.backend.Backend`).
 
 Neither TensorRT, PyCUDA nor ONNX Runtime is imported here: each backend imports its
 library in ``load()``, so the runtime starts (and fails with a clear message) on machines
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.backends.base import (
+from rfnet.common.backend import (
     Backend,
     BackendError,
     BackendUnavailableError,

@@ -12,7 +12,8 @@ import torch
 
 from export import export_onnx
 from export.onnx_inspect import custom_domain_nodes, roialign_problems
-from export.onnx_meta import REQUIRED_KEYS, get_metadata, load_metadata
+from export.onnx_meta import get_metadata, load_metadata
+from rfnet.common.contract import REQUIRED_KEYS
 from export.parity import EvalImage, align_to_reference, folder_images
 
 K = 10
@@ -61,7 +62,7 @@ def test_metadata(exported_onnx: tuple[Path, int, str], small_checkpoint: Path) 
     path, rc, _ = exported_onnx
     assert rc == 0
     raw = get_metadata(onnx.load(str(path)))
-    assert set(REQUIRED_KEYS) <= set(raw)
+    assert set(REQUIRED_KEYS) <= set(raw) and raw["rfnet.mask_box_scale"] == "1.0"
     meta = load_metadata(path)
     assert (meta.preset, meta.input_size, meta.mask_size, meta.top_k, meta.precision) == ("light", 128, M, K, "fp32")
     assert meta.class_names == ("disc", "cup")
