@@ -48,6 +48,7 @@ from export.compare import (
     max_abs_diffs,
     synthetic_images,
 )
+from export.graph_checks import roialign_attribute_issues
 from export.onnx_meta import exporter_versions, write_model_metadata
 from export.onnx_passes import SimplifyError, simplify
 from rfnet.checkpoint import checkpoint_sha256
@@ -122,14 +123,10 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig, batch: int | Non
     custom = onnx_inspect.custom_domain_nodes(model)
     if custom:
         problems.append(f"custom-domain ops in the graph: {custom}")
-    ratios = {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio}
-    ra = onnx_inspect.roialign_problems(model)
-    for node in model.graph.node:
-        if node.op_type == "RoiAlign":
-            r = next((a.i for a in node.attribute if a.name == "sampling_ratio"), None)
-            if r is not None and r not in ratios:
-                ra.append(f"{node.name}: sampling_ratio={r}, expected one of {sorted(ratios)}")
-    problems += ra
+    errors, warnings = roialign_attribute_issues(model, {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio})
+    problems += errors
+    for w in warnings:
+        log.warning("%s", w)
     if not any(n.op_type == "RoiAlign" for n in model.graph.node):
         problems.append("no RoiAlign node in the graph")
     return problems
