@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
@@ -27,6 +26,7 @@ from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.metrics import agreement, case_metrics, summarize
 from rfnet.common.postprocess import Segmentation
+from rfnet.common.progress import track
 from rfnet.common.segment import STAGES as CORE_STAGES
 from rfnet.common.segment import Segmenter
 from runtime.pipeline import Pipeline
@@ -87,7 +87,7 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
         ds = held_out_fold(ds, fold, folds, seed)
     n = len(ds) if limit is None else min(limit, len(ds))
     out: list[GTImage] = []
-    for i in tqdm(range(n), desc="ground truth", leave=False, disable=not progress):
+    for i in track(range(n), desc="ground truth", unit="img", enabled=progress):
         sample = ds.get(i)
         if sample is None:
             continue
@@ -142,7 +142,7 @@ def end_to_end(
     agree: list[dict[str, float]] = []
     failures: list[dict[str, str]] = []
     kept: dict[str, PackedMasks] = {}
-    for item in tqdm(images, desc=f"end-to-end {label}", leave=False, disable=not progress):
+    for item in track(images, desc=f"end-to-end {label}", unit="img", enabled=progress):
         try:
             seg, ms = _one_image(core, item.path)
         except BackendUnavailableError:

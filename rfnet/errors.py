@@ -24,3 +24,7 @@ from __future__ import annotations
 
 class RFNetError(Exception):
     """Base of every error raised on purpose by the ``rfnet`` package, and of the other packages' bases."""
+
+
+class UsageError(RFNetError, ValueError):
+    """A value the user gave (an argument, an option, a config key) cannot be used; the message names it."""

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rfnet.common.metrics import case_metrics, summarize
 from rfnet.common.postprocess import Segmentation
+from rfnet.common.progress import track
 from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
 from rfnet.data.sample import Sample
@@ -126,7 +126,7 @@ def predict_dataset(
             yield from zip(pending, core.segment([s.image for s in pending]))
             pending.clear()
 
-        for i in tqdm(range(len(dataset)), desc=desc, unit="img", disable=not progress, leave=False):
+        for i in track(range(len(dataset)), desc=desc, unit="img", enabled=progress):
             sample = dataset.get(i)
             if sample is None:
                 continue

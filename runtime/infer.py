@@ -22,6 +22,7 @@ import numpy as np
 from rfnet.common.cli import setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
+from rfnet.common.progress import track
 from runtime.backends import BACKENDS, Backend, BackendError, create_backend, resolve_backend
 from runtime.manifest import ManifestError
 from runtime.outputs import SAVE_CHOICES, OutputWriter, output_names, parse_save, prepare_output_dir
@@ -202,8 +203,6 @@ def _run(
     paths: Sequence[Path],
     writer: OutputWriter,
 ) -> int:
-    from tqdm import tqdm
-
     names = output_names(paths)
     results: list[ImageResult] = []
     failures: list[ImageFailure] = []
@@ -211,7 +210,9 @@ def _run(
     t0 = time.perf_counter()
     outcomes = pipeline.run(paths)
     try:
-        for outcome in tqdm(outcomes, total=len(paths), unit="img", disable=True if args.no_progress else None):
+        # a bar on a terminal; elsewhere the line logged below is the stage's one line
+        for outcome in track(outcomes, desc="segment", total=len(paths), unit="img", enabled=not args.no_progress,
+                             summary=False):
             if isinstance(outcome, ImageFailure):
                 failures.append(outcome)
                 log.warning("%s", outcome.error)
