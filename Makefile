@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m rfnet.demo --out $(DEMO_DIR) $(DEMO_ARGS)
+	$(PY) -m demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q

@@ -20,8 +20,9 @@ Per runner:
 * peak resident memory (and GPU memory on a GPU).
 
 Writes ``report.json``, ``report.md`` and ``report.png`` into ``--out``.
-Exit status: 0 all parity checks held, 1 a parity check failed (the report and the log say
-which), 2 bad arguments or inputs (including a reference that cannot run).
+Exit status (``rfnet.common.cli.ExitCode``): 0 all parity checks held, 1 a parity check failed
+(the report and the log say which), 2 bad arguments or inputs (including a reference that
+cannot run).
 """
 from __future__ import annotations
 
@@ -50,19 +51,16 @@ from benchmarks.runners import (
     versions,
 )
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
 from rfnet.common.segment import model_info
 from rfnet.data import DATASET_NAMES
+from rfnet.errors import RFNetError, UsageError
 from rfnet.torch_backend import PRESET_PREFIX, TorchBackend
 
 log = logging.getLogger("benchmarks.bench")
-
-
-class UsageError(ValueError):
-    """Bad arguments or inputs: exit status 2."""
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -353,10 +351,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"  {r['id']:<50} {r['status']}: {r.get('reason')}")
     if verdict["passed"]:
         print(f"parity: all {len(verdict['checked'])} checked runners held")
-        return 0
+        return ExitCode.OK
     for f in verdict["failed"]:
         print(f"parity FAILED for {f['id']}: " + "; ".join(f["failures"]), file=sys.stderr)
-    return 1
+    return ExitCode.FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return run(args, argv)
-    except UsageError as exc:
+    except RFNetError as exc:  # bad arguments or inputs, a reference that cannot run
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmarks.errors import NotRunError
 from rfnet.common.backend import Backend, BackendUnavailableError
 from rfnet.common.env import torch_cuda_unavailable_reason
+from rfnet.errors import UsageError
 from rfnet.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
 from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
 from runtime.backends.onnxrt import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend
@@ -41,10 +43,6 @@ TORCH_RUNNERS = ("pytorch-cpu", "pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cu
 ORT_RUNNERS = ("onnxruntime-cpu", "onnxruntime-cuda")
 TRT_RUNNERS = ("tensorrt", "tensorrt-graph")
 ALL_RUNNERS = TORCH_RUNNERS + ORT_RUNNERS + TRT_RUNNERS
-
-
-class NotRunError(RuntimeError):
-    """This runner cannot run on this machine (library, provider or GPU missing); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ def model_kind(model: str) -> str:
     """``"torch"``, ``"onnx"`` or ``"engine"`` from the model argument.
 
     Raises:
-        ValueError: unknown suffix (message lists the accepted ones).
+        UsageError (a ValueError): unknown suffix (message lists the accepted ones).
     """
     if model.startswith(PRESET_PREFIX):
         return "torch"
@@ -83,7 +81,7 @@ def model_kind(model: str) -> str:
         return "onnx"
     if suffix in ENGINE_SUFFIXES:
         return "engine"
-    raise ValueError(
+    raise UsageError(
         f"{model}: cannot tell the model type from the suffix {Path(model).suffix!r}; expected a PyTorch "
         f"checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)}), {PRESET_PREFIX}NAME, .onnx, or a TensorRT engine "
         f"({'/'.join(ENGINE_SUFFIXES)})"
@@ -158,7 +156,7 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
         except BackendUnavailableError as exc:
             raise NotRunError(str(exc)) from exc
         return trt_pycuda.TensorRTBackend(spec.model, cuda_graph=(r == "tensorrt-graph"))
-    raise ValueError(f"unknown runner {r!r}; choose from {list(ALL_RUNNERS)}")
+    raise UsageError(f"unknown runner {r!r}; choose from {list(ALL_RUNNERS)}")
 
 
 def versions() -> dict[str, Any]:

@@ -15,7 +15,8 @@ Then ONNX Runtime (CPU) vs PyTorch on a few images (synthetic unless ``--images`
 difference of masks, scores and boxes and Dice of the binarised masks; exit 1 when beyond
 ``--atol`` / ``--min-dice`` (the model is then not written). ``--batch dynamic`` is checked
 at batch 1 and 2; a model whose dynamic-batch graph does not reproduce PyTorch is refused
-with exit 2. Exit 2 also for bad arguments or inputs.
+with exit 2. Exit 2 also for bad arguments or inputs, 1 for a graph that breaks the contract
+(``rfnet.common.cli.ExitCode``).
 
 Score ties: detections whose scores differ by float noise (untrained models have many) may
 come out in either order from two backends; the comparison pairs such slots by box before
@@ -39,6 +40,7 @@ import onnx
 import torch
 
 from export import onnx_inspect
+from export.errors import ExportError
 from export.compare import (
     EvalImage,
     align_to_reference,
@@ -52,11 +54,12 @@ from export.graph_checks import roialign_attribute_issues
 from export.onnx_meta import exporter_versions, write_model_metadata
 from export.onnx_passes import SimplifyError, simplify
 from rfnet.checkpoint import checkpoint_sha256
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
 from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
+from rfnet.errors import RFNetError, UsageError
 from rfnet.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
@@ -64,11 +67,11 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 16  # RoiAlign coordinate_transformation_mode (half_pixel) exists from opset 16
 
 
-class ExportError(RuntimeError):
+class ExportContractError(ExportError, RuntimeError):
     """The export produced a graph that breaks the contract; the message says what."""
 
 
-class DynamicBatchUnsupported(ExportError):
+class DynamicBatchUnsupported(ExportContractError):
     """The model does not give correct results with a dynamic batch axis."""
 
 
@@ -136,11 +139,11 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
                  do_simplify: bool = True) -> onnx.ModelProto:
     """Trace ``model`` (eval) to ONNX; ``batch`` None gives a dynamic batch axis.
 
-    Raises :class:`ExportError` when the graph breaks the contract (names, static shapes,
+    Raises :class:`ExportContractError` when the graph breaks the contract (names, static shapes,
     RoiAlign attributes, custom-domain ops) and ``SimplifyError`` when onnxsim fails.
     """
     if opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
+        raise UsageError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
     model = model.eval()
     s = cfg.input.size
     example = torch.zeros(batch or 2, 3, s, s)
@@ -165,7 +168,7 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     if problems:
         if batch is None and any("shape" in p for p in problems):
             raise DynamicBatchUnsupported("the model does not export with a dynamic batch axis: " + "; ".join(problems))
-        raise ExportError("; ".join(problems))
+        raise ExportContractError("; ".join(problems))
     return proto
 
 
@@ -260,7 +263,7 @@ def load_model_for_export(checkpoint: Path, top_k: int | None) -> tuple[torch.nn
     cfg = ckpt.config
     if top_k is not None:
         if top_k < 1:
-            raise ValueError(f"--top-k must be >= 1, got {top_k}")
+            raise UsageError(f"--top-k must be >= 1, got {top_k}")
         cfg.roi_heads.detections_per_img = top_k
     build_cfg = copy.deepcopy(cfg)
     build_cfg.backbone.pretrained_path = None  # the checkpoint holds every weight
@@ -303,23 +306,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_can_write(args.output, args.overwrite)
         if args.opset < MIN_OPSET:
-            raise ValueError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
+            raise UsageError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
         if not args.checkpoint.is_file():
-            raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint file")
+            raise UsageError(f"{args.checkpoint}: no such checkpoint file")
         model, cfg = load_model_for_export(args.checkpoint, args.top_k)
         items = (folder_images(args.images, args.num_images) if args.images is not None
                  else synthetic_images(args.num_images, args.seed, 512))
-    except (OutputExistsError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
-    try:
         proto = export_model(model, cfg, batch=args.batch, opset=args.opset, do_simplify=not args.no_simplify)
     except DynamicBatchUnsupported as exc:
         log.error("%s; export with a static --batch N instead", exc)
-        return 2
-    except (ExportError, SimplifyError) as exc:
+        return ExitCode.USAGE
+    except ExportError as exc:  # the graph breaks the contract, or onnxsim failed
         log.error("%s: export failed: %s", args.checkpoint, exc)
-        return 1
+        return ExitCode.FAILED
+    except (RFNetError, OSError) as exc:  # arguments, checkpoint, parity images, output file
+        log.error("%s", exc)
+        return ExitCode.USAGE
     exporter = exporter_versions()
     exporter.update({"opset": str(args.opset), "batch": "dynamic" if args.batch is None else str(args.batch),
                      "simplified": str(not args.no_simplify), "torch_onnx_export": "dynamo=False"})
@@ -331,12 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     print(onnx_inspect.tensorrt_view(proto))
     if not args.no_parity:
         rc = _report_parity(args, model, cfg, data, items)
-        if rc != 0:
+        if rc != ExitCode.OK:
             log.error("%s not written", args.output)
             return rc
     atomic_write_bytes(args.output, data)
     log.info("wrote %s", args.output)
-    return 0
+    return ExitCode.OK
 
 
 def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, data: bytes,
@@ -358,15 +360,15 @@ def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelC
     if failed and args.batch is None:
         log.error("the model does not support a dynamic batch: the dynamic-batch graph differs from PyTorch at "
                   "batch %s; export with a static --batch N instead", failed)
-        return 2
+        return ExitCode.USAGE
     if failed:
         log.error("parity check failed: tolerances masks %.1g, scores %.1g, boxes %.1g px, Dice >= %.4f",
                   args.atol, args.score_atol, args.box_atol, args.min_dice)
-        return 1
+        return ExitCode.FAILED
     worst = {k: max(r.max_diff[k] for r in reports) for k in OUTPUT_NAMES}
     print(json.dumps({"parity": "ok", **{f"max_abs_{k}": v for k, v in worst.items()},
                       "mask_dice": min(r.mask_dice for r in reports)}))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

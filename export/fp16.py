@@ -36,9 +36,10 @@ import onnx
 from export import onnx_inspect
 from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
 from export.compare import mask_agreement, max_abs_diffs, run_onnx, synthetic_images
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import KEY_FP16
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.common.fileio import atomic_write_bytes, check_can_write
+from rfnet.errors import RFNetError
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_can_write(args.output, args.overwrite)
         model, _ = load_fp32_model(args.onnx)
-    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
+    except RFNetError as exc:  # an existing output, a missing / foreign / non-fp32 model
         log.error("%s", exc)
-        return 2
+        return ExitCode.USAGE
     fp16 = convert_fp16(model, tuple(args.keep_fp32_nodes))
     atomic_write_bytes(args.output, fp16.SerializeToString())
     log.info("wrote %s", args.output)
     print(onnx_inspect.tensorrt_view(fp16))
-    if args.check_images <= 0:
-        return 0
+    return _check(args) if args.check_images > 0 else ExitCode.OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """FP16 vs FP32 on synthetic images through the runtime's ONNX Runtime backend; FAILED when
+    the masks disagree by more than ``--max-dice-drop``."""
     images = [it.image for it in synthetic_images(args.check_images, seed=0, size=512)]
     r32, r16 = (run_onnx(path, images, fps_iters=5) for path in (args.onnx, args.output))
     diffs = max_abs_diffs(r32.outputs, r16.outputs)
@@ -249,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FP16 vs FP32 (ONNX Runtime CPU, {len(images)} synthetic images): max abs diff "
           + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
           + f"; mask agreement Dice disc {agree.disc_mean:.4f} cup {agree.cup_mean:.4f}")
-    print(f"ONNX Runtime CPU FPS: fp32 {r32.fps:.2f}  fp16 {r16.fps:.2f}"
+    print(f"ONNX Runtime CPU FPS: fp32 {r32.fps or 0:.2f}  fp16 {r16.fps or 0:.2f}"
           " (CPU fp16 kernels are few: this is a correctness check, not a speed one)")
     worst = max(1 - agree.disc_mean, 1 - agree.cup_mean)
     if not np.isfinite(worst) or worst > args.max_dice_drop:
         log.error("FP16 masks disagree with FP32 (Dice drop %.4f > %.4f)", worst, args.max_dice_drop)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Collection, Iterable, NamedTuple, Sequence
 
 import onnx
 
+from export.errors import ExportError
 from rfnet.common.contract import KEY_PRECISION
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _type_name(elem_type: int | None) -> str | None:
     return _INT_TYPES.get(elem_type) or onnx.TensorProto.DataType.Name(elem_type)  # type: ignore[arg-type]
 
 
-class GraphCheckError(ValueError):
+class GraphCheckError(ExportError, ValueError):
     """The ONNX graph cannot be built as asked; the message names the file/node and the fix."""
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from export.compare import EvalImage, mask_agreement, run_onnx
 from rfnet.common.metrics import agreement
+from rfnet.errors import UsageError
 
 
 @dataclass
@@ -87,5 +88,5 @@ def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | No
         if sample is not None:
             items.append(EvalImage(sample.name, sample.image, sample.disc, sample.cup))
     if not items:
-        raise ValueError(f"{root}: no usable {name} images for the evaluation")
+        raise UsageError(f"{root}: no usable {name} images for the evaluation")
     return items

@@ -88,7 +88,10 @@ def load_fp32_model(path: str | os.PathLike[str]) -> tuple["onnx.ModelProto", Mo
     p = Path(path)
     if not p.is_file():
         raise MetadataError(f"{p}: no such ONNX model")
-    model = onnx.load(str(p))
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # onnx raises DecodeError / ValueError variants
+        raise MetadataError(f"{p}: not a readable ONNX model ({exc})") from exc
     meta = model_metadata(model, where=str(p))
     if meta.precision != "fp32":
         raise MetadataError(f"{p}: expected an fp32 model, its rfnet.precision is {meta.precision!r}")

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from rfnet.common.contract import MANIFEST_FORMAT, MANIFEST_REQUIRED_FIELDS, PRECISIONS
 from rfnet.common.fileio import atomic_write_json
+from runtime.errors import DeploymentError
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ _REBUILD_HINT = (
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(DeploymentError, ValueError):
     """The manifest is missing or invalid; the message names the file and the problem."""
 
 

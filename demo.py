@@ -1,11 +1,17 @@
-"""The main job end to end on a machine without a GPU (``make demo``).
+"""The main job end to end on a machine without a GPU (``make demo``, or ``python -m demo`` from
+the repository root).
 
 generated fundus images -> brief training of the light preset (CPU) -> ONNX export with a
 parity check against PyTorch -> the torch-free runtime on ONNX Runtime (CPU, in a separate
 process) -> disc/cup masks, REFUGE BMPs, overlays, CDRs, FPS.
 
 Every step is the project's own command-line tool, called in-process (``main(argv)``) except
-the runtime, which runs in its own interpreter exactly as a clinic device would run it.
+the runtime, which runs in its own interpreter exactly as a clinic device would run it. This
+orchestrator sits above every package it calls (``rfnet``, ``export``, ``runtime``), at the top
+of the repository, so that none of them imports a layer above its own.
+
+Exit status: 0 done; 1 some images failed in the runtime step; 2 bad arguments or a non-empty
+``--out``; any other step's failure returns that step's own exit code; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -18,14 +24,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.errors import RFNetError
 
 logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rfnet.demo",
+        prog="python -m demo",
         description=__doc__.split("\n\n")[0] + " Runs in a few minutes on a 2-core CPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -47,15 +54,19 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-class StepFailed(RuntimeError):
+class StepFailed(RFNetError):
     """A step's tool exited non-zero; it has already logged why."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _run_tool(name: str, main_fn: Callable[[list[str]], int], argv: list[str]) -> None:
     logger.info("$ %s %s", name, " ".join(argv))
     rc = main_fn(argv)
-    if rc != 0:
-        raise StepFailed(f"{name} failed with exit code {rc} (its messages are above)")
+    if rc != ExitCode.OK:
+        raise StepFailed(f"{name} failed with exit code {rc} (its messages are above)", rc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except StepFailed as exc:
         logger.error("%s", exc)
-        return 1
+        return exc.exit_code
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return ExitCode.INTERRUPTED
 
 
 def _main(argv: list[str] | None) -> int:
@@ -73,7 +87,7 @@ def _main(argv: list[str] | None) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         print(f"error: {out} is not empty; pass --overwrite (make demo DEMO_ARGS=--overwrite) to replace it",
               file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     ow = ["--overwrite"] if args.overwrite else []
     t_all = time.perf_counter()
 
@@ -119,7 +133,7 @@ def _main(argv: list[str] | None) -> int:
            "--output", str(infer_dir), *ow]
     logger.info("$ %s", " ".join(cmd))
     rc = subprocess.run(cmd, check=False).returncode
-    if rc not in (0, 1):
+    if rc not in (ExitCode.OK, ExitCode.FAILED):
         logger.error("runtime failed with exit code %d", rc)
         return rc
     summary = json.loads((infer_dir / "summary.json").read_text())
