@@ -24,12 +24,12 @@ TensorRT-specific choices (see field notes section 1-2):
   layers (found by walking back from the ``masks`` output, not by name) stay float too:
   INT8 mask heads are the known source of degraded Mask R-CNN masks.
 * The stem and first MobileNet blocks stay float too (``--float-input-layers``, default 13):
-  on the Drishti-trained model they, not the heads, carried the INT8 Dice loss (see
-  :data:`DEFAULT_FLOAT_INPUT_LAYERS`).
+  on the Drishti-trained model they, not the heads, carried the INT8 Dice loss (measured per
+  choice of float layers in docs/results.md, "INT8 on this fold").
 * Min-max activation ranges by default. ONNX Runtime's own "entropy" is min-max in disguise
   (128 histogram bins for 128 levels leave the KL search one candidate); with TensorRT's
-  2048 bins (:func:`calibrated_ranges`) the KL threshold clipped this model so hard that disc
-  Dice fell from 0.92 to 0.47. ``--method entropy|percentile`` stay available.
+  2048 bins (:func:`calibrated_ranges`) the KL threshold clipped the Drishti-trained model far
+  too hard (docs/results.md). ``--method entropy|percentile`` stay available.
 * Q/DQ on layer outputs too (ONNX Runtime's layout, which its CPU provider fuses into
   int8-in/int8-out QLinearConv; TensorRT fuses it as well); ``--inputs-only`` gives the
   ModelOpt-style placement (inputs of weighted layers only), which ONNX Runtime then runs
@@ -69,11 +69,10 @@ METHODS = ("entropy", "minmax", "percentile")
 #: provider fuses DQ -> Conv -> (Clip) -> Q into QLinearConv (int8 in, int8 out).
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu")
 ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
-#: The stem and MobileNet blocks 0-5 stay float by default. Measured on the Drishti-GS fold-0
-#: light model (10 held-out images, min-max calibration on the 40 training images): everything
-#: INT8 cost 1.48 cup-Dice points; stem..block 2 float 1.02; stem..block 4 float 0.81; stem..
-#: block 5 float 0.40, with no loss of ONNX Runtime CPU speed (early layers are memory-bound).
-#: Keeping the FPN, RPN, box head or mask head float instead changed less than 0.1 point.
+#: The stem and MobileNet blocks 0-5 stay float by default: the early layers, not the heads,
+#: carried the INT8 cup-Dice loss on the Drishti-trained model, and keeping them float costs no
+#: ONNX Runtime CPU speed (they are memory-bound). The measurements behind the choice are in
+#: docs/results.md ("INT8 on this fold").
 DEFAULT_FLOAT_INPUT_LAYERS = 13
 
 
