@@ -340,7 +340,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "parity": verdict,
     }
     paths = write_reports(args.out, report)
-    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     for r in results:
         if r["status"] == "ok":
             acc, e2e = r["accuracy"], r["end_to_end"]
