@@ -90,35 +90,12 @@ def _main(argv: list[str] | None) -> int:
         return ExitCode.USAGE
     ow = ["--overwrite"] if args.overwrite else []
     t_all = time.perf_counter()
-
-    # Imported here so that --help stays fast.
-    from export import export_onnx
-    from rfnet import train
-    from rfnet.data import synthetic
-
-    data = out / "data"
-    t = _step("1/4 generate synthetic fundus images")
-    _run_tool("python -m rfnet.data.synthetic", synthetic.main,
-              ["--out", str(data / "train"), "--n", str(args.n_train), "--seed", str(args.seed + 1), *ow])
-    _run_tool("python -m rfnet.data.synthetic", synthetic.main,
-              ["--out", str(data / "val"), "--n", str(args.n_val), "--seed", str(args.seed + 2), *ow])
-    logger.info("data ready in %.1f s", time.perf_counter() - t)
-
-    if args.checkpoint is None:
-        t = _step(f"2/4 train the {args.preset} preset on the CPU (at most {args.train_minutes:g} min)")
-        run_dir = out / "run"
-        _run_tool("python -m rfnet.train", train.main, [
-            "--dataset", "folder", "--data-root", str(data / "train"), "--val-data-root", str(data / "val"),
-            "--preset", args.preset, "--epochs", str(args.epochs), "--max-time-min", str(args.train_minutes),
-            # A few hundred iterations at most: a short warm-up, and the x0.1 step for the last epoch.
-            "--warmup-iters", "20", "--lr-step", str(max(1, args.epochs - 1)),
-            "--seed", str(args.seed), "--out", str(run_dir), *ow,
-        ])
-        checkpoint = run_dir / "checkpoint_best.pt"
-        logger.info("trained in %.1f s", time.perf_counter() - t)
-    else:
-        checkpoint = args.checkpoint
+    data = _generate_data(args, out / "data", ow)
+    checkpoint = _train(args, data, out / "run", ow) if args.checkpoint is None else args.checkpoint
+    if args.checkpoint is not None:
         logger.info("=== 2/4 training skipped: using %s", checkpoint)
+
+    from export import export_onnx  # imported here so that --help stays fast
 
     t = _step("3/4 export to ONNX and check parity with PyTorch")
     onnx_path = out / "model.onnx"
@@ -141,6 +118,35 @@ def _main(argv: list[str] | None) -> int:
 
     _print_summary(out, checkpoint, onnx_path, infer_dir, summary, time.perf_counter() - t_all)
     return rc
+
+
+def _generate_data(args: argparse.Namespace, data: Path, ow: list[str]) -> Path:
+    """Step 1: generated training and validation images under ``data``."""
+    from rfnet.data import synthetic
+
+    t = _step("1/4 generate synthetic fundus images")
+    _run_tool("python -m rfnet.data.synthetic", synthetic.main,
+              ["--out", str(data / "train"), "--n", str(args.n_train), "--seed", str(args.seed + 1), *ow])
+    _run_tool("python -m rfnet.data.synthetic", synthetic.main,
+              ["--out", str(data / "val"), "--n", str(args.n_val), "--seed", str(args.seed + 2), *ow])
+    logger.info("data ready in %.1f s", time.perf_counter() - t)
+    return data
+
+
+def _train(args: argparse.Namespace, data: Path, run_dir: Path, ow: list[str]) -> Path:
+    """Step 2: a brief training on the CPU; the best checkpoint."""
+    from rfnet import train
+
+    t = _step(f"2/4 train the {args.preset} preset on the CPU (at most {args.train_minutes:g} min)")
+    _run_tool("python -m rfnet.train", train.main, [
+        "--dataset", "folder", "--data-root", str(data / "train"), "--val-data-root", str(data / "val"),
+        "--preset", args.preset, "--epochs", str(args.epochs), "--max-time-min", str(args.train_minutes),
+        # A few hundred iterations at most: a short warm-up, and the x0.1 step for the last epoch.
+        "--warmup-iters", "20", "--lr-step", str(max(1, args.epochs - 1)),
+        "--seed", str(args.seed), "--out", str(run_dir), *ow,
+    ])
+    logger.info("trained in %.1f s", time.perf_counter() - t)
+    return run_dir / "checkpoint_best.pt"
 
 
 def _print_summary(out: Path, checkpoint: Path, onnx_path: Path, infer_dir: Path, summary: dict,

@@ -282,16 +282,7 @@ def _num(v: float | None, digits: int) -> str:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     specs, ref_spec = _check_args(args)
     env = environment(args.threads, versions())
-    try:
-        images, problems = load_ground_truth(args.dataset, args.data, args.split, args.limit,
-                                             progress=not args.no_progress, fold=args.fold, folds=args.folds,
-                                             seed=args.seed)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{args.data}: cannot read the {args.dataset} data set: {exc}") from None
-    if not images:
-        raise UsageError(f"{args.data}: no usable images with ground truth ({'; '.join(problems[:3])})")
-    log.info("%d images from %s (%d problems)", len(images), args.data, len(problems))
-
+    images, problems = _load_images(args)
     # The reference runs first: its masks are what every other runner is compared with.
     ref_in_list = any(_same(s, ref_spec) for s in specs)
     ref_result, ref_masks = run_runner(ref_spec, images, args, reference=None, keep_masks=True, timing=ref_in_list)
@@ -299,13 +290,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"the reference {ref_spec.id} could not run: "
                          f"{ref_result.get('reason') or 'every image failed: ' + str(ref_result['end_to_end']['failures'][:1])}")
     ref_result["is_reference"] = True
-    results = []
-    for spec in specs:
-        if _same(spec, ref_spec):
-            results.append(ref_result)
-            continue
-        res, _ = run_runner(spec, images, args, reference=ref_masks, keep_masks=False)
-        results.append(res)
+    results = [ref_result if _same(spec, ref_spec) else
+               run_runner(spec, images, args, reference=ref_masks, keep_masks=False)[0] for spec in specs]
     # The reference agrees with itself by definition; record it for a complete table.
     ref_result["accuracy"]["agreement_vs_reference"] = {"disc": 1.0, "cup": 1.0, "disc_min": 1.0, "cup_min": 1.0,
                                                         "images": ref_result["end_to_end"]["images"]}
@@ -325,11 +311,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "environment": env,
         "load_average_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "baseline": baseline(),
-        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold, "folds": args.folds, "seed": args.seed, "images": len(images),
-                 "problems": problems[:20]},
+        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold,
+                 "folds": args.folds, "seed": args.seed, "images": len(images), "problems": problems[:20]},
         "settings": {"batch_sizes": args.batch_sizes, "warmup": args.warmup, "iterations": args.iterations,
-                     "pipeline": not args.no_pipeline,
-                     "threads": args.threads, "threshold": args.threshold},
+                     "pipeline": not args.no_pipeline, "threads": args.threads, "threshold": args.threshold},
         "reference": {"id": ref_spec.id, "model": ref_spec.model, "runner": ref_spec.runner,
                       "precision": ref_result.get("precision"), "in_results": ref_in_list,
                       "dice_disc": ref_result["accuracy"].get("dice_disc"),
@@ -341,6 +326,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     paths = write_reports(args.out, report)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return _print_results(results, verdict)
+
+
+def _load_images(args: argparse.Namespace) -> tuple[list[GTImage], list[str]]:
+    """The evaluation images with ground truth, and the data set's problems (UsageError when none)."""
+    try:
+        images, problems = load_ground_truth(args.dataset, args.data, args.split, args.limit,
+                                             progress=not args.no_progress, fold=args.fold, folds=args.folds,
+                                             seed=args.seed)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{args.data}: cannot read the {args.dataset} data set: {exc}") from None
+    if not images:
+        raise UsageError(f"{args.data}: no usable images with ground truth ({'; '.join(problems[:3])})")
+    log.info("%d images from %s (%d problems)", len(images), args.data, len(problems))
+    return images, problems
+
+
+def _print_results(results: list[dict[str, Any]], verdict: dict[str, Any]) -> int:
+    """One line per runner and the parity verdict; the exit code."""
     for r in results:
         if r["status"] == "ok":
             acc, e2e = r["accuracy"], r["end_to_end"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,54 +129,70 @@ def end_to_end(
         CUDA graph that cannot be captured): the caller reports it as not run.
     """
     core = Segmenter(backend, info, batch_size=1, threshold=threshold)
-    for item in list(images)[: max(0, min(warmup, len(images)))]:
+    n_warm = max(0, min(warmup, len(images)))
+    for item in list(images)[:n_warm]:
         try:
             _one_image(core, item.path)
         except BackendUnavailableError:
             raise
         except Exception as exc:  # reported by the timed pass below
             log.debug("warm-up on %s failed: %s", item.path, exc)
-    totals: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    rows: list[dict[str, float]] = []
-    agree: list[dict[str, float]] = []
-    failures: list[dict[str, str]] = []
-    kept: dict[str, PackedMasks] = {}
+    tally = _Tally(reference, keep_masks)
     for item in track(images, desc=f"end-to-end {label}", unit="img", enabled=progress):
         try:
             seg, ms = _one_image(core, item.path)
         except BackendUnavailableError:
             raise
         except (BackendError, ValueError, RuntimeError, OSError) as exc:
-            failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
+            tally.failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
             continue
-        totals.append(sum(ms.values()))
+        tally.add(item, seg, ms)
+    return tally.timing(n_warm), summarize_accuracy(tally.rows, tally.agree, len(images)), tally.kept
+
+
+@dataclass
+class _Tally:
+    """What :func:`end_to_end` collects per image: stage times, metrics, agreement, failures."""
+
+    reference: dict[str, PackedMasks] | None
+    keep_masks: bool
+    totals: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    rows: list[dict[str, float]] = field(default_factory=list)
+    agree: list[dict[str, float]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    kept: dict[str, PackedMasks] = field(default_factory=dict)
+
+    def add(self, item: GTImage, seg: Segmentation, ms: dict[str, float]) -> None:
+        self.totals.append(sum(ms.values()))
         for s in STAGES:
-            stages[s].append(ms[s])
+            self.stages[s].append(ms[s])
         gt_disc, gt_cup = item.gt.unpack()
         if seg.disc.shape != gt_disc.shape:
-            failures.append({"image": str(item.path), "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
-            continue
-        rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
-        if reference is not None and item.name in reference:
-            ref_disc, ref_cup = reference[item.name].unpack()
-            agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})
-        if keep_masks:
-            kept[item.name] = PackedMasks.pack(seg.disc, seg.cup)
-    mean_ms = latency_stats(totals)["mean"]
-    fps = fps_from_ms(mean_ms if mean_ms is None else float(mean_ms))
-    timing = {
-        "images": len(totals),
-        "warmup_images": max(0, min(warmup, len(images))),
-        "latency_ms": latency_stats(totals),
-        "stages_ms": {s: latency_stats(v) for s, v in stages.items()},
-        "fps": fps,
-        "speedup_vs_paper": speedup(fps),
-        "paper_fps": PAPER_FPS,
-        "failed_images": len(failures),
-        "failures": failures[:MAX_LISTED_FAILURES],
-    }
-    return timing, summarize_accuracy(rows, agree, len(images)), kept
+            self.failures.append({"image": str(item.path),
+                                  "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
+            return
+        self.rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
+        if self.reference is not None and item.name in self.reference:
+            ref_disc, ref_cup = self.reference[item.name].unpack()
+            self.agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})
+        if self.keep_masks:
+            self.kept[item.name] = PackedMasks.pack(seg.disc, seg.cup)
+
+    def timing(self, warmup_images: int) -> dict[str, Any]:
+        mean_ms = latency_stats(self.totals)["mean"]
+        fps = fps_from_ms(mean_ms if mean_ms is None else float(mean_ms))
+        return {
+            "images": len(self.totals),
+            "warmup_images": warmup_images,
+            "latency_ms": latency_stats(self.totals),
+            "stages_ms": {s: latency_stats(v) for s, v in self.stages.items()},
+            "fps": fps,
+            "speedup_vs_paper": speedup(fps),
+            "paper_fps": PAPER_FPS,
+            "failed_images": len(self.failures),
+            "failures": self.failures[:MAX_LISTED_FAILURES],
+        }
 
 
 def _finite(v: float) -> float | None:

@@ -254,14 +254,35 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
     quantization settings recorded in ``rfnet.quantization``.
     """
     import json
-    import tempfile
-
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if opts.method not in METHODS:
         raise UsageError(f"method must be one of {METHODS}, got {opts.method!r}")
     excluded = nodes_kept_float(model, opts)
     log.info("kept in float (besides every non-%s op): %s", "/".join(opts.op_types), excluded or "none")
+    qmodel = _quantize_static(model, calib_batch, opts, excluded)
+    quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
+    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
+    # quantize_static does not reliably keep metadata_props: ours are written explicitly.
+    how = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
+           "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+           "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
+           "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
+           **(calib_info or {})}
+    meta = derived_metadata(model_metadata(model), precision="int8",
+                            extra={KEY_QUANTIZATION: json.dumps(how, sort_keys=True)})
+    del qmodel.metadata_props[:]
+    set_metadata(qmodel, {**get_metadata(model), **meta.to_strings()})
+    onnx.checker.check_model(qmodel)
+    return QuantizeResult(qmodel, excluded)
+
+
+def _quantize_static(model: onnx.ModelProto, calib_batch: np.ndarray, opts: QuantizeOptions,
+                     excluded: list[str]) -> onnx.ModelProto:
+    """ONNX Runtime's ``quantize_static`` with the TensorRT-friendly settings of the module docstring."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     name, batch = _input_batch(model)
     extra: dict[str, object] = {
         "ActivationSymmetric": True,
@@ -303,21 +324,7 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
             extra_options=extra,
             calibration_providers=["CPUExecutionProvider"],
         )
-        qmodel = onnx.load(str(dst))
-    quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
-    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
-    # quantize_static keeps metadata_props? Not reliably: copy ours over explicitly.
-    how = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
-           "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-           "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
-           "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
-           **(calib_info or {})}
-    meta = derived_metadata(model_metadata(model), precision="int8",
-                            extra={KEY_QUANTIZATION: json.dumps(how, sort_keys=True)})
-    del qmodel.metadata_props[:]
-    set_metadata(qmodel, {**get_metadata(model), **meta.to_strings()})
-    onnx.checker.check_model(qmodel)
-    return QuantizeResult(qmodel, excluded)
+        return onnx.load(str(dst))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
