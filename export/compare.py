@@ -32,7 +32,7 @@ def cpu_backend(path: str | os.PathLike[str], threads: int = 0) -> OnnxRuntimeBa
 
     ``threads`` sets the intra-op threads (0 = ONNX Runtime's default: all cores).
     """
-    return OnnxRuntimeBackend(path, providers=[CPU_PROVIDER], intra_op_threads=threads or None)
+    return OnnxRuntimeBackend(Path(path), providers=[CPU_PROVIDER], intra_op_threads=threads or None)
 
 
 def whole_batch(backend: Backend, n: int) -> int:

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Sequence, Union, cast
 
 import numpy as np
 
@@ -170,7 +170,8 @@ class Pipeline(Segmenter):
     def _run_batch(self, items: list[_Decoded]) -> Iterator[Outcome]:
         t0 = time.perf_counter()
         try:
-            outputs = self.infer(np.stack([it.tensor for it in items]))
+            # every queued item decoded fine (failures were yielded before batching)
+            outputs = self.infer(np.stack([cast(np.ndarray, it.tensor) for it in items]))
         except (BackendError, ValueError) as exc:  # ContractError (bad output shapes) is a ValueError
             for it in items:
                 yield ImageFailure(it.index, it.path, f"{it.path}: inference failed: {exc}")
