@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rfnet.common.contract import (
+    KEY_FP16,
     KEY_MASK_BOX_SCALE,
     KEY_QUANTIZATION,
     MANIFEST_REQUIRED_FIELDS,
@@ -105,6 +106,6 @@ def test_contract_names_are_defined_once() -> None:
     files = [p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")]
     sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in files + list(REPO.glob("*.py"))}
     for pattern in (r"^\s*OUTPUT_NAMES\b.*=", r"^\s*PRECISIONS\b.*=", r"^\s*INPUT_NAME\b.*=",
-                    *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_QUANTIZATION))):
+                    *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_QUANTIZATION, KEY_FP16))):
         where = [p for p, text in sources.items() if re.search(pattern, text, re.M)]
         assert where == ["rfnet/common/contract.py"], (pattern, where)
