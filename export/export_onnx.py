@@ -52,11 +52,11 @@ from export.compare import (
 )
 from export.graph_checks import roialign_attribute_issues
 from export.onnx_meta import exporter_versions, write_model_metadata
-from export.onnx_passes import SimplifyError, simplify
+from export.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
 from rfnet.errors import RFNetError, UsageError
@@ -140,7 +140,7 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     """Trace ``model`` (eval) to ONNX; ``batch`` None gives a dynamic batch axis.
 
     Raises :class:`ExportContractError` when the graph breaks the contract (names, static shapes,
-    RoiAlign attributes, custom-domain ops) and ``SimplifyError`` when onnxsim fails.
+    RoiAlign attributes, custom-domain ops) and ``export.onnx_passes.SimplifyError`` when onnxsim fails.
     """
     if opset < MIN_OPSET:
         raise UsageError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
