@@ -20,8 +20,9 @@ Per runner:
 * peak resident memory (and GPU memory on a GPU).
 
 Writes ``report.json``, ``report.md`` and ``report.png`` into ``--out``.
-Exit status: 0 all parity checks held, 1 a parity check failed (the report and the log say
-which), 2 bad arguments or inputs (including a reference that cannot run).
+Exit status (``rfnet.common.cli.ExitCode``): 0 all parity checks held, 1 a parity check failed
+(the report and the log say which), 2 bad arguments or inputs (including a reference that
+cannot run).
 """
 from __future__ import annotations
 
@@ -45,24 +46,21 @@ from benchmarks.runners import (
     RunnerSpec,
     model_kind,
     open_runner,
-    precision_label,
     reference_runner,
     runners_for,
     versions,
 )
-from benchmarks.torch_backend import PRESET_PREFIX, TorchBackend
-from rfnet.common.cli import setup_logging
+from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
+from rfnet.common.segment import model_info
 from rfnet.data import DATASET_NAMES
-from runtime.backends.base import Backend, BackendError, BackendUnavailableError
-from runtime.pipeline import ModelInfo
+from rfnet.errors import RFNetError, UsageError
+from rfnet.torch_backend import PRESET_PREFIX, TorchBackend
 
 log = logging.getLogger("benchmarks.bench")
-
-
-class UsageError(ValueError):
-    """Bad arguments or inputs: exit status 2."""
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -175,10 +173,10 @@ def _same(a: RunnerSpec, b: RunnerSpec) -> bool:
     return key(a) == key(b)
 
 
-def _feed(backend: Backend, info: ModelInfo, images: Sequence[GTImage], batch: int) -> dict[str, np.ndarray]:
+def _feed(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int) -> dict[str, np.ndarray]:
     """A preprocessed batch of the first images (cycled when there are fewer than ``batch``)."""
     spec = backend.input_spec()
-    tensors = [preprocess(read_image(images[i % len(images)].path), info.input_config)[0] for i in range(min(batch, len(images)))]
+    tensors = [preprocess(read_image(images[i % len(images)].path), info.input_config())[0] for i in range(min(batch, len(images)))]
     arr = np.stack([tensors[i % len(tensors)] for i in range(batch)]).astype(spec.dtype)
     return {spec.name: arr}
 
@@ -194,7 +192,7 @@ def _batch_not_run(backend: Backend, b: int) -> str | None:
     return None
 
 
-def _throughput(backend: Backend, info: ModelInfo, images: Sequence[GTImage], args: argparse.Namespace,
+def _throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], args: argparse.Namespace,
                 label: str, probe: MemoryProbe) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per batch size: model-only timing and (unless --no-pipeline) pipelined end-to-end throughput."""
     model_only: dict[str, Any] = {}
@@ -240,8 +238,8 @@ def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Names
     masks: dict[str, PackedMasks] = {}
     with backend:
         try:
-            info = ModelInfo.from_backend(backend)
-            result.update(device=backend.device, precision=precision_label(backend, spec),
+            info = model_info(backend)
+            result.update(device=backend.device, precision=info.precision,
                           input_size=info.input_size, preset=info.preset)
             t0 = time.perf_counter()
             e2e, acc, masks = end_to_end(backend, info, images, threshold=args.threshold, warmup=args.warmup,
@@ -287,16 +285,7 @@ def _num(v: float | None, digits: int) -> str:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     specs, ref_spec = _check_args(args)
     env = environment(args.threads, versions())
-    try:
-        images, problems = load_ground_truth(args.dataset, args.data, args.split, args.limit,
-                                             progress=not args.no_progress, fold=args.fold, folds=args.folds,
-                                             seed=args.seed)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{args.data}: cannot read the {args.dataset} data set: {exc}") from None
-    if not images:
-        raise UsageError(f"{args.data}: no usable images with ground truth ({'; '.join(problems[:3])})")
-    log.info("%d images from %s (%d problems)", len(images), args.data, len(problems))
-
+    images, problems = _load_images(args)
     # The reference runs first: its masks are what every other runner is compared with.
     ref_in_list = any(_same(s, ref_spec) for s in specs)
     ref_result, ref_masks = run_runner(ref_spec, images, args, reference=None, keep_masks=True, timing=ref_in_list)
@@ -304,13 +293,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"the reference {ref_spec.id} could not run: "
                          f"{ref_result.get('reason') or 'every image failed: ' + str(ref_result['end_to_end']['failures'][:1])}")
     ref_result["is_reference"] = True
-    results = []
-    for spec in specs:
-        if _same(spec, ref_spec):
-            results.append(ref_result)
-            continue
-        res, _ = run_runner(spec, images, args, reference=ref_masks, keep_masks=False)
-        results.append(res)
+    results = [ref_result if _same(spec, ref_spec) else
+               run_runner(spec, images, args, reference=ref_masks, keep_masks=False)[0] for spec in specs]
     # The reference agrees with itself by definition; record it for a complete table.
     ref_result["accuracy"]["agreement_vs_reference"] = {"disc": 1.0, "cup": 1.0, "disc_min": 1.0, "cup_min": 1.0,
                                                         "images": ref_result["end_to_end"]["images"]}
@@ -330,11 +314,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "environment": env,
         "load_average_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "baseline": baseline(),
-        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold, "folds": args.folds, "seed": args.seed, "images": len(images),
-                 "problems": problems[:20]},
+        "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold,
+                 "folds": args.folds, "seed": args.seed, "images": len(images), "problems": problems[:20]},
         "settings": {"batch_sizes": args.batch_sizes, "warmup": args.warmup, "iterations": args.iterations,
-                     "pipeline": not args.no_pipeline,
-                     "threads": args.threads, "threshold": args.threshold},
+                     "pipeline": not args.no_pipeline, "threads": args.threads, "threshold": args.threshold},
         "reference": {"id": ref_spec.id, "model": ref_spec.model, "runner": ref_spec.runner,
                       "precision": ref_result.get("precision"), "in_results": ref_in_list,
                       "dice_disc": ref_result["accuracy"].get("dice_disc"),
@@ -345,7 +328,26 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "parity": verdict,
     }
     paths = write_reports(args.out, report)
-    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return _print_results(results, verdict)
+
+
+def _load_images(args: argparse.Namespace) -> tuple[list[GTImage], list[str]]:
+    """The evaluation images with ground truth, and the data set's problems (UsageError when none)."""
+    try:
+        images, problems = load_ground_truth(args.dataset, args.data, args.split, args.limit,
+                                             progress=not args.no_progress, fold=args.fold, folds=args.folds,
+                                             seed=args.seed)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{args.data}: cannot read the {args.dataset} data set: {exc}") from None
+    if not images:
+        raise UsageError(f"{args.data}: no usable images with ground truth ({'; '.join(problems[:3])})")
+    log.info("%d images from %s (%d problems)", len(images), args.data, len(problems))
+    return images, problems
+
+
+def _print_results(results: list[dict[str, Any]], verdict: dict[str, Any]) -> int:
+    """One line per runner and the parity verdict; the exit code."""
     for r in results:
         if r["status"] == "ok":
             acc, e2e = r["accuracy"], r["end_to_end"]
@@ -356,10 +358,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"  {r['id']:<50} {r['status']}: {r.get('reason')}")
     if verdict["passed"]:
         print(f"parity: all {len(verdict['checked'])} checked runners held")
-        return 0
+        return ExitCode.OK
     for f in verdict["failed"]:
         print(f"parity FAILED for {f['id']}: " + "; ".join(f["failures"]), file=sys.stderr)
-    return 1
+    return ExitCode.FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return run(args, argv)
-    except UsageError as exc:
+    except RFNetError as exc:  # bad arguments or inputs, a reference that cannot run
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The end-to-end pass: decode -> preprocess -> model -> postprocess -> CDR, one image at a time,
 timed per stage, with Dice against the ground truth and mask agreement with the reference.
 
-It uses the deployment code itself (``rfnet.common.imageio.read_image``,
-``rfnet.common.preprocess.preprocess``, the runtime backend, ``rfnet.common.postprocess``,
-``rfnet.common.metrics.cdr_report``), sequentially and with batch 1, so the latency of each
-image is the time a user waits for its CDR. Dice is computed after the clock stops.
+It runs the deployment code itself: ``rfnet.common.imageio.read_image`` (timed here), then the
+shared core (:class:`rfnet.common.segment.Segmenter`, which times the other stages) with batch
+1, sequentially, so the latency of each image is the time a user waits for its CDR. Dice is
+computed after the clock stops.
 
 Ground-truth and reference masks are kept bit-packed (1 bit per pixel), so a few hundred
 full-size fundus images fit in memory.
@@ -14,24 +14,26 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
+from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
+from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
-from rfnet.common.metrics import case_metrics, cdr_report, dice, summarize
-from rfnet.common.postprocess import postprocess
-from rfnet.common.preprocess import preprocess
-from runtime.backends.base import Backend, BackendError, BackendUnavailableError
-from runtime.pipeline import OUTPUT_NAMES, ModelInfo, Pipeline, plan_batch
+from rfnet.common.metrics import agreement, case_metrics, summarize
+from rfnet.common.postprocess import Segmentation
+from rfnet.common.progress import track
+from rfnet.common.segment import STAGES as CORE_STAGES
+from rfnet.common.segment import Segmenter
+from runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "preprocess", "model", "postprocess", "cdr")
+STAGES = ("decode", *CORE_STAGES)
 #: Failures listed one by one in the report (the count is always complete).
 MAX_LISTED_FAILURES = 20
 
@@ -85,7 +87,7 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
         ds = held_out_fold(ds, fold, folds, seed)
     n = len(ds) if limit is None else min(limit, len(ds))
     out: list[GTImage] = []
-    for i in tqdm(range(n), desc="ground truth", leave=False, disable=not progress):
+    for i in track(range(n), desc="ground truth", unit="img", enabled=progress):
         sample = ds.get(i)
         if sample is None:
             continue
@@ -93,48 +95,18 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
     return out, [str(p) for p in ds.problems]
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice between two predicted masks; two empty masks agree perfectly (1.0)."""
-    d = dice(a, b)
-    return 1.0 if math.isnan(d) else d
-
-
-def _check_outputs(out: dict[str, np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    missing = [k for k in OUTPUT_NAMES if k not in out]
-    if missing:
-        raise ValueError(f"model outputs lack {missing}")
-    boxes, scores, masks = (np.asarray(out[k], dtype=np.float32) for k in OUTPUT_NAMES)
-    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
-        raise ValueError(f"output boxes has shape {boxes.shape}, expected [{batch},K,4]")
-    k = boxes.shape[1]
-    if scores.shape != (batch, k) or masks.ndim != 5 or masks.shape[:3] != (batch, k, 2):
-        raise ValueError(f"outputs scores {scores.shape} / masks {masks.shape} do not match boxes {boxes.shape}")
-    return boxes, scores, masks
-
-
-def _one_image(backend: Backend, info: ModelInfo, path: Path, fed: int, threshold: float) -> tuple[Any, dict[str, float]]:
-    """Run one image through the whole path; ``(Segmentation, stage milliseconds)``."""
-    spec = backend.input_spec()
+def _one_image(core: Segmenter, path: Path) -> tuple[Segmentation, dict[str, float]]:
+    """Run one image through the whole path; ``(Segmentation, milliseconds per stage of STAGES)``."""
     t0 = time.perf_counter()
     image = read_image(path)
-    t1 = time.perf_counter()
-    tensor, lb = preprocess(image, info.input_config)
-    batch = np.zeros((fed,) + tensor.shape, dtype=spec.dtype)  # a fixed-batch model gets padding
-    batch[0] = tensor
-    t2 = time.perf_counter()
-    boxes, scores, masks = _check_outputs(backend.infer({spec.name: batch}), fed)
-    t3 = time.perf_counter()
-    seg = postprocess(boxes[0], scores[0], masks[0], lb, threshold)
-    t4 = time.perf_counter()
-    cdr_report(seg.disc, seg.cup)
-    t5 = time.perf_counter()
-    ms = [(b - a) * 1e3 for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))]
-    return seg, dict(zip(STAGES, ms))
+    decode_ms = (time.perf_counter() - t0) * 1e3
+    (done,) = core.process_batch([image])
+    return done.segmentation, {"decode": decode_ms, **done.timings}
 
 
 def end_to_end(
     backend: Backend,
-    info: ModelInfo,
+    info: ModelMetadata,
     images: Sequence[GTImage],
     *,
     threshold: float = 0.5,
@@ -156,55 +128,71 @@ def end_to_end(
         BackendUnavailableError: the path turned out unavailable on its first call (e.g. a
         CUDA graph that cannot be captured): the caller reports it as not run.
     """
-    fed = plan_batch(backend.input_spec(), 1)[1]
-    for item in list(images)[: max(0, min(warmup, len(images)))]:
+    core = Segmenter(backend, info, batch_size=1, threshold=threshold)
+    n_warm = max(0, min(warmup, len(images)))
+    for item in list(images)[:n_warm]:
         try:
-            _one_image(backend, info, item.path, fed, threshold)
+            _one_image(core, item.path)
         except BackendUnavailableError:
             raise
         except Exception as exc:  # reported by the timed pass below
             log.debug("warm-up on %s failed: %s", item.path, exc)
-    totals: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    rows: list[dict[str, float]] = []
-    agree: list[dict[str, float]] = []
-    failures: list[dict[str, str]] = []
-    kept: dict[str, PackedMasks] = {}
-    for item in tqdm(images, desc=f"end-to-end {label}", leave=False, disable=not progress):
+    tally = _Tally(reference, keep_masks)
+    for item in track(images, desc=f"end-to-end {label}", unit="img", enabled=progress):
         try:
-            seg, ms = _one_image(backend, info, item.path, fed, threshold)
+            seg, ms = _one_image(core, item.path)
         except BackendUnavailableError:
             raise
         except (BackendError, ValueError, RuntimeError, OSError) as exc:
-            failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
+            tally.failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
             continue
-        totals.append(sum(ms.values()))
+        tally.add(item, seg, ms)
+    return tally.timing(n_warm), summarize_accuracy(tally.rows, tally.agree, len(images)), tally.kept
+
+
+@dataclass
+class _Tally:
+    """What :func:`end_to_end` collects per image: stage times, metrics, agreement, failures."""
+
+    reference: dict[str, PackedMasks] | None
+    keep_masks: bool
+    totals: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    rows: list[dict[str, float]] = field(default_factory=list)
+    agree: list[dict[str, float]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    kept: dict[str, PackedMasks] = field(default_factory=dict)
+
+    def add(self, item: GTImage, seg: Segmentation, ms: dict[str, float]) -> None:
+        self.totals.append(sum(ms.values()))
         for s in STAGES:
-            stages[s].append(ms[s])
+            self.stages[s].append(ms[s])
         gt_disc, gt_cup = item.gt.unpack()
         if seg.disc.shape != gt_disc.shape:
-            failures.append({"image": str(item.path), "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
-            continue
-        rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
-        if reference is not None and item.name in reference:
-            ref_disc, ref_cup = reference[item.name].unpack()
-            agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})
-        if keep_masks:
-            kept[item.name] = PackedMasks.pack(seg.disc, seg.cup)
-    mean_ms = latency_stats(totals)["mean"]
-    fps = fps_from_ms(mean_ms if mean_ms is None else float(mean_ms))
-    timing = {
-        "images": len(totals),
-        "warmup_images": max(0, min(warmup, len(images))),
-        "latency_ms": latency_stats(totals),
-        "stages_ms": {s: latency_stats(v) for s, v in stages.items()},
-        "fps": fps,
-        "speedup_vs_paper": speedup(fps),
-        "paper_fps": PAPER_FPS,
-        "failed_images": len(failures),
-        "failures": failures[:MAX_LISTED_FAILURES],
-    }
-    return timing, summarize_accuracy(rows, agree, len(images)), kept
+            self.failures.append({"image": str(item.path),
+                                  "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
+            return
+        self.rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
+        if self.reference is not None and item.name in self.reference:
+            ref_disc, ref_cup = self.reference[item.name].unpack()
+            self.agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})
+        if self.keep_masks:
+            self.kept[item.name] = PackedMasks.pack(seg.disc, seg.cup)
+
+    def timing(self, warmup_images: int) -> dict[str, Any]:
+        mean_ms = latency_stats(self.totals)["mean"]
+        fps = fps_from_ms(mean_ms if mean_ms is None else float(mean_ms))
+        return {
+            "images": len(self.totals),
+            "warmup_images": warmup_images,
+            "latency_ms": latency_stats(self.totals),
+            "stages_ms": {s: latency_stats(v) for s, v in self.stages.items()},
+            "fps": fps,
+            "speedup_vs_paper": speedup(fps),
+            "paper_fps": PAPER_FPS,
+            "failed_images": len(self.failures),
+            "failures": self.failures[:MAX_LISTED_FAILURES],
+        }
 
 
 def _finite(v: float) -> float | None:
@@ -233,7 +221,7 @@ def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float
     return out
 
 
-def pipeline_throughput(backend: Backend, info: ModelInfo, images: Sequence[GTImage], batch: int,
+def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int,
                         *, threshold: float = 0.5) -> dict[str, Any]:
     """End-to-end throughput as deployed: ``runtime.pipeline.Pipeline`` (decoding in a
     background thread overlapping inference, ``batch`` images per call) over all images once.

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
+
+from rfnet.common.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def time_model(
     for _ in range(max(0, warmup)):
         infer(feed)
     times: list[float] = []
-    for _ in tqdm(range(iterations), desc=f"model-only {label} b={batch}", leave=False, disable=not progress):
+    for _ in track(range(iterations), desc=f"model-only {label} b={batch}", unit="calls", enabled=progress):
         t0 = time.perf_counter()
         infer(feed)
         times.append((time.perf_counter() - t0) * 1e3)

@@ -1,5 +1,6 @@
 """The three report files: ``report.json`` (every number + environment), ``report.md`` (the
-table), ``report.png`` (FPS against Dice per backend and precision). All written atomically.
+table), ``report.png`` (FPS against Dice per backend and precision; needs matplotlib, optional).
+All written atomically.
 """
 from __future__ import annotations
 
@@ -226,9 +227,19 @@ def scatter_png(report: dict[str, Any]) -> bytes:
 
 
 def write_reports(out: Path, report: dict[str, Any]) -> dict[str, Path]:
-    """Write report.json, report.md and report.png under ``out`` (each atomically)."""
-    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "report.png"}
+    """Write report.json, report.md and report.png under ``out`` (each atomically); the paths written.
+
+    report.png needs matplotlib, which a runtime-only install (``pip install .``) does not have:
+    the figure is then left out with a warning and the JSON and Markdown reports are still written.
+    """
+    paths = {"json": out / "report.json", "md": out / "report.md"}
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["md"], markdown(report))
-    atomic_write_bytes(paths["png"], scatter_png(report))
+    try:
+        png = scatter_png(report)
+    except ImportError as exc:
+        log.warning("report.png not written: %s (pip install matplotlib, or the [train] extra)", exc)
+        return paths
+    paths["png"] = out / "report.png"
+    atomic_write_bytes(paths["png"], png)
     return paths

@@ -1,8 +1,10 @@
 """One runner per backend and precision path: which ones a model file gets, and opening them.
 
-A *runner* is a loaded :class:`runtime.backends.base.Backend` (ONNX Runtime, TensorRT, or the
-PyTorch model wrapped in :class:`benchmarks.torch_backend.TorchBackend`), so the benchmark
-times exactly what the deployment runtime calls.
+A *runner* is a loaded :class:`rfnet.common.backend.Backend` (ONNX Runtime, TensorRT, or the
+PyTorch model wrapped in :class:`rfnet.torch_backend.TorchBackend`), so the benchmark
+times exactly what the deployment runtime calls. A runner's precision is its model's
+``rfnet.precision`` (ONNX metadata, engine manifest, or the PyTorch mode): see
+:func:`rfnet.common.segment.model_info`.
 
 =====================  ==============================  ======================================
 runner                 model files                     needs
@@ -23,15 +25,17 @@ reason; the report then says "not run: <reason>" instead of a number.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
-from runtime.backends.base import Backend, BackendUnavailableError
-from benchmarks.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
+from benchmarks.errors import NotRunError
+from rfnet.common.backend import Backend, BackendUnavailableError
 from rfnet.common.env import torch_cuda_unavailable_reason
+from rfnet.errors import UsageError
+from rfnet.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
+from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from runtime.backends.onnxrt import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,6 @@ TORCH_RUNNERS = ("pytorch-cpu", "pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cu
 ORT_RUNNERS = ("onnxruntime-cpu", "onnxruntime-cuda")
 TRT_RUNNERS = ("tensorrt", "tensorrt-graph")
 ALL_RUNNERS = TORCH_RUNNERS + ORT_RUNNERS + TRT_RUNNERS
-PRECISIONS = ("fp32", "fp16", "int8")
-
-CPU_PROVIDER = "CPUExecutionProvider"
-CUDA_PROVIDER = "CUDAExecutionProvider"
-
-
-class NotRunError(RuntimeError):
-    """This runner cannot run on this machine (library, provider or GPU missing); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ def model_kind(model: str) -> str:
     """``"torch"``, ``"onnx"`` or ``"engine"`` from the model argument.
 
     Raises:
-        ValueError: unknown suffix (message lists the accepted ones).
+        UsageError (a ValueError): unknown suffix (message lists the accepted ones).
     """
     if model.startswith(PRESET_PREFIX):
         return "torch"
@@ -85,7 +81,7 @@ def model_kind(model: str) -> str:
         return "onnx"
     if suffix in ENGINE_SUFFIXES:
         return "engine"
-    raise ValueError(
+    raise UsageError(
         f"{model}: cannot tell the model type from the suffix {Path(model).suffix!r}; expected a PyTorch "
         f"checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)}), {PRESET_PREFIX}NAME, .onnx, or a TensorRT engine "
         f"({'/'.join(ENGINE_SUFFIXES)})"
@@ -106,29 +102,6 @@ def reference_runner(model: str) -> RunnerSpec:
     if kind == "torch":
         return RunnerSpec(model, "pytorch-cuda" if torch_cuda_unavailable_reason() is None else "pytorch-cpu")
     return RunnerSpec(model, "onnxruntime-cpu" if kind == "onnx" else "tensorrt")
-
-
-
-
-def precision_label(backend: Backend, spec: RunnerSpec) -> str:
-    """fp32 / fp16 / int8: the PyTorch mode, else the model's ``rfnet.precision`` (ONNX
-    metadata or engine manifest), else a ``fp16`` / ``int8`` token in the file name."""
-    if spec.runner == "pytorch-cuda-fp16":
-        return "fp16"
-    meta = backend.metadata or {}
-    value = meta.get("rfnet.precision", meta.get("precision"))
-    if isinstance(value, str) and value.lower() in PRECISIONS:
-        return value.lower()
-    return precision_from_name(spec.model)
-
-
-def precision_from_name(model: str) -> str:
-    """``fp16`` / ``int8`` when the file name says so (``m_int8.onnx``, ``m-fp16.engine``), else ``fp32``."""
-    stem = Path(model).name.lower()
-    for p in ("int8", "fp16"):
-        if re.search(rf"(^|[^a-z0-9]){p}([^a-z0-9]|$)", stem):
-            return p
-    return "fp32"
 
 
 def open_runner(spec: RunnerSpec, *, threads: int | None = None) -> Backend:
@@ -159,8 +132,6 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
         mode = {"pytorch-cuda-fp16": "fp16", "pytorch-cuda-graph": "graph"}.get(r, "fp32")
         return TorchBackend(spec.model, device="cpu" if r == "pytorch-cpu" else "cuda", mode=mode, threads=threads)
     if r in ORT_RUNNERS:
-        from runtime.backends.onnxrt import OnnxRuntimeBackend
-
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -185,7 +156,7 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
         except BackendUnavailableError as exc:
             raise NotRunError(str(exc)) from exc
         return trt_pycuda.TensorRTBackend(spec.model, cuda_graph=(r == "tensorrt-graph"))
-    raise ValueError(f"unknown runner {r!r}; choose from {list(ALL_RUNNERS)}")
+    raise UsageError(f"unknown runner {r!r}; choose from {list(ALL_RUNNERS)}")
 
 
 def versions() -> dict[str, Any]:

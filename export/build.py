@@ -34,9 +34,10 @@ from export import build_plan as bp
 from export.calibration import CalibrationDataError, make_calibration_set
 from export.graph_checks import GraphCheckError, GraphPrecision, graph_precision, precision_problem
 from export.graph_checks import roialign_attribute_issues, roialign_nodes, sibling_candidates
-from export.onnx_meta import MetadataError, RFNetMetadata, get_metadata, parse_metadata
-from export.targets import PRECISIONS, Target, TargetError, load_target
+from export.onnx_meta import get_metadata
+from export.targets import Target, TargetError, load_target
 from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.contract import PRECISIONS, MetadataError, ModelMetadata, parse_metadata
 from rfnet.common.fileio import OutputExistsError, atomic_open, check_can_write
 from runtime.manifest import ManifestError, manifest_path, sha256_file, write_manifest
 
@@ -88,7 +89,7 @@ class OnnxFacts:
     """What build.py needs from one ONNX file."""
 
     path: Path
-    meta: RFNetMetadata
+    meta: ModelMetadata
     input_name: str
     input_dims: list[int | None]
     roialign: list[str]
@@ -269,8 +270,8 @@ def manifest_for(plan: bp.BuildPlan, result: Any, facts: OnnxFacts, gpu: Any, en
             "num_images": cs.num_images if cs is not None else 0,
             "cache_file": str(plan.calib_cache),
         }
-    m = facts.meta
     return {
+        **facts.meta.deploy_fields(),  # preset, input size, normalisation, K, M, ...; precision is the engine's
         "engine_file": plan.output.name, "engine_sha256": engine_sha,
         "tensorrt_version": result.tensorrt_version, "gpu_name": gpu.name, "compute_capability": gpu.compute_capability,
         "precision": plan.precision, "strongly_typed": bool(result.strongly_typed),
@@ -286,8 +287,6 @@ def manifest_for(plan: bp.BuildPlan, result: Any, facts: OnnxFacts, gpu: Any, en
         "dla_core": plan.dla_core, "layer_placement": result.layer_placement,
         "build_time_s": result.build_time_s,
         "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "preset": m.preset, "input_size": m.input_size, "mean": list(m.mean), "std": list(m.std),
-        "mask_size": m.mask_size, "top_k": m.top_k, "class_names": list(m.class_names),
     }
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export.calibration import CalibrationSet
+from export.errors import ExportError
 from export.graph_checks import GraphPrecision
 
 Shape = tuple[int, ...]
 
 
-class PlanError(ValueError):
+class PlanError(ExportError, ValueError):
     """Inconsistent build options; the message names the option and the fix."""
 
 

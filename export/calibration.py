@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from export.errors import ExportError
 from rfnet.common.imageio import ImageReadError, list_images, read_image
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig
@@ -31,7 +32,7 @@ from rfnet.config import InputConfig
 log = logging.getLogger(__name__)
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(ExportError, ValueError):
     """The calibration images cannot be used; the message names the folder/file and the fix."""
 
 

@@ -15,11 +15,12 @@ Then ONNX Runtime (CPU) vs PyTorch on a few images (synthetic unless ``--images`
 difference of masks, scores and boxes and Dice of the binarised masks; exit 1 when beyond
 ``--atol`` / ``--min-dice`` (the model is then not written). ``--batch dynamic`` is checked
 at batch 1 and 2; a model whose dynamic-batch graph does not reproduce PyTorch is refused
-with exit 2. Exit 2 also for bad arguments or inputs.
+with exit 2. Exit 2 also for bad arguments or inputs, 1 for a graph that breaks the contract
+(``rfnet.common.cli.ExitCode``).
 
 Score ties: detections whose scores differ by float noise (untrained models have many) may
 come out in either order from two backends; the comparison pairs such slots by box before
-taking differences and reports how many it reordered (export/parity.py).
+taking differences and reports how many it reordered (export/compare.py).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import io
 import json
 import logging
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,35 +40,38 @@ import onnx
 import torch
 
 from export import onnx_inspect
-from export.onnx_meta import build_metadata, exporter_versions, set_metadata
-from export.onnx_passes import SimplifyError, simplify
-from export.parity import (
+from export.errors import ExportError
+from export.compare import (
     EvalImage,
-    INPUT_NAME,
-    OUTPUT_NAMES,
     align_to_reference,
     binary_mask_dice,
+    cpu_backend,
     folder_images,
-    make_session,
     max_abs_diffs,
-    preprocess_items,
     synthetic_images,
 )
+from export.graph_checks import roialign_attribute_issues
+from export.onnx_meta import exporter_versions, write_model_metadata
+from export.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256
-from rfnet.common.cli import setup_logging
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from rfnet.common.fileio import atomic_write_bytes, check_can_write
+from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
+from rfnet.errors import RFNetError, UsageError
+from rfnet.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 16  # RoiAlign coordinate_transformation_mode (half_pixel) exists from opset 16
 
 
-class ExportError(RuntimeError):
+class ExportContractError(ExportError, RuntimeError):
     """The export produced a graph that breaks the contract; the message says what."""
 
 
-class DynamicBatchUnsupported(ExportError):
+class DynamicBatchUnsupported(ExportContractError):
     """The model does not give correct results with a dynamic batch axis."""
 
 
@@ -121,14 +126,10 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig, batch: int | Non
     custom = onnx_inspect.custom_domain_nodes(model)
     if custom:
         problems.append(f"custom-domain ops in the graph: {custom}")
-    ratios = {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio}
-    ra = onnx_inspect.roialign_problems(model)
-    for node in model.graph.node:
-        if node.op_type == "RoiAlign":
-            r = next((a.i for a in node.attribute if a.name == "sampling_ratio"), None)
-            if r is not None and r not in ratios:
-                ra.append(f"{node.name}: sampling_ratio={r}, expected one of {sorted(ratios)}")
-    problems += ra
+    errors, warnings = roialign_attribute_issues(model, {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio})
+    problems += errors
+    for w in warnings:
+        log.warning("%s", w)
     if not any(n.op_type == "RoiAlign" for n in model.graph.node):
         problems.append("no RoiAlign node in the graph")
     return problems
@@ -138,11 +139,11 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
                  do_simplify: bool = True) -> onnx.ModelProto:
     """Trace ``model`` (eval) to ONNX; ``batch`` None gives a dynamic batch axis.
 
-    Raises :class:`ExportError` when the graph breaks the contract (names, static shapes,
-    RoiAlign attributes, custom-domain ops) and ``SimplifyError`` when onnxsim fails.
+    Raises :class:`ExportContractError` when the graph breaks the contract (names, static shapes,
+    RoiAlign attributes, custom-domain ops) and ``export.onnx_passes.SimplifyError`` when onnxsim fails.
     """
     if opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
+        raise UsageError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
     model = model.eval()
     s = cfg.input.size
     example = torch.zeros(batch or 2, 3, s, s)
@@ -167,7 +168,7 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     if problems:
         if batch is None and any("shape" in p for p in problems):
             raise DynamicBatchUnsupported("the model does not export with a dynamic batch axis: " + "; ".join(problems))
-        raise ExportError("; ".join(problems))
+        raise ExportContractError("; ".join(problems))
     return proto
 
 
@@ -208,29 +209,26 @@ class ParityReport:
         return d["masks"] <= atol and d["scores"] <= score_atol and d["boxes"] <= box_atol and self.mask_dice >= min_dice
 
 
-def parity_check(model: torch.nn.Module, onnx_model: Path | bytes, items: Sequence[EvalImage], cfg: ModelConfig,
+def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalImage], cfg: ModelConfig,
                  batch_sizes: Sequence[int], threads: int = 0, box_min_score: float = 0.05) -> ParityReport:
     """Run ``items`` through PyTorch and ONNX Runtime in chunks of each batch size; compare.
 
-    ``onnx_model`` is a file or the serialized model. Boxes are compared only for slots whose
-    PyTorch score is at least ``box_min_score``: among low-confidence candidates (a briefly
-    trained model has many near-duplicates) which one NMS keeps is decided by float noise,
-    and none of them reaches the segmentation. Scores and masks are compared in every slot.
+    Both run through the shared core (:meth:`rfnet.common.segment.Segmenter.infer`): the
+    model behind :class:`~rfnet.torch_backend.TorchBackend`, the file ``onnx_model`` behind the
+    runtime's ONNX Runtime backend. Boxes are compared only for slots whose PyTorch score is at
+    least ``box_min_score``: among low-confidence candidates (a briefly trained model has many
+    near-duplicates) which one NMS keeps is decided by float noise, and none of them reaches
+    the segmentation. Scores and masks are compared in every slot.
     """
-    batch, _ = preprocess_items(items, cfg.input)
-    session = make_session(onnx_model, threads)
     refs: list[dict[str, np.ndarray]] = []
     alts: list[dict[str, np.ndarray]] = []
     raws: list[dict[str, np.ndarray]] = []
     moved = 0
-    for b in batch_sizes:
-        for start in range(0, batch.shape[0], b):
-            part = batch[start : start + b]
-            if part.shape[0] < b:
-                part = np.concatenate([part, np.repeat(part[-1:], b - part.shape[0], axis=0)])
-            with torch.no_grad():
-                ref = {k: v.numpy() for k, v in model(torch.from_numpy(part)).items()}
-            got = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: part})))
+    with TorchBackend.from_model(model, cfg) as reference, cpu_backend(onnx_model, threads) as exported:
+        for b in batch_sizes:
+            ref_core, onnx_core = Segmenter(reference, batch_size=b), Segmenter(exported, batch_size=b)
+            tensors = np.stack([ref_core.preprocess(it.image)[0] for it in items])
+            ref, got = ref_core.infer(tensors), onnx_core.infer(tensors)
             aligned, n = align_to_reference(ref, got)
             moved += n
             refs.append(ref)
@@ -265,7 +263,7 @@ def load_model_for_export(checkpoint: Path, top_k: int | None) -> tuple[torch.nn
     cfg = ckpt.config
     if top_k is not None:
         if top_k < 1:
-            raise ValueError(f"--top-k must be >= 1, got {top_k}")
+            raise UsageError(f"--top-k must be >= 1, got {top_k}")
         cfg.roi_heads.detections_per_img = top_k
     build_cfg = copy.deepcopy(cfg)
     build_cfg.backbone.pretrained_path = None  # the checkpoint holds every weight
@@ -308,40 +306,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_can_write(args.output, args.overwrite)
         if args.opset < MIN_OPSET:
-            raise ValueError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
+            raise UsageError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
         if not args.checkpoint.is_file():
-            raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint file")
+            raise UsageError(f"{args.checkpoint}: no such checkpoint file")
         model, cfg = load_model_for_export(args.checkpoint, args.top_k)
         items = (folder_images(args.images, args.num_images) if args.images is not None
                  else synthetic_images(args.num_images, args.seed, 512))
-    except (OutputExistsError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
-    try:
         proto = export_model(model, cfg, batch=args.batch, opset=args.opset, do_simplify=not args.no_simplify)
     except DynamicBatchUnsupported as exc:
         log.error("%s; export with a static --batch N instead", exc)
-        return 2
-    except (ExportError, SimplifyError) as exc:
+        return ExitCode.USAGE
+    except ExportError as exc:  # the graph breaks the contract, or onnxsim failed
         log.error("%s: export failed: %s", args.checkpoint, exc)
-        return 1
+        return ExitCode.FAILED
+    except (RFNetError, OSError) as exc:  # arguments, checkpoint, parity images, output file
+        log.error("%s", exc)
+        return ExitCode.USAGE
     exporter = exporter_versions()
     exporter.update({"opset": str(args.opset), "batch": "dynamic" if args.batch is None else str(args.batch),
                      "simplified": str(not args.no_simplify), "torch_onnx_export": "dynamo=False"})
-    set_metadata(proto, build_metadata(cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint),
-                                       exporter=exporter))
+    write_model_metadata(proto, ModelMetadata.from_config(
+        cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint), exporter=exporter))
     data = proto.SerializeToString()
     log.info("exported %d nodes, opset %d, batch %s", len(proto.graph.node), args.opset,
              "dynamic" if args.batch is None else args.batch)
     print(onnx_inspect.tensorrt_view(proto))
     if not args.no_parity:
         rc = _report_parity(args, model, cfg, data, items)
-        if rc != 0:
+        if rc != ExitCode.OK:
             log.error("%s not written", args.output)
             return rc
     atomic_write_bytes(args.output, data)
     log.info("wrote %s", args.output)
-    return 0
+    return ExitCode.OK
 
 
 def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, data: bytes,
@@ -349,7 +346,10 @@ def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelC
     """Parity check(s) of the serialized model; prints the figures, returns the exit code."""
     tol = (args.atol, args.min_dice, args.score_atol, args.box_atol)
     batch_sizes = [1, 2] if args.batch is None else [args.batch]
-    reports = [parity_check(model, data, items, cfg, [b], box_min_score=args.box_min_score) for b in batch_sizes]
+    with tempfile.TemporaryDirectory(prefix="rfnet_export_") as tmp:  # ONNX Runtime loads it as the runtime would
+        path = Path(tmp) / args.output.name
+        path.write_bytes(data)
+        reports = [parity_check(model, path, items, cfg, [b], box_min_score=args.box_min_score) for b in batch_sizes]
     for rep in reports:
         print(f"ONNX Runtime vs PyTorch (fp32, {rep.num_images} images, batch {rep.batch_sizes[0]}): max abs diff "
               + ", ".join(f"{k} {v:.3g}" for k, v in rep.max_diff.items())
@@ -360,15 +360,15 @@ def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelC
     if failed and args.batch is None:
         log.error("the model does not support a dynamic batch: the dynamic-batch graph differs from PyTorch at "
                   "batch %s; export with a static --batch N instead", failed)
-        return 2
+        return ExitCode.USAGE
     if failed:
         log.error("parity check failed: tolerances masks %.1g, scores %.1g, boxes %.1g px, Dice >= %.4f",
                   args.atol, args.score_atol, args.box_atol, args.min_dice)
-        return 1
+        return ExitCode.FAILED
     worst = {k: max(r.max_diff[k] for r in reports) for k in OUTPUT_NAMES}
     print(json.dumps({"parity": "ok", **{f"max_abs_{k}": v for k, v in worst.items()},
                       "mask_dice": min(r.mask_dice for r in reports)}))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

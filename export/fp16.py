@@ -34,19 +34,12 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
-from export.onnx_meta import KEY_PRECISION, get_metadata, load_fp32_model, set_metadata
-from export.parity import (
-    make_session,
-    mask_agreement,
-    max_abs_diffs,
-    measure_fps,
-    preprocess_items,
-    run_batched,
-    segment_all,
-    synthetic_images,
-)
-from rfnet.common.cli import setup_logging
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
+from export.compare import mask_agreement, max_abs_diffs, run_onnx, synthetic_images
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.contract import KEY_FP16
+from rfnet.common.fileio import atomic_write_bytes, check_can_write
+from rfnet.errors import RFNetError
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +205,11 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32_nodes: tuple[str, ...] = ()) 
     _restore_fp32_outputs(out)
     removed = remove_cast_round_trips(out)
     log.debug("removed %d redundant Cast nodes", removed)
-    meta = get_metadata(model)
-    meta[KEY_PRECISION] = "fp16"
-    meta["rfnet.fp16"] = json.dumps(
-        {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True,
-         "fp16_nodes": len(half), "fp32_nodes": len(block_nodes)},
-        sort_keys=True,
-    )
+    how = {"tool": "onnxconverter_common.float16.convert_float_to_float16", "keep_io_types": True,
+           "fp16_nodes": len(half), "fp32_nodes": len(block_nodes)}
+    meta = derived_metadata(model_metadata(model), precision="fp16", extra={KEY_FP16: json.dumps(how, sort_keys=True)})
     del out.metadata_props[:]
-    set_metadata(out, meta)
+    set_metadata(out, {**get_metadata(model), **meta.to_strings()})
     onnx.checker.check_model(out)
     return out
 
@@ -244,32 +233,34 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         check_can_write(args.output, args.overwrite)
-        model, meta = load_fp32_model(args.onnx)
-    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
+        model, _ = load_fp32_model(args.onnx)
+    except RFNetError as exc:  # an existing output, a missing / foreign / non-fp32 model
         log.error("%s", exc)
-        return 2
+        return ExitCode.USAGE
     fp16 = convert_fp16(model, tuple(args.keep_fp32_nodes))
     atomic_write_bytes(args.output, fp16.SerializeToString())
     log.info("wrote %s", args.output)
     print(onnx_inspect.tensorrt_view(fp16))
-    if args.check_images <= 0:
-        return 0
-    items = synthetic_images(args.check_images, seed=0, size=512)
-    batch, lbs = preprocess_items(items, meta.input_config())
-    s32, s16 = make_session(args.onnx), make_session(args.output)
-    o32, o16 = run_batched(s32, batch), run_batched(s16, batch)
-    diffs = max_abs_diffs(o32, o16)
-    agree = mask_agreement(segment_all(o16, lbs), segment_all(o32, lbs))
-    print(f"FP16 vs FP32 (ONNX Runtime CPU, {len(items)} synthetic images): max abs diff "
+    return _check(args) if args.check_images > 0 else ExitCode.OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """FP16 vs FP32 on synthetic images through the runtime's ONNX Runtime backend; FAILED when
+    the masks disagree by more than ``--max-dice-drop``."""
+    images = [it.image for it in synthetic_images(args.check_images, seed=0, size=512)]
+    r32, r16 = (run_onnx(path, images, fps_iters=5) for path in (args.onnx, args.output))
+    diffs = max_abs_diffs(r32.outputs, r16.outputs)
+    agree = mask_agreement(r16.segmentations, r32.segmentations)
+    print(f"FP16 vs FP32 (ONNX Runtime CPU, {len(images)} synthetic images): max abs diff "
           + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
           + f"; mask agreement Dice disc {agree.disc_mean:.4f} cup {agree.cup_mean:.4f}")
-    print(f"ONNX Runtime CPU FPS: fp32 {measure_fps(s32, batch[:1], 5):.2f}  fp16 {measure_fps(s16, batch[:1], 5):.2f}"
+    print(f"ONNX Runtime CPU FPS: fp32 {r32.fps or 0:.2f}  fp16 {r16.fps or 0:.2f}"
           " (CPU fp16 kernels are few: this is a correctness check, not a speed one)")
     worst = max(1 - agree.disc_mean, 1 - agree.cup_mean)
     if not np.isfinite(worst) or worst > args.max_dice_drop:
         log.error("FP16 masks disagree with FP32 (Dice drop %.4f > %.4f)", worst, args.max_dice_drop)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Sequence
+from typing import Collection, Iterable, NamedTuple, Sequence
 
 import onnx
+
+from export.errors import ExportError
+from rfnet.common.contract import KEY_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def _type_name(elem_type: int | None) -> str | None:
     return _INT_TYPES.get(elem_type) or onnx.TensorProto.DataType.Name(elem_type)  # type: ignore[arg-type]
 
 
-class GraphCheckError(ValueError):
+class GraphCheckError(ExportError, ValueError):
     """The ONNX graph cannot be built as asked; the message names the file/node and the fix."""
 
 
@@ -146,12 +149,17 @@ def roialign_nodes(model: onnx.ModelProto) -> list[RoiAlignInfo]:
     return out
 
 
-def roialign_attribute_issues(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(errors, warnings) about RoiAlign attributes that ``ROIAlign_TRT`` would change.
+def roialign_attribute_issues(model: onnx.ModelProto,
+                              sampling_ratios: Collection[int] | None = None) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the RoiAlign nodes: the one RoiAlign check, run by
+    ``export/export_onnx.py`` on every export and by ``export/build.py`` before a build, so an
+    export cannot pass what the engine builder later rejects.
 
     Errors: ``coordinate_transformation_mode`` not ``half_pixel`` (or opset < 16, where the
     parser falls back to ``output_half_pixel``: results half a pixel off); ``sampling_ratio``
-    not written (the parser's default is 1, ONNX's is 0); batch indices that are not integers.
+    not written (the parser's default is 1, ONNX's is 0), negative, or not one of
+    ``sampling_ratios`` (the model config's, when the caller knows them); batch indices that
+    are not integers.
     Warnings: ``sampling_ratio == 0`` (adaptive; supported by the plugin with the same rule
     ``ceil(roi_size / output_size)``, but slower and data-dependent).
     """
@@ -181,6 +189,9 @@ def roialign_attribute_issues(model: onnx.ModelProto) -> tuple[list[str], list[s
             )
         elif info.sampling_ratio < 0:
             errors.append(f"RoiAlign node {info.name!r}: sampling_ratio={info.sampling_ratio} must be >= 0")
+        if info.sampling_ratio is not None and sampling_ratios is not None and info.sampling_ratio not in sampling_ratios:
+            errors.append(f"RoiAlign node {info.name!r}: sampling_ratio={info.sampling_ratio}, the model config "
+                          f"uses {sorted(sampling_ratios)}")
         if info.batch_indices_dtype not in (None, "int32", "int64"):
             errors.append(
                 f"RoiAlign node {info.name!r}: batch_indices has type {info.batch_indices_dtype}; "
@@ -297,7 +308,7 @@ def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
         if node.op_type == "Cast" and _attr(node, "to") == f16:
             n16 += 1
     qdq = sum(1 for node in g.node if node.op_type in QDQ_OPS)
-    meta = {p.key: p.value for p in model.metadata_props}.get("rfnet.precision")
+    meta = {p.key: p.value for p in model.metadata_props}.get(KEY_PRECISION)
     return GraphPrecision(float16_tensors=n16, qdq_nodes=qdq, metadata_precision=meta)
 
 

@@ -1,5 +1,6 @@
 """INT8 vs FP32 on evaluation images with ONNX Runtime (CPU): the check ``export/quantize.py``
-prints and gates on. Torch-free: onnxruntime, numpy and the shared post-processing only.
+prints and gates on. Torch-free: both models run through the runtime's ONNX Runtime backend and
+the shared image -> segmentation core (``export.compare.run_onnx``).
 """
 from __future__ import annotations
 
@@ -9,16 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from export.parity import (
-    EvalImage,
-    make_session,
-    mask_agreement,
-    measure_fps,
-    preprocess_items,
-    run_batched,
-    segment_all,
-)
-from rfnet.config import InputConfig
+from export.compare import EvalImage, mask_agreement, run_onnx
+from rfnet.common.metrics import agreement
+from rfnet.errors import UsageError
 
 
 @dataclass
@@ -40,34 +34,34 @@ class EvalReport:
 
 
 def _gt_dice(segs: list, items: Sequence[EvalImage]) -> dict[str, float] | None:
-    from export.parity import agreement_dice
-
     pairs = [(s, it) for s, it in zip(segs, items) if it.disc is not None and it.cup is not None]
     if not pairs:
         return None
     return {
-        "disc": float(np.mean([agreement_dice(s.disc, it.disc) for s, it in pairs])),
-        "cup": float(np.mean([agreement_dice(s.cup, it.cup) for s, it in pairs])),
+        "disc": float(np.mean([agreement(s.disc, it.disc) for s, it in pairs])),
+        "cup": float(np.mean([agreement(s.cup, it.cup) for s, it in pairs])),
     }
 
 
-def evaluate(fp32_path: Path, int8_path: Path, items: Sequence[EvalImage], input_cfg: InputConfig,
-             threads: int = 0, fps_iters: int = 10) -> EvalReport:
-    """Run both models with ONNX Runtime (CPU) on ``items``; Dice agreement, GT Dice, FPS."""
-    batch, lbs = preprocess_items(items, input_cfg)
-    s32, s8 = make_session(fp32_path, threads), make_session(int8_path, threads)
-    seg32 = segment_all(run_batched(s32, batch), lbs)
-    seg8 = segment_all(run_batched(s8, batch), lbs)
-    agree = mask_agreement(seg8, seg32)
-    g32, g8 = _gt_dice(seg32, items), _gt_dice(seg8, items)
+def evaluate(fp32_path: Path, int8_path: Path, items: Sequence[EvalImage], threads: int = 0,
+             fps_iters: int = 10) -> EvalReport:
+    """Run both models with ONNX Runtime (CPU) on ``items``; Dice agreement, GT Dice, FPS.
+
+    Each model's preprocessing comes from its own ``rfnet.*`` metadata.
+    """
+    images = [it.image for it in items]
+    r32 = run_onnx(fp32_path, images, threads=threads, fps_iters=fps_iters)
+    r8 = run_onnx(int8_path, images, threads=threads, fps_iters=fps_iters)
+    agree = mask_agreement(r8.segmentations, r32.segmentations)
+    g32, g8 = _gt_dice(r32.segmentations, items), _gt_dice(r8.segmentations, items)
     gt = {"fp32": g32, "int8": g8} if g32 is not None and g8 is not None else None
     return EvalReport(
         num_images=len(items),
         agree_disc=agree.disc_mean,
         agree_cup=agree.cup_mean,
         gt=gt,
-        fps_fp32=measure_fps(s32, batch[:1], iters=fps_iters),
-        fps_int8=measure_fps(s8, batch[:1], iters=fps_iters),
+        fps_fp32=float(r32.fps or 0.0),
+        fps_int8=float(r8.fps or 0.0),
     )
 
 
@@ -94,5 +88,5 @@ def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | No
         if sample is not None:
             items.append(EvalImage(sample.name, sample.image, sample.disc, sample.cup))
     if not items:
-        raise ValueError(f"{root}: no usable {name} images for the evaluation")
+        raise UsageError(f"{root}: no usable {name} images for the evaluation")
     return items

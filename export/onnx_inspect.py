@@ -1,8 +1,9 @@
 """Static checks of an exported RF-Net ONNX graph and a summary of what TensorRT would get.
 
 Torch-free (onnx + numpy; Polygraphy for the human-readable summary). Used by
-``export_onnx.py`` (RoiAlign attributes, no custom-domain op), ``quantize.py`` (Q/DQ
-properties, which nodes stay float) and ``fp16.py``.
+``export_onnx.py`` (no custom-domain op), ``quantize.py`` (Q/DQ properties, which nodes stay
+float) and ``fp16.py``. The RoiAlign attribute check is ``export.graph_checks``'s (shared
+with ``build.py``).
 
 Nothing here runs TensorRT: :data:`NOT_CHECKABLE_WITHOUT_TENSORRT` lists what only a
 TensorRT build can confirm.
@@ -17,6 +18,8 @@ from typing import Iterable
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from export.graph_checks import roialign_attribute_issues
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +60,6 @@ def _attr(node: onnx.NodeProto, name: str) -> object | None:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return None
-
-
-def roialign_problems(model: onnx.ModelProto, sampling_ratio: int | None = None) -> list[str]:
-    """Problems with the model's RoiAlign nodes for TensorRT (empty list = fine).
-
-    Required: ``coordinate_transformation_mode == "half_pixel"`` (aligned=True; only exists
-    from opset 16) and ``sampling_ratio`` written explicitly (TensorRT's parser defaults it
-    to 1, ONNX to 0), equal to ``sampling_ratio`` when given.
-    """
-    problems = []
-    for node in model.graph.node:
-        if node.op_type != "RoiAlign":
-            continue
-        mode = _attr(node, "coordinate_transformation_mode")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode != "half_pixel":
-            problems.append(f"{node.name}: coordinate_transformation_mode={mode!r}, expected 'half_pixel'")
-        ratio = _attr(node, "sampling_ratio")
-        if ratio is None:
-            problems.append(f"{node.name}: sampling_ratio not set explicitly")
-        elif sampling_ratio is not None and ratio != sampling_ratio:
-            problems.append(f"{node.name}: sampling_ratio={ratio}, expected {sampling_ratio}")
-    return problems
 
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -250,8 +230,8 @@ def tensorrt_view(model: onnx.ModelProto) -> str:
     lines.append("op counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     custom = custom_domain_nodes(model)
     lines.append(f"custom-domain ops: {custom if custom else 'none'}")
-    problems = roialign_problems(model)
-    lines.append(f"RoiAlign nodes: {counts.get('RoiAlign', 0)}; problems: {problems if problems else 'none'}")
+    problems, warnings = roialign_attribute_issues(model)
+    lines.append(f"RoiAlign nodes: {counts.get('RoiAlign', 0)}; problems: {problems + warnings or 'none'}")
     if counts.get("QuantizeLinear") or counts.get("DequantizeLinear"):
         rep = qdq_report(model)
         lines.append(

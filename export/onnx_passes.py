@@ -25,13 +25,16 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
+from export.errors import ExportError
+from rfnet.common.cli import ExitCode
+
 log = logging.getLogger(__name__)
 
 #: onnxsim optimizer passes skipped: this one segfaults on constant-condition If nodes.
 SKIPPED_OPTIMIZERS: tuple[str, ...] = ("eliminate_if_with_const_cond",)
 
 
-class SimplifyError(RuntimeError):
+class SimplifyError(ExportError, RuntimeError):
     """onnxsim failed or crashed; the message says how and what to do."""
 
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = simplify_in_process(onnx.load(str(args.src)))
     onnx.save(model, str(args.dst))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

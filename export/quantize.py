@@ -24,12 +24,12 @@ TensorRT-specific choices (see field notes section 1-2):
   layers (found by walking back from the ``masks`` output, not by name) stay float too:
   INT8 mask heads are the known source of degraded Mask R-CNN masks.
 * The stem and first MobileNet blocks stay float too (``--float-input-layers``, default 13):
-  on the Drishti-trained model they, not the heads, carried the INT8 Dice loss (see
-  :data:`DEFAULT_FLOAT_INPUT_LAYERS`).
+  on the Drishti-trained model they, not the heads, carried the INT8 Dice loss (measured per
+  choice of float layers in docs/results.md, "INT8 on this fold").
 * Min-max activation ranges by default. ONNX Runtime's own "entropy" is min-max in disguise
   (128 histogram bins for 128 levels leave the KL search one candidate); with TensorRT's
-  2048 bins (:func:`calibrated_ranges`) the KL threshold clipped this model so hard that disc
-  Dice fell from 0.92 to 0.47. ``--method entropy|percentile`` stay available.
+  2048 bins (:func:`calibrated_ranges`) the KL threshold clipped the Drishti-trained model far
+  too hard (docs/results.md). ``--method entropy|percentile`` stay available.
 * Q/DQ on layer outputs too (ONNX Runtime's layout, which its CPU provider fuses into
   int8-in/int8-out QLinearConv; TensorRT fuses it as well); ``--inputs-only`` gives the
   ModelOpt-style placement (inputs of weighted layers only), which ONNX Runtime then runs
@@ -52,13 +52,15 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
-from export.onnx_meta import KEY_PRECISION, get_metadata, load_fp32_model, set_metadata
+from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
 from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
 from export.int8_eval import dataset_fold_images, evaluate, print_eval
-from export.parity import EvalImage, folder_images, synthetic_images
-from rfnet.common.cli import setup_logging
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, check_can_write
+from export.compare import EvalImage, folder_images, synthetic_images
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.contract import KEY_QUANTIZATION
+from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.config import InputConfig
+from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,10 @@ METHODS = ("entropy", "minmax", "percentile")
 #: provider fuses DQ -> Conv -> (Clip) -> Q into QLinearConv (int8 in, int8 out).
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu")
 ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
-#: The stem and MobileNet blocks 0-5 stay float by default. Measured on the Drishti-GS fold-0
-#: light model (10 held-out images, min-max calibration on the 40 training images): everything
-#: INT8 cost 1.48 cup-Dice points; stem..block 2 float 1.02; stem..block 4 float 0.81; stem..
-#: block 5 float 0.40, with no loss of ONNX Runtime CPU speed (early layers are memory-bound).
-#: Keeping the FPN, RPN, box head or mask head float instead changed less than 0.1 point.
+#: The stem and MobileNet blocks 0-5 stay float by default: the early layers, not the heads,
+#: carried the INT8 cup-Dice loss on the Drishti-trained model, and keeping them float costs no
+#: ONNX Runtime CPU speed (they are memory-bound). The measurements behind the choice are in
+#: docs/results.md ("INT8 on this fold").
 DEFAULT_FLOAT_INPUT_LAYERS = 13
 
 
@@ -141,10 +142,13 @@ def nodes_kept_float(model: onnx.ModelProto, opts: QuantizeOptions) -> list[str]
     names = {n.name for n in model.graph.node}
     unknown = [n for n in opts.exclude_nodes if n not in names]
     if unknown:
-        raise ValueError(f"--exclude-nodes: no such nodes in the model: {unknown}")
+        raise UsageError(f"--exclude-nodes: no such nodes in the model: {unknown}")
     excluded += list(opts.exclude_nodes)
     if opts.exclude_pattern:
-        rx = re.compile(opts.exclude_pattern)
+        try:
+            rx = re.compile(opts.exclude_pattern)
+        except re.error as exc:
+            raise UsageError(f"--exclude-pattern {opts.exclude_pattern!r}: not a regular expression ({exc})") from None
         excluded += [n for n in names if rx.search(n)]
     # The activation right after a float layer stays float too (no Q/DQ between float layers).
     producers = {o: n.name for n in model.graph.node for o in n.output}
@@ -250,14 +254,35 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
     quantization settings recorded in ``rfnet.quantization``.
     """
     import json
+
+    if opts.method not in METHODS:
+        raise UsageError(f"method must be one of {METHODS}, got {opts.method!r}")
+    excluded = nodes_kept_float(model, opts)
+    log.info("kept in float (besides every non-%s op): %s", "/".join(opts.op_types), excluded or "none")
+    qmodel = _quantize_static(model, calib_batch, opts, excluded)
+    quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
+    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
+    # quantize_static does not reliably keep metadata_props: ours are written explicitly.
+    how = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
+           "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+           "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
+           "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
+           **(calib_info or {})}
+    meta = derived_metadata(model_metadata(model), precision="int8",
+                            extra={KEY_QUANTIZATION: json.dumps(how, sort_keys=True)})
+    del qmodel.metadata_props[:]
+    set_metadata(qmodel, {**get_metadata(model), **meta.to_strings()})
+    onnx.checker.check_model(qmodel)
+    return QuantizeResult(qmodel, excluded)
+
+
+def _quantize_static(model: onnx.ModelProto, calib_batch: np.ndarray, opts: QuantizeOptions,
+                     excluded: list[str]) -> onnx.ModelProto:
+    """ONNX Runtime's ``quantize_static`` with the TensorRT-friendly settings of the module docstring."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if opts.method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {opts.method!r}")
-    excluded = nodes_kept_float(model, opts)
-    log.info("kept in float (besides every non-%s op): %s", "/".join(opts.op_types), excluded or "none")
     name, batch = _input_batch(model)
     extra: dict[str, object] = {
         "ActivationSymmetric": True,
@@ -299,24 +324,7 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
             extra_options=extra,
             calibration_providers=["CPUExecutionProvider"],
         )
-        qmodel = onnx.load(str(dst))
-    quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
-    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
-    # quantize_static keeps metadata_props? Not reliably: copy ours over explicitly.
-    meta = get_metadata(model)
-    meta[KEY_PRECISION] = "int8"
-    meta["rfnet.quantization"] = json.dumps(
-        {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
-         "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-         "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
-         "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
-         **(calib_info or {})},
-        sort_keys=True,
-    )
-    del qmodel.metadata_props[:]
-    set_metadata(qmodel, meta)
-    onnx.checker.check_model(qmodel)
-    return QuantizeResult(qmodel, excluded)
+        return onnx.load(str(dst))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -389,57 +397,61 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_can_write(args.output, args.overwrite)
         model, meta = load_fp32_model(args.onnx)
-        input_cfg = meta.input_config()
-        eval_sets: list[tuple[str, list[EvalImage]]] = []
-        if not args.no_eval:
-            if args.eval_dataset is not None:
-                if args.eval_root is None:
-                    raise ValueError("--eval-dataset needs --eval-root")
-                fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
-                eval_sets.append((f"{args.eval_dataset} {args.eval_root} {fold}", dataset_fold_images(
-                    args.eval_dataset, args.eval_root, args.eval_split, args.eval_fold, args.folds, args.fold_seed,
-                    args.num_eval)))
-            elif args.eval_dir is not None:
-                eval_sets.append((f"eval {args.eval_dir}", folder_images(args.eval_dir, args.num_eval)))
-            else:
-                eval_sets.append((f"calibration images {args.calib_dir}", folder_images(args.calib_dir, args.num_eval)))
-            if args.num_synthetic > 0:
-                eval_sets.append(("synthetic validation", synthetic_images(args.num_synthetic, args.seed, 512)))
+        eval_sets = [] if args.no_eval else _eval_sets(args)
         leave_out = {it.name for it in eval_sets[0][1]} if args.eval_fold is not None and eval_sets else set()
         _, model_batch = _input_batch(model)
-        cset = _calibration_set(args, input_cfg, model_batch or 1, leave_out)
-    except (OutputExistsError, FileNotFoundError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("calibrating on %d images from %s (%s)", cset.num_images, args.calib_dir, args.method)
-    try:
-        batch = np.concatenate(list(cset.batches()), axis=0)
+        cset = _calibration_set(args, meta.input_config(), model_batch or 1, leave_out)
+        log.info("calibrating on %d images from %s (%s)", cset.num_images, args.calib_dir, args.method)
         opts = QuantizeOptions(method=args.method, op_types=tuple(args.op_types),
                                float_mask_layers=args.float_mask_layers,
                                float_input_layers=args.float_input_layers, exclude_nodes=tuple(args.exclude_nodes),
                                exclude_pattern=args.exclude_pattern, percentile=args.percentile,
                                quantize_outputs=not args.inputs_only)
+        batch = np.concatenate(list(cset.batches()), axis=0)
         result = quantize_model(model, batch, opts, {"calibration_data_sha256": cset.data_sha256()})
-    except ValueError as exc:  # CalibrationDataError included
+    except (RFNetError, OSError) as exc:  # output, model, calibration / evaluation images, options
         log.error("%s: %s", args.onnx, exc)
-        return 2
+        return ExitCode.USAGE
     atomic_write_bytes(args.output, result.model.SerializeToString())
     log.info("wrote %s", args.output)
     print("---- what TensorRT would get (Polygraphy + static checks) ----")
     print(onnx_inspect.tensorrt_view(result.model))
-    if args.no_eval:
-        return 0
+    return ExitCode.OK if args.no_eval else _evaluate_all(args, eval_sets)
+
+
+def _eval_sets(args: argparse.Namespace) -> list[tuple[str, list[EvalImage]]]:
+    """The (title, images) sets INT8 is evaluated on: a dataset fold, a folder or the calibration
+    images, plus synthetic images."""
+    sets: list[tuple[str, list[EvalImage]]] = []
+    if args.eval_dataset is not None:
+        if args.eval_root is None:
+            raise UsageError("--eval-dataset needs --eval-root")
+        fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
+        sets.append((f"{args.eval_dataset} {args.eval_root} {fold}", dataset_fold_images(
+            args.eval_dataset, args.eval_root, args.eval_split, args.eval_fold, args.folds, args.fold_seed,
+            args.num_eval)))
+    elif args.eval_dir is not None:
+        sets.append((f"eval {args.eval_dir}", folder_images(args.eval_dir, args.num_eval)))
+    else:
+        sets.append((f"calibration images {args.calib_dir}", folder_images(args.calib_dir, args.num_eval)))
+    if args.num_synthetic > 0:
+        sets.append(("synthetic validation", synthetic_images(args.num_synthetic, args.seed, 512)))
+    return sets
+
+
+def _evaluate_all(args: argparse.Namespace, eval_sets: list[tuple[str, list[EvalImage]]]) -> int:
+    """INT8 vs FP32 on every set; FAILED when INT8 loses more than ``--max-dice-drop``."""
     worst = 0.0
     for title, items in eval_sets:
-        rep = evaluate(args.onnx, args.output, items, input_cfg, args.threads, args.fps_iters)
+        rep = evaluate(args.onnx, args.output, items, args.threads, args.fps_iters)
         print_eval(title, rep)
         worst = max(worst, rep.dice_drop())
     if worst > args.max_dice_drop:
         log.error("INT8 loses %.4f Dice vs FP32 (> --max-dice-drop %.4f); calibrate on more representative "
                   "images or keep more layers in float (--float-mask-layers)", worst, args.max_dice_drop)
-        return 1
+        return ExitCode.FAILED
     print(f"INT8 Dice drop vs FP32: {worst:.4f} <= {args.max_dice_drop}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

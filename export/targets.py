@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from export.errors import ExportError
+from rfnet.common.contract import PRECISIONS
+
 _KEYS = {"description", "precision", "workspace_gb", "batch", "dla_core", "calib_batch", "compute_capability"}
 
 
-class TargetError(ValueError):
+class TargetError(ExportError, ValueError):
     """The preset file is missing or invalid; the message names the file and the key."""
 
 

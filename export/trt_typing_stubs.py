@@ -22,6 +22,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from export.errors import ExportError
+from rfnet.common.cli import ExitCode
+
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("build/typings")
@@ -29,7 +32,7 @@ PACKAGES = ("tensorrt", "tensorrt_bindings")
 _DEF = re.compile(r"^(\s*def \w+\()(.*)(\)\s*->.*:\s*)$")
 
 
-class StubsError(RuntimeError):
+class StubsError(ExportError, RuntimeError):
     """tensorrt-stubs is not installed or could not be repaired."""
 
 
@@ -109,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         files = generate(args.out)
-    except StubsError as exc:
+    except StubsError as exc:  # tensorrt-stubs missing or unusable: a missing dependency
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.USAGE
     print(f"wrote {len(files)} repaired TensorRT stub files to {args.out}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from rfnet.common.fileio import atomic_open
 from rfnet.config import ModelConfig
+from rfnet.errors import RFNetError
 
 FORMAT = "rfnet-checkpoint"
 FORMAT_VERSION = 1
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 PathLike = str | os.PathLike[str]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RFNetError, ValueError):
     """A checkpoint file is missing, not an RF-Net checkpoint, or does not fit its config."""
 
 

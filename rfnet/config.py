@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rfnet.errors import UsageError
+
 #: Order of the mask channels in every output (model, ONNX, engine, runtime).
 CLASS_NAMES: tuple[str, ...] = ("disc", "cup")
 
@@ -178,17 +180,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``UsageError`` (a ValueError) naming them."""
         return _from_dict(cls, data, "config")
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise UsageError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}")
+        raise UsageError(f"{where}: unknown keys {unknown}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         f = fields[name]
@@ -228,8 +230,8 @@ PRESETS = {"paper": paper_config, "light": light_config}
 
 
 def get_preset(name: str) -> ModelConfig:
-    """Return a fresh config for preset ``name`` (``ValueError`` lists the known ones)."""
+    """Return a fresh config for preset ``name`` (``UsageError`` (a ValueError) lists the known ones)."""
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+        raise UsageError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None

@@ -16,7 +16,8 @@ Writes to ``--out`` (atomically, file by file):
   prediction beside the ground truth.
 
 Prints a table of mean +- std per metric. Unreadable items are skipped and counted
-(``--strict`` fails instead). Exit status: 0 ok, 1 data error in --strict mode, 2 bad arguments.
+(``--strict`` fails instead). Exit status (``rfnet.common.cli.ExitCode``): 0 ok, 1 a bad item in
+--strict mode, 2 bad arguments or inputs (data root, checkpoint, output folder).
 """
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ import io
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
@@ -40,6 +40,7 @@ from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
 from rfnet.data.splits import held_out_fold
+from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +121,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        log.error("%s: not empty; pass --overwrite to replace its files", out)
-        return 2
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+            raise OutputExistsError(f"{out}: not empty; pass --overwrite to replace its files")
+        model, cfg, device, ds = _load(args)
+    except (RFNetError, OSError) as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    try:
+        result = _evaluate(args, model, cfg, device, ds, out)
+    except SampleError as exc:
+        log.error("%s (--strict)", exc)
+        return ExitCode.FAILED
+    _write_summary(args, out, cfg, ds, result)
+    if result.skipped:
+        log.warning("%d item(s) skipped as unreadable or invalid: %s", len(result.skipped), ", ".join(result.skipped))
+    if ds.problems:
+        log.warning("%s", ds.report())
+    log.info("wrote %s", out)
+    return ExitCode.OK
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(model, config, device, dataset) from the arguments; RFNetError naming what is wrong."""
     import torch
 
-    from rfnet.checkpoint import load_model
+    from rfnet.checkpoint import CheckpointError, load_model
     from rfnet.training.run import resolve_device
-    from rfnet.predict import CASE_COLUMNS, evaluate_dataset
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -135,22 +155,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     try:
         device = resolve_device(args.device)
-        ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
-        if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
-            ds = held_out_fold(ds, args.fold, args.folds, args.seed)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
+    except RuntimeError as exc:  # torch's own message for a malformed device string, or no GPU
+        raise UsageError(str(exc)) from None
+    ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
+    if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
+        ds = held_out_fold(ds, args.fold, args.folds, args.seed)
     ckpt_path = Path(args.checkpoint)
     if not ckpt_path.is_file():
-        log.error("%s: no such checkpoint file", ckpt_path)
-        return 2
+        raise UsageError(f"{ckpt_path}: no such checkpoint file")
     try:
         model, cfg = load_model(ckpt_path, device)
     except Exception as exc:  # corrupt / foreign file: say which one
-        log.error("%s: cannot load checkpoint (%s)", ckpt_path, exc)
-        return 2
+        raise CheckpointError(f"{ckpt_path}: cannot load checkpoint ({exc})") from exc
     log.info("%s (%s preset, input %d) on %s: %d items", ckpt_path, cfg.name, cfg.input.size, ds, len(ds))
+    return model, cfg, device, ds
+
+
+def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: Any, out: Path) -> Any:
+    """Predict and score every item, writing the REFUGE BMPs and overlays as it goes; the EvalResult."""
+    from rfnet.predict import CASE_COLUMNS, evaluate_dataset
+
     seg_dir, ov_dir = out / "segmentation", out / "overlays"
 
     def write_case(sample: Sample, seg: Segmentation, row: dict[str, Any]) -> None:
@@ -160,18 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_overlays:
             write_image(ov_dir / f"{stem}.jpg", overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup))
 
-    try:
-        result = evaluate_dataset(
-            model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse,
-            progress=not args.no_progress and sys.stderr.isatty(), desc="evaluate", on_case=write_case,
-        )
-    except SampleError as exc:
-        log.error("%s (--strict)", exc)
-        return 1
+    result = evaluate_dataset(
+        model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse,
+        progress=not args.no_progress, desc="evaluate", on_case=write_case,
+    )
     atomic_write_text(out / "per_image.csv", _csv_text(result.rows, CASE_COLUMNS))
+    return result
+
+
+def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, result: Any) -> None:
+    """summary.json, then the table (and the glaucoma screening figures) on stdout."""
     classification = _classification(result.rows)
     summary = {
-        "checkpoint": str(ckpt_path),
+        "checkpoint": str(args.checkpoint),
         "dataset": args.dataset,
         "data_root": str(args.data_root),
         "split": ds.split,
@@ -193,12 +218,6 @@ def main(argv: list[str] | None = None) -> int:
             f"glaucoma (predicted vCDR as risk, n = {int(classification['n'])}): AUC {classification['auc']:.4f}, "
             f"sensitivity at 85% specificity {classification['sensitivity_at_85_specificity']:.4f}"
         )
-    if result.skipped:
-        log.warning("%d item(s) skipped as unreadable or invalid: %s", len(result.skipped), ", ".join(result.skipped))
-    if ds.problems:
-        log.warning("%s", ds.report())
-    log.info("wrote %s", out)
-    return 0
 
 
 def _json_safe(obj: Any) -> Any:

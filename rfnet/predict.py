@@ -1,9 +1,9 @@
 """Predict a whole dataset with an RF-Net model and score it: shared by training and evaluation.
 
-The path is exactly the deployment one (docs/design.md): original RGB image ->
-:func:`rfnet.common.preprocess.preprocess_batch` (letterbox + normalise) -> eval forward ->
-numpy -> :func:`rfnet.common.postprocess.postprocess` (paste into the original pixels through
-the :class:`~rfnet.common.preprocess.Letterbox`, threshold, clean) ->
+The path is exactly the deployment one: the model goes behind
+:class:`rfnet.torch_backend.TorchBackend` and through the same image -> segmentation core as
+ONNX Runtime and TensorRT (:class:`rfnet.common.segment.Segmenter`: letterbox + normalise ->
+eval forward -> output check -> paste into the original pixels, threshold, clean), then
 :func:`rfnet.common.metrics.case_metrics` against the original-size ground truth. Training's
 per-epoch validation and ``rfnet.evaluate`` both call :func:`evaluate_dataset`, so the
 numbers they print are the same numbers.
@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rfnet.common.metrics import case_metrics, summarize
-from rfnet.common.postprocess import Segmentation, postprocess
-from rfnet.common.preprocess import preprocess_batch
+from rfnet.common.postprocess import Segmentation
+from rfnet.common.progress import track
+from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
 from rfnet.data.sample import Sample
+from rfnet.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,6 @@ class EvalResult:
         return (self.mean("dice_disc") + self.mean("dice_cup")) / 2.0
 
 
-@torch.inference_mode()
 def predict_images(
     model: nn.Module,
     images: Sequence[np.ndarray],
@@ -91,18 +91,11 @@ def predict_images(
     threshold: float = 0.5,
     ellipse: bool = False,
 ) -> list[Segmentation]:
-    """Segment RGB uint8 images [H,W,3] (any sizes) -> one :class:`Segmentation` each, at the
-    original size. ``model`` must be in eval mode."""
-    batch, lbs = preprocess_batch(list(images), cfg.input)
-    out = model(torch.from_numpy(batch).to(device))
-    boxes = out["boxes"].float().cpu().numpy()  # [B,K,4] input pixels
-    scores = out["scores"].float().cpu().numpy()  # [B,K]
-    masks = out["masks"].float().cpu().numpy()  # [B,K,2,S,S]
-    return [
-        postprocess(boxes[i], scores[i], masks[i], lbs[i], threshold=threshold, ellipse=ellipse,
-                    mask_box_scale=cfg.mask_head.box_scale)
-        for i in range(len(lbs))
-    ]
+    """Segment RGB uint8 images [H,W,3] (any sizes) in one forward pass -> one
+    :class:`Segmentation` each, at the original size. ``model`` must be in eval mode."""
+    with TorchBackend.from_model(model, cfg, device) as backend:
+        core = Segmenter(backend, batch_size=max(1, len(images)), threshold=threshold, ellipse=ellipse)
+        return core.segment(images)
 
 
 def predict_dataset(
@@ -126,21 +119,22 @@ def predict_dataset(
     """
     model.eval()
     pending: list[Sample] = []
+    with TorchBackend.from_model(model, cfg, device) as backend:
+        core = Segmenter(backend, batch_size=max(1, batch_size), threshold=threshold, ellipse=ellipse)
 
-    def flush() -> Iterator[tuple[Sample, Segmentation]]:
-        segs = predict_images(model, [s.image for s in pending], cfg, device, threshold=threshold, ellipse=ellipse)
-        yield from zip(pending, segs)
-        pending.clear()
+        def flush() -> Iterator[tuple[Sample, Segmentation]]:
+            yield from zip(pending, core.segment([s.image for s in pending]))
+            pending.clear()
 
-    for i in tqdm(range(len(dataset)), desc=desc, unit="img", disable=not progress, leave=False):
-        sample = dataset.get(i)
-        if sample is None:
-            continue
-        pending.append(sample)
-        if len(pending) >= max(1, batch_size):
+        for i in track(range(len(dataset)), desc=desc, unit="img", enabled=progress):
+            sample = dataset.get(i)
+            if sample is None:
+                continue
+            pending.append(sample)
+            if len(pending) >= max(1, batch_size):
+                yield from flush()
+        if pending:
             yield from flush()
-    if pending:
-        yield from flush()
 
 
 def case_row(sample: Sample, seg: Segmentation) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import logging
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.config import PRESETS, get_preset
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_module:
             for mod, g in sorted(r["per_module"].items()):  # type: ignore[attr-defined]
                 print(f"    {mod:<28} {g:>9.2f}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

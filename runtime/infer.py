@@ -3,13 +3,13 @@
     python runtime/infer.py --model rfnet.engine --input fundus/ --output results/
     python runtime/infer.py --model rfnet.onnx --input 'imgs/*.jpg' --output out --batch 4
 
-Exit status: 0 all images processed; 1 some images failed (listed on stderr and in
-summary.json); 2 usage, model, input or output-folder error (nothing written).
+Exit status (``rfnet.common.cli.ExitCode``): 0 all images processed; 1 some images failed
+(listed on stderr and in summary.json); 2 usage, model, input or output-folder error, or a
+missing library (nothing written); 130 interrupted (the results so far are written).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import platform
 import sys
@@ -20,25 +20,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import setup_logging
-from rfnet.common.fileio import OutputExistsError
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
-from runtime.backends import BACKENDS, Backend, BackendError, create_backend, resolve_backend
-from runtime.manifest import ManifestError
+from rfnet.common.progress import track
+from rfnet.errors import RFNetError, UsageError
+from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
 from runtime.outputs import SAVE_CHOICES, OutputWriter, output_names, parse_save, prepare_output_dir
-from runtime.pipeline import ImageFailure, ImageResult, ModelInfo, Pipeline
+from rfnet.common.contract import ModelMetadata
+from runtime.pipeline import ImageFailure, ImageResult, Pipeline
 
 log = logging.getLogger("runtime.infer")
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runtime/infer.py",
         description="Optic disc / cup segmentation and cup-to-disc ratios with TensorRT or ONNX Runtime "
         "(no PyTorch needed).",
-        epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/model/input/output error.",
+        epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/model/input/output error or a missing "
+        "library, 130 interrupted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, type=Path, help="X.engine (with X.engine.json beside it) or X.onnx")
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _error(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
-    return EXIT_ERROR
+    return ExitCode.USAGE
 
 
 def _versions(backend_kind: str) -> dict[str, str]:
@@ -94,7 +93,7 @@ def _summary(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelInfo,
+    info: ModelMetadata,
     pipeline: Pipeline,
     results: list[ImageResult],
     failures: list[ImageFailure],
@@ -107,16 +106,17 @@ def _summary(
         vals = [r.cdr[key] for r in results]
         cdr[key] = {"mean": _mean(vals), "std": float(np.std(vals)) if vals else None}
     timing = {
-        "decode_ms": _mean([r.timings["decode_ms"] for r in results]),
-        "preprocess_ms": _mean([r.timings["preprocess_ms"] for r in results]),
+        "decode_ms": _mean([r.timings["decode"] for r in results]),
+        "preprocess_ms": _mean([r.timings["preprocess"] for r in results]),
         "inference_ms": _mean([r.latency_ms for r in results]),
-        "postprocess_ms": _mean([r.timings["postprocess_ms"] for r in results]),
+        "postprocess_ms": _mean([r.timings["postprocess"] for r in results]),
+        "cdr_ms": _mean([r.timings["cdr"] for r in results]),
     }
     return {
         "model": str(args.model),
         "backend": kind,
         "device": backend.device,
-        "model_info": dataclasses.asdict(info),
+        "model_info": info.deploy_fields(),
         "settings": {
             "batch_size": pipeline.batch_size,
             "threshold": args.threshold,
@@ -146,66 +146,59 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
+        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
     setup_logging(args.verbose)
 
-    # Cheap checks first, so a mistake costs no model loading and writes nothing.
     try:
-        save = parse_save(args.save)
-    except ValueError as exc:
+        kind, paths, save = _check_args(args)
+    except (RFNetError, OSError) as exc:  # nothing loaded, nothing written
         return _error(str(exc))
-    if args.batch < 1:
-        return _error(f"--batch must be >= 1, got {args.batch}")
-    if not 0.0 <= args.threshold < 1.0:
-        return _error(f"--threshold must be in [0, 1), got {args.threshold}")
-    if not args.model.is_file():
-        return _error(f"{args.model}: model file not found")
-    try:
-        kind = resolve_backend(args.model, args.backend)
-    except ValueError as exc:
-        return _error(str(exc))
-    try:
-        paths = list_images(args.input, recursive=args.recursive)
-    except FileNotFoundError as exc:
-        return _error(str(exc))
-    if not paths:
-        return _error(f"{args.input}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    if args.output.exists():
-        try:  # refuse before loading anything; the folder is created only after the model loads
-            prepare_output_dir(args.output, args.overwrite)
-        except (OutputExistsError, NotADirectoryError) as exc:
-            return _error(str(exc))
-
     backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=args.threads)
     try:
         backend.load()
-        info = ModelInfo.from_backend(backend)
-        pipeline = Pipeline(backend, info, batch_size=args.batch, threshold=args.threshold,
+        pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
                             ellipse=args.ellipse, prefetch=args.prefetch)
-    except (BackendError, ManifestError) as exc:
+    except RFNetError as exc:  # a missing library, a foreign or stale model, bad metadata
         backend.close()
         return _error(str(exc))
     with backend:
         log.info("backend %s on %s; model %s (input %d px, batch %d); %d images",
-                 kind, backend.device, args.model, info.input_size, pipeline.batch_size, len(paths))
+                 kind, backend.device, args.model, pipeline.info.input_size, pipeline.batch_size, len(paths))
         try:
             out_dir = prepare_output_dir(args.output, args.overwrite)
-        except (OutputExistsError, NotADirectoryError, OSError) as exc:
+        except (RFNetError, OSError) as exc:
             return _error(str(exc))
-        return _run(args, backend, kind, info, pipeline, paths, OutputWriter(out_dir, save))
+        return _run(args, backend, kind, pipeline.info, pipeline, paths, OutputWriter(out_dir, save))
+
+
+def _check_args(args: argparse.Namespace) -> tuple[str, list[Path], frozenset[str]]:
+    """Cheap checks first, so a mistake costs no model loading and writes nothing:
+    (backend kind, image paths, outputs to save)."""
+    save = parse_save(args.save)
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if not 0.0 <= args.threshold < 1.0:
+        raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if not args.model.is_file():
+        raise UsageError(f"{args.model}: model file not found")
+    kind = resolve_backend(args.model, args.backend)
+    paths = list_images(args.input, recursive=args.recursive)
+    if not paths:
+        raise UsageError(f"{args.input}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    if args.output.exists():  # refuse before loading anything; the folder is created only after the model loads
+        prepare_output_dir(args.output, args.overwrite)
+    return kind, paths, save
 
 
 def _run(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelInfo,
+    info: ModelMetadata,
     pipeline: Pipeline,
     paths: Sequence[Path],
     writer: OutputWriter,
 ) -> int:
-    from tqdm import tqdm
-
     names = output_names(paths)
     results: list[ImageResult] = []
     failures: list[ImageFailure] = []
@@ -213,7 +206,9 @@ def _run(
     t0 = time.perf_counter()
     outcomes = pipeline.run(paths)
     try:
-        for outcome in tqdm(outcomes, total=len(paths), unit="img", disable=True if args.no_progress else None):
+        # a bar on a terminal; elsewhere the line logged below is the stage's one line
+        for outcome in track(outcomes, desc="segment", total=len(paths), unit="img", enabled=not args.no_progress,
+                             summary=False):
             if isinstance(outcome, ImageFailure):
                 failures.append(outcome)
                 log.warning("%s", outcome.error)
@@ -236,13 +231,13 @@ def _run(
     writer.write_summary(summary)
     log.info("%d/%d images processed in %.2f s; results in %s", len(results), len(paths), wall, writer.out_dir)
     if interrupted:
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     if failures:
         print(f"error: {len(failures)} of {len(paths)} images failed:", file=sys.stderr)
         for f in sorted(failures, key=lambda f: f.index):
             print(f"  {f.error}", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

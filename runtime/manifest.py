@@ -13,8 +13,11 @@ Fields (see docs/design.md "Engine manifest"): ``format``, ``format_version``, `
 ``-1`` marks a dynamic dimension), ``profiles`` (``{input: {min, opt, max}}``), ``onnx_file``,
 ``onnx_sha256``, ``calibration`` (``{cache_sha256, data_sha256, num_images}`` or null),
 ``build_flags``, ``dla_core``, ``layer_placement`` (``{"gpu": n, "dla": n}`` or null),
-``build_time_s``, ``created_utc`` and the preprocessing copied from the ONNX metadata
-(``preset``, ``input_size``, ``mean``, ``std``, ``mask_size``, ``top_k``, ``class_names``).
+``build_time_s``, ``created_utc`` and the deployment fields copied from the ONNX metadata
+(``preset``, ``input_size``, ``mean``, ``std``, ``mask_size``, ``top_k``, ``class_names``,
+``precision``, and ``mask_box_scale`` (absent in manifests written before it existed: 1.0);
+:meth:`rfnet.common.contract.ModelMetadata.deploy_fields` writes them,
+:func:`rfnet.common.contract.metadata_from_manifest` reads them).
 """
 from __future__ import annotations
 
@@ -26,13 +29,14 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from rfnet.common.contract import MANIFEST_FORMAT, MANIFEST_REQUIRED_FIELDS, PRECISIONS
 from rfnet.common.fileio import atomic_write_json
+from runtime.errors import DeploymentError
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "rfnet-engine-manifest"
+FORMAT = MANIFEST_FORMAT
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 
 #: Every manifest has these keys (values may be null where the field says so).
 REQUIRED_FIELDS: tuple[str, ...] = (
@@ -43,7 +47,6 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "tensorrt_version",
     "gpu_name",
     "compute_capability",
-    "precision",
     "strongly_typed",
     "inputs",
     "outputs",
@@ -56,13 +59,8 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "layer_placement",
     "build_time_s",
     "created_utc",
-    "preset",
-    "input_size",
-    "mean",
-    "std",
-    "mask_size",
-    "top_k",
-    "class_names",
+    # the deployment fields of the ONNX metadata; ``precision`` is the engine's
+    *MANIFEST_REQUIRED_FIELDS,
 )
 
 _REBUILD_HINT = (
@@ -72,7 +70,7 @@ _REBUILD_HINT = (
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(DeploymentError, ValueError):
     """The manifest is missing or invalid; the message names the file and the problem."""
 
 

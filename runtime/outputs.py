@@ -27,6 +27,7 @@ from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_wri
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.viz import overlay
+from rfnet.errors import UsageError
 from runtime.pipeline import ImageResult
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
@@ -55,13 +56,13 @@ CSV_COLUMNS = (
 
 
 def parse_save(text: str) -> frozenset[str]:
-    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (ValueError on unknown)."""
+    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (UsageError, a ValueError, on unknown)."""
     items = {s.strip().lower() for s in text.split(",") if s.strip()}
     if items == {"all"}:
         return frozenset(SAVE_CHOICES)
     unknown = sorted(items - set(SAVE_CHOICES))
     if unknown or not items:
-        raise ValueError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
+        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
     return frozenset(items)
 
 

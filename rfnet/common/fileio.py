@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from rfnet.errors import RFNetError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(RFNetError, FileExistsError):
     """Raised instead of silently overwriting an existing output."""
 
 

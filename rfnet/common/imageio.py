@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from rfnet.common.fileio import atomic_write_bytes
+from rfnet.errors import RFNetError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = b"\xff\xda"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(RFNetError, ValueError):
     """An image or mask file could not be read; the message names the file and the problem."""
 
 

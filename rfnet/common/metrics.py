@@ -48,6 +48,13 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(a, b).sum()) / denom
 
 
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice between two *predicted* masks (two backends, two precisions); unlike :func:`dice`
+    against a ground truth, two empty masks agree perfectly (1.0)."""
+    d = dice(a, b)
+    return 1.0 if math.isnan(d) else d
+
+
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """Intersection over union ``|P and G| / |P or G|``; ``nan`` when both are empty."""
     a, b = _pair(pred, gt)

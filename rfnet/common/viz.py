@@ -108,8 +108,10 @@ def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.Pa
     metric axis. The figure is written atomically to ``png_path`` (format from its suffix). Raises ``ValueError`` naming the file for a missing ``epoch``
     column or an empty CSV.
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:  # the runtime-only install has no matplotlib
+        raise ImportError(f"plotting {png_path} needs matplotlib ({exc}); pip install '.[train]'") from exc
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

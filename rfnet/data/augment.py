@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rfnet.data.sample import Sample
+from rfnet.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class ColorJitter:
     def random(cls, rng: np.random.Generator, strength: float) -> "ColorJitter":
         """Factors uniform in ``[1 - strength, 1 + strength]`` (channel gains: half that)."""
         if not 0.0 <= strength < 1.0:
-            raise ValueError(f"color jitter strength must be in [0, 1), got {strength}")
+            raise UsageError(f"color jitter strength must be in [0, 1), got {strength}")
         u = rng.uniform(1.0 - strength, 1.0 + strength, 3)
         g = rng.uniform(1.0 - strength / 2, 1.0 + strength / 2, 3)
         return cls(float(u[0]), float(u[1]), float(u[2]), (float(g[0]), float(g[1]), float(g[2])))

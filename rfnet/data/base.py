@@ -27,6 +27,7 @@ import numpy as np
 
 from rfnet.common.imageio import ImageReadError, read_image, read_mask
 from rfnet.data.sample import Problem, Sample, SampleError, make_sample
+from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -228,4 +229,4 @@ def normalize_split(split: str | None, aliases: Mapping[str, tuple[str, ...]], d
     for canonical, names in aliases.items():
         if s == canonical or s in names:
             return canonical
-    raise ValueError(f"{dataset}: unknown split {split!r}; choose one of {sorted(aliases)}")
+    raise UsageError(f"{dataset}: unknown split {split!r}; choose one of {sorted(aliases)}")

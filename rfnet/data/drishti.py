@@ -24,6 +24,7 @@ import numpy as np
 from rfnet.common.imageio import list_images
 from rfnet.data.base import Entry, FundusDataset, normalize_split, read_mask_checked, require_dirs
 from rfnet.data.sample import DatasetLayoutError, Problem
+from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class DrishtiDataset(FundusDataset):
 
     def __init__(self, root: str | Path, split: str = "train", *, soft_threshold: int = 255, strict: bool = False) -> None:
         if not 1 <= int(soft_threshold) <= 255:
-            raise ValueError(f"soft_threshold must be in 1..255 (255 = all 4 experts agree), got {soft_threshold}")
+            raise UsageError(f"soft_threshold must be in 1..255 (255 = all 4 experts agree), got {soft_threshold}")
         self.soft_threshold = int(soft_threshold)
         root = Path(root)
         canonical = normalize_split(split, SPLITS, "drishti-gs")

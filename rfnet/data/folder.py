@@ -30,6 +30,7 @@ import numpy as np
 from rfnet.common.imageio import list_images
 from rfnet.data.base import Entry, FundusDataset, index_by_stem, read_mask_checked
 from rfnet.data.sample import DatasetLayoutError, SampleError, binarize
+from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class FolderDataset(FundusDataset):
         strict: bool = False,
     ) -> None:
         if encoding not in ENCODINGS:
-            raise ValueError(f"folder: unknown mask encoding {encoding!r}; choose one of {ENCODINGS}")
+            raise UsageError(f"folder: unknown mask encoding {encoding!r}; choose one of {ENCODINGS}")
         self.encoding = encoding
         root = Path(root)
         base = root

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from rfnet.data.base import FundusDataset
+from rfnet.errors import UsageError
 
 #: Dataset names accepted by :func:`load_dataset`.
 DATASET_NAMES: tuple[str, ...] = ("refuge", "drishti-gs", "rim-one-dl", "folder")
@@ -47,5 +48,5 @@ def load_dataset(name: str, root: str | Path, split: str | None = None, **option
 
             return FolderDataset(root, split, **options)
     except TypeError as exc:  # unknown keyword option
-        raise ValueError(f"{name}: bad option ({exc})") from None
-    raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASET_NAMES)}")
+        raise UsageError(f"{name}: bad option ({exc})") from None
+    raise UsageError(f"unknown dataset {name!r}; choose one of {list(DATASET_NAMES)}")

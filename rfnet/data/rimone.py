@@ -17,6 +17,7 @@ import numpy as np
 from rfnet.common.imageio import list_images
 from rfnet.data.base import Entry, FundusDataset, normalize_split, read_mask_checked, require_dirs
 from rfnet.data.sample import DatasetLayoutError, binarize
+from rfnet.errors import UsageError
 
 SPLITS = {"train": ("training", "training_set"), "test": ("testing", "test_set")}
 PARTITIONS = ("by_hospital", "randomly")
@@ -29,7 +30,7 @@ class RimOneDLDataset(FundusDataset):
 
     def __init__(self, root: str | Path, split: str = "train", *, partition: str = "by_hospital", strict: bool = False) -> None:
         if partition not in PARTITIONS:
-            raise ValueError(f"rim-one-dl: unknown partition {partition!r}; choose one of {PARTITIONS}")
+            raise UsageError(f"rim-one-dl: unknown partition {partition!r}; choose one of {PARTITIONS}")
         root = Path(root)
         canonical = normalize_split(split, SPLITS, "rim-one-dl")
         set_name = "training_set" if canonical == "train" else "test_set"

@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from rfnet.errors import RFNetError
+
 log = logging.getLogger(__name__)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(RFNetError, ValueError):
     """The data root does not have the expected layout; the message says which one was expected."""
 
 
-class SampleError(ValueError):
+class SampleError(RFNetError, ValueError):
     """One dataset item cannot be used (missing / unreadable file, empty disc, ...).
 
     Attributes:

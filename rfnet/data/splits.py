@@ -10,12 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from rfnet.data.base import FundusDataset
+from rfnet.errors import UsageError
 
 
 def _shuffled(names: Sequence[str], seed: int) -> list[str]:
     uniq = sorted(set(names))
     if len(uniq) != len(names):
-        raise ValueError("item names must be unique to split by name")
+        raise UsageError("item names must be unique to split by name")
     order = np.random.default_rng(seed).permutation(len(uniq))
     return [uniq[i] for i in order]
 
@@ -24,7 +25,7 @@ def train_val_split(names: Sequence[str], val_fraction: float, seed: int = 0) ->
     """Split names into (train, val); ``round(val_fraction * n)`` go to val (at least 1 when
     ``val_fraction > 0`` and n >= 2). Both lists are returned sorted."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     shuffled = _shuffled(names, seed)
     n = len(shuffled)
     n_val = int(round(val_fraction * n))
@@ -39,10 +40,10 @@ def kfold_split(names: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[
     E.g. ``kfold_split(drishti.names, 5)`` for the 5-fold cross-validation on Drishti-GS.
     """
     if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+        raise UsageError(f"k must be at least 2, got {k}")
     shuffled = _shuffled(names, seed)
     if len(shuffled) < k:
-        raise ValueError(f"cannot make {k} folds from {len(shuffled)} items")
+        raise UsageError(f"cannot make {k} folds from {len(shuffled)} items")
     folds = [sorted(shuffled[i::k]) for i in range(k)]
     return [(sorted(n for j, f in enumerate(folds) if j != i for n in f), folds[i]) for i in range(k)]
 
@@ -63,5 +64,5 @@ def held_out_fold(ds: FundusDataset, fold: int, k: int, seed: int = 0, option: s
     ``rfnet.train --fold K --folds k --seed S`` never trains on. ``option`` names the CLI flag
     in the error for a fold outside ``0..k-1``."""
     if not 0 <= fold < k:
-        raise ValueError(f"{option} must be in 0..{k - 1} for --folds {k}, got {fold}")
+        raise UsageError(f"{option} must be in 0..{k - 1} for --folds {k}, got {fold}")
     return ds.subset(kfold_split(ds.names, k, seed)[fold][1])

@@ -21,16 +21,19 @@ import csv
 import io
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import IMAGE_EXTENSIONS, write_image
 from rfnet.common.metrics import to_refuge_seg, vcdr
+from rfnet.common.progress import track
+from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -88,86 +91,127 @@ def _draw_vessel(
                          max(1.0, width * 0.6), length * (1 - frac) * rng.uniform(0.4, 0.8), fov, depth + 1)
 
 
-def generate_sample_with_info(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Like :func:`generate_sample`, plus a dict of the drawn parameters (``vcdr`` measured
-    on the mask by the REFUGE definition, ``target_cdr``, ``eye``, disc centre/radii)."""
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
-    s = int(size)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+@dataclass(frozen=True)
+class _Eye:
+    """Geometry of one generated eye: field of view and optic disc (pixels)."""
 
-    # field of view and fundus background
+    fcx: float  # field-of-view centre and radius
+    fcy: float
+    fr: float
+    side: float  # +1 right eye (disc right of centre), -1 left
+    r_d: float  # disc radius
+    rx: float
+    ry: float
+    d_angle: float
+    dcx: float  # disc centre
+    dcy: float
+
+
+def _fundus_background(rng: np.random.Generator, s: int, xx: np.ndarray, yy: np.ndarray
+                       ) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Orange-red retina with shading and vignetting: (float32 image [S,S,3], (fcx, fcy, fr))."""
     fcx, fcy = s / 2 + rng.normal(0, 0.01 * s), s / 2 + rng.normal(0, 0.01 * s)
     fr = s * rng.uniform(0.44, 0.495)
     rad = np.hypot(xx - fcx, yy - fcy) / fr
     base = np.array([rng.uniform(175, 235), rng.uniform(60, 115), rng.uniform(20, 55)], np.float32)
     shade = 1.0 + 0.07 * _smooth_noise(rng, s, 5) + 0.025 * _smooth_noise(rng, s, 40)
     vignette = np.clip(1.0 - rng.uniform(0.4, 0.65) * rad ** 2.5, 0.15, 1.0)
-    img = base[None, None, :] * (shade * vignette)[:, :, None]
+    return base[None, None, :] * (shade * vignette)[:, :, None], (float(fcx), float(fcy), float(fr))
 
-    # optic disc placement: nasal side, off-centre (left or right eye)
+
+def _place_disc(rng: np.random.Generator, s: int, fov: tuple[float, float, float]) -> _Eye:
+    """Optic disc on the nasal side, off-centre (left or right eye), slightly elliptical."""
+    fcx, fcy, fr = fov
     side = 1.0 if rng.random() < 0.5 else -1.0
     r_d = s * rng.uniform(0.055, 0.10)
     ry, rx = r_d * rng.uniform(1.0, 1.15), r_d
     d_angle = rng.uniform(-15, 15)
     dcx = fcx + side * s * rng.uniform(0.10, 0.24)
     dcy = fcy + float(np.clip(rng.normal(0, 0.04), -0.08, 0.08)) * s
+    return _Eye(fcx, fcy, fr, side, r_d, rx, ry, d_angle, dcx, dcy)
 
-    # macula: darker blob ~2.5 disc diameters temporal to the disc
-    mx, my = dcx - side * 5.0 * r_d, dcy + 0.3 * r_d
-    mac = np.exp(-((xx - mx) ** 2 + (yy - my) ** 2) / (2 * (1.6 * r_d) ** 2))
-    img *= (1.0 - rng.uniform(0.25, 0.45) * mac)[:, :, None]
 
-    # vessels: superior / inferior arcades plus a few nasal ones, drawn at 4x subpixel precision
+def _vessel_layer(rng: np.random.Generator, s: int, eye: _Eye) -> tuple[np.ndarray, np.ndarray]:
+    """Superior / inferior arcades plus a few nasal vessels, drawn at 4x subpixel precision:
+    (alpha [S,S,1], colour [3])."""
     vessels = np.zeros((s, s), np.float32)
     n_v = int(rng.integers(8, 14))
     for i in range(n_v):
         up = i % 2 == 0
         if i < 4:  # arcades leave vertically and bend temporally
-            angle = (-math.pi / 2 if up else math.pi / 2) + (-side) * rng.uniform(0.1, 0.5) * (1 if up else -1)
+            angle = (-math.pi / 2 if up else math.pi / 2) + (-eye.side) * rng.uniform(0.1, 0.5) * (1 if up else -1)
         else:
             angle = rng.uniform(0, 2 * math.pi)
-        start = (dcx + rng.normal(0, 0.2 * r_d), dcy + rng.normal(0, 0.2 * r_d))
+        start = (eye.dcx + rng.normal(0, 0.2 * eye.r_d), eye.dcy + rng.normal(0, 0.2 * eye.r_d))
         width = s * rng.uniform(0.006, 0.014) * (1.0 if i < 4 else 0.7)
-        _draw_vessel(vessels, rng, start, angle, width, s * rng.uniform(0.25, 0.7), (fcx, fcy, fr))
+        _draw_vessel(vessels, rng, start, angle, width, s * rng.uniform(0.25, 0.7), (eye.fcx, eye.fcy, eye.fr))
     vessels_soft = cv2.GaussianBlur(vessels, (0, 0), 0.6 * s / 512 + 0.3)
     v_col = np.array([rng.uniform(100, 150), rng.uniform(15, 35), rng.uniform(10, 30)], np.float32)
-    va = np.clip(vessels_soft, 0, 1)[:, :, None] * rng.uniform(0.55, 0.8)
+    return np.clip(vessels_soft, 0, 1)[:, :, None] * rng.uniform(0.55, 0.8), v_col
 
-    # disc and cup masks (exact) and their rendering with soft edges
-    disc = _ellipse_mask((s, s), dcx, dcy, rx, ry, d_angle)
+
+def _disc_and_cup(rng: np.random.Generator, s: int, eye: _Eye) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Exact masks (cup inside disc, slightly temporal): (disc, cup, target CDR, cup x radius)."""
+    disc = _ellipse_mask((s, s), eye.dcx, eye.dcy, eye.rx, eye.ry, eye.d_angle)
     target_cdr = rng.uniform(0.2, 0.9)
-    c_ry = target_cdr * ry
-    c_rx = min(0.95 * rx, c_ry * (rx / ry) * rng.uniform(0.85, 1.05))
-    slack = (1.0 - target_cdr) * r_d * 0.4
-    ccx = dcx - side * rng.uniform(0.0, 1.0) * slack  # cups sit slightly temporal
-    ccy = dcy + rng.uniform(-0.5, 0.5) * slack
-    cup = _ellipse_mask((s, s), ccx, ccy, c_rx, c_ry, d_angle + rng.normal(0, 5)) & disc
+    c_ry = target_cdr * eye.ry
+    c_rx = min(0.95 * eye.rx, c_ry * (eye.rx / eye.ry) * rng.uniform(0.85, 1.05))
+    slack = (1.0 - target_cdr) * eye.r_d * 0.4
+    ccx = eye.dcx - eye.side * rng.uniform(0.0, 1.0) * slack  # cups sit slightly temporal
+    ccy = eye.dcy + rng.uniform(-0.5, 0.5) * slack
+    cup = _ellipse_mask((s, s), ccx, ccy, c_rx, c_ry, eye.d_angle + rng.normal(0, 5)) & disc
+    return disc, cup, float(target_cdr), float(c_rx)
 
-    halo = np.exp(-((xx - dcx) ** 2 + (yy - dcy) ** 2) / (2 * (1.4 * r_d) ** 2))
-    img *= (1.0 + 0.12 * halo)[:, :, None]
-    d_alpha = cv2.GaussianBlur(disc.astype(np.float32), (0, 0), max(0.5, 0.06 * r_d))
+
+def _render_disc(img: np.ndarray, rng: np.random.Generator, eye: _Eye, disc: np.ndarray, cup: np.ndarray,
+                 c_rx: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """A bright yellowish rim and a paler cup with soft edges, on a slight halo."""
+    halo = np.exp(-((xx - eye.dcx) ** 2 + (yy - eye.dcy) ** 2) / (2 * (1.4 * eye.r_d) ** 2))
+    img = img * (1.0 + 0.12 * halo)[:, :, None]
+    d_alpha = cv2.GaussianBlur(disc.astype(np.float32), (0, 0), max(0.5, 0.06 * eye.r_d))
     rim_col = np.array([rng.uniform(230, 252), rng.uniform(145, 180), rng.uniform(75, 115)], np.float32)
-    rim_shade = 1.0 - 0.12 * np.clip(np.hypot((xx - dcx) / rx, (yy - dcy) / ry), 0, 1)
+    rim_shade = 1.0 - 0.12 * np.clip(np.hypot((xx - eye.dcx) / eye.rx, (yy - eye.dcy) / eye.ry), 0, 1)
     img = img * (1 - d_alpha[:, :, None] * 0.9) + (rim_col[None, None] * rim_shade[:, :, None]) * d_alpha[:, :, None] * 0.9
     c_alpha = cv2.GaussianBlur(cup.astype(np.float32), (0, 0), max(0.5, 0.1 * c_rx))
     cup_col = np.array([255, rng.uniform(230, 250), rng.uniform(185, 225)], np.float32)
-    img = img * (1 - c_alpha[:, :, None]) + cup_col[None, None] * c_alpha[:, :, None]
-    img = img * (1 - va) + v_col[None, None] * va
+    return img * (1 - c_alpha[:, :, None]) + cup_col[None, None] * c_alpha[:, :, None]
 
-    # acquisition: blur, noise, black outside the (slightly soft) field of view
+
+def _acquire(img: np.ndarray, rng: np.random.Generator, s: int, eye: _Eye, xx: np.ndarray, yy: np.ndarray
+             ) -> np.ndarray:
+    """Camera: blur, noise, black outside the (slightly soft) field of view -> uint8 RGB."""
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.3) * s / 512 + 0.1)
     img += rng.normal(0, rng.uniform(2.0, 5.0), img.shape).astype(np.float32)
-    fov_alpha = np.clip((1.0 - rad) * fr / 1.5, 0, 1)
+    rad = np.hypot(xx - eye.fcx, yy - eye.fcy) / eye.fr
+    fov_alpha = np.clip((1.0 - rad) * eye.fr / 1.5, 0, 1)
     img *= fov_alpha[:, :, None]
-    image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
+
+def generate_sample_with_info(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Like :func:`generate_sample`, plus a dict of the drawn parameters (``vcdr`` measured
+    on the mask by the REFUGE definition, ``target_cdr``, ``eye``, disc centre/radii)."""
+    if size < 32:
+        raise UsageError(f"size must be at least 32 pixels, got {size}")
+    s = int(size)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+    img, fov = _fundus_background(rng, s, xx, yy)
+    eye = _place_disc(rng, s, fov)
+    # macula: darker blob ~2.5 disc diameters temporal to the disc
+    mx, my = eye.dcx - eye.side * 5.0 * eye.r_d, eye.dcy + 0.3 * eye.r_d
+    mac = np.exp(-((xx - mx) ** 2 + (yy - my) ** 2) / (2 * (1.6 * eye.r_d) ** 2))
+    img *= (1.0 - rng.uniform(0.25, 0.45) * mac)[:, :, None]
+    va, v_col = _vessel_layer(rng, s, eye)
+    disc, cup, target_cdr, c_rx = _disc_and_cup(rng, s, eye)
+    img = _render_disc(img, rng, eye, disc, cup, c_rx, xx, yy)
+    img = img * (1 - va) + v_col[None, None] * va
+    image = _acquire(img, rng, s, eye, xx, yy)
     info = {
         "vcdr": vcdr(disc, cup),
-        "target_cdr": float(target_cdr),
-        "eye": "right" if side > 0 else "left",
-        "disc_center": (float(dcx), float(dcy)),
-        "disc_radii": (float(rx), float(ry)),
+        "target_cdr": target_cdr,
+        "eye": "right" if eye.side > 0 else "left",
+        "disc_center": (float(eye.dcx), float(eye.dcy)),
+        "disc_radii": (float(eye.rx), float(eye.ry)),
     }
     return image, disc, cup, info
 
@@ -203,14 +247,12 @@ def generate_folder(out: str | Path, n: int, size: int = 512, seed: int = 0, ove
 
     Sample ``i`` depends only on (seed, i), so a larger ``n`` extends a smaller set.
     """
-    from tqdm import tqdm
-
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise UsageError(f"--n must be at least 1, got {n}")
     out_p = Path(out)
     _prepare_out(out_p, overwrite)
     rows: list[dict[str, Any]] = []
-    for i in tqdm(range(n), desc="synthetic fundus", unit="img"):
+    for i in track(range(n), desc=f"synthetic fundus -> {out_p}", unit="img"):
         rng = np.random.default_rng([seed, i])
         image, disc, cup, info = generate_sample_with_info(rng, size)
         name = f"{prefix}_{i:04d}"
@@ -243,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         rows = generate_folder(args.out, args.n, args.size, args.seed, args.overwrite, args.prefix)
-    except (OutputExistsError, ValueError, OSError) as exc:
+    except RFNetError as exc:  # a non-empty --out, a bad --n or --size
         log.error("%s", exc)
-        return 1
+        return ExitCode.USAGE
+    except OSError as exc:
+        log.error("%s: cannot write: %s", args.out, exc)
+        return ExitCode.FAILED
     n_g = sum(r["label"] for r in rows)
     log.info("wrote %d images (%d with vCDR >= %.1f) to %s", len(rows), n_g, GLAUCOMA_VCDR, args.out)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

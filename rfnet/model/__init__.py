@@ -7,7 +7,8 @@ Modules: ``backbone`` (MobileNet-v1), ``fpn``, ``anchors``, ``rpn``, ``roi_heads
 from __future__ import annotations
 
 from rfnet.config import ModelConfig
-from rfnet.model.rfnet import OUTPUT_NAMES, RFNet, recalibrate_batchnorm
+from rfnet.common.contract import OUTPUT_NAMES
+from rfnet.model.rfnet import RFNet, recalibrate_batchnorm
 
 __all__ = ["OUTPUT_NAMES", "RFNet", "build_model", "recalibrate_batchnorm"]
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from rfnet.common.contract import OUTPUT_NAMES
 from rfnet.config import ModelConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import build_backbone
@@ -29,9 +30,6 @@ from rfnet.model.pooling import build_mask_pooler, make_rois
 from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
-
-#: Names of the eval outputs, in export order.
-OUTPUT_NAMES = ("boxes", "scores", "masks")
 
 
 class RFNet(nn.Module):
@@ -82,7 +80,7 @@ class RFNet(nn.Module):
         masks = torch.sigmoid(self.mask_logits(feats, make_rois(scale_boxes(boxes, self.cfg.mask_head.box_scale))))
         b, k, m = boxes.shape[0], boxes.shape[1], self.cfg.mask_head.mask_size
         masks = masks.reshape(b, k, 2, m, m) * (scores > 0).to(masks.dtype).view(b, k, 1, 1, 1)
-        return {"boxes": boxes, "scores": scores, "masks": masks}
+        return dict(zip(OUTPUT_NAMES, (boxes, scores, masks)))
 
     def _losses(self, images: Tensor, feats: list[Tensor], anchors: list[Tensor], image_size: tuple[int, int],
                 targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -14,13 +14,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from rfnet.errors import RFNetError
+
 log = logging.getLogger(__name__)
 
 #: batch -> (images float32 [B,3,S,S], targets list of B dicts as in docs/design.md)
 Unpack = Callable[[Any], tuple[Tensor, list[dict[str, Tensor]]]]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RFNetError, RuntimeError):
     """A loss became NaN or infinite; the message names the loss and the iteration."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rfnet.config import ModelConfig
+from rfnet.errors import UsageError
 
 
 def _parse_value(text: str) -> Any:
@@ -28,22 +29,22 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
     if isinstance(old, bool):
         if isinstance(new, bool):
             return new
-        raise ValueError(f"--set {key}: expected true or false, got {new!r}")
+        raise UsageError(f"--set {key}: expected true or false, got {new!r}")
     if isinstance(old, int):
         if isinstance(new, int) and not isinstance(new, bool):
             return new
         if isinstance(new, float) and new.is_integer():
             return int(new)
-        raise ValueError(f"--set {key}: expected an integer, got {new!r}")
+        raise UsageError(f"--set {key}: expected an integer, got {new!r}")
     if isinstance(old, float):
         if isinstance(new, (int, float)) and not isinstance(new, bool):
             return float(new)
-        raise ValueError(f"--set {key}: expected a number, got {new!r}")
+        raise UsageError(f"--set {key}: expected a number, got {new!r}")
     if isinstance(old, (list, tuple)):
         if isinstance(new, (int, float)) and not isinstance(new, bool):
             new = [new]
         if not isinstance(new, list):
-            raise ValueError(f"--set {key}: expected a JSON list such as [1,2], got {new!r}")
+            raise UsageError(f"--set {key}: expected a JSON list such as [1,2], got {new!r}")
         if old:
             return [_coerce(f"{key}[{i}]", old[0], v) for i, v in enumerate(new)]
         return new
@@ -64,7 +65,7 @@ def apply_overrides(cfg: ModelConfig, items: Iterable[str]) -> ModelConfig:
     data = cfg.to_dict()
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. mask_head.pooling=pyramid")
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. mask_head.pooling=pyramid")
         key, _, raw = item.partition("=")
         key = key.strip()
         parts = key.split(".")
@@ -73,12 +74,12 @@ def apply_overrides(cfg: ModelConfig, items: Iterable[str]) -> ModelConfig:
             if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
                 where = ".".join(parts[:depth]) or "config"
                 sections = sorted(k for k, v in node.items() if isinstance(v, dict)) if isinstance(node, dict) else []
-                raise ValueError(f"--set {key}: {where} has no section {part!r}; sections: {sections}")
+                raise UsageError(f"--set {key}: {where} has no section {part!r}; sections: {sections}")
             node = node[part]
         leaf = parts[-1]
         if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
             where = ".".join(parts[:-1]) or "config"
             keys = sorted(k for k, v in node.items() if not isinstance(v, dict))
-            raise ValueError(f"--set {key}: {where} has no setting {leaf!r}; settings: {keys}")
+            raise UsageError(f"--set {key}: {where} has no setting {leaf!r}; settings: {keys}")
         node[leaf] = _coerce(key, node[leaf], _parse_value(raw.strip()))
     return ModelConfig.from_dict(data)

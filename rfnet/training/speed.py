@@ -30,10 +30,11 @@ from unittest import mock
 
 import torch
 
-from rfnet.common.cli import setup_logging
+from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import FundusDataset, load_dataset
 from rfnet.data.torch_dataset import FundusTorchDataset
+from rfnet.errors import RFNetError
 from rfnet.training.overrides import apply_overrides
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             ds = _dataset(args, Path(tmp))
-        except (ValueError, FileNotFoundError) as exc:
+        except (RFNetError, OSError) as exc:  # a bad data root or --set
             log.error("%s", exc)
-            return 2
+            return ExitCode.USAGE
         for preset in args.preset or ["light"]:
             cfg = apply_overrides(get_preset(preset), args.set)
             for threads in args.threads or [1, 2]:
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_results(results))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

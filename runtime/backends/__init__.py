@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (:class:`~runtime.backends.base.Backend`).
+"""Inference backends behind one interface (:class:`rfnet.common.backend.Backend`).
 
 Neither TensorRT, PyCUDA nor ONNX Runtime is imported here: each backend imports its
 library in ``load()``, so the runtime starts (and fails with a clear message) on machines
@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.backends.base import (
+from rfnet.errors import UsageError
+from rfnet.common.backend import (
     Backend,
     BackendError,
     BackendUnavailableError,
@@ -41,21 +42,22 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     """``auto`` -> ``tensorrt`` for an engine, ``onnxruntime`` for an ONNX; check explicit choices.
 
     Raises:
-        ValueError: unknown backend, unknown model suffix, or a backend that cannot run this file.
+        UsageError (a ValueError): unknown backend, unknown model suffix, or a backend that
+        cannot run this file.
     """
     p = Path(model)
     suffix = p.suffix.lower()
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        raise UsageError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     kind = "tensorrt" if suffix in ENGINE_SUFFIXES else "onnxruntime" if suffix in ONNX_SUFFIXES else None
     if kind is None:
-        raise ValueError(
+        raise UsageError(
             f"{p}: cannot tell the model type from the suffix {p.suffix!r}; "
             f"expected {'/'.join(ENGINE_SUFFIXES)} (TensorRT engine) or .onnx"
         )
     if backend != "auto" and backend != kind:
         what = "a TensorRT engine" if kind == "tensorrt" else "an ONNX model"
-        raise ValueError(f"{p}: is {what}; the {backend} backend cannot run it (use --backend {kind} or auto)")
+        raise UsageError(f"{p}: is {what}; the {backend} backend cannot run it (use --backend {kind} or auto)")
     return kind
 
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.backends.base import Backend, BackendUnavailableError, ModelLoadError, TensorSpec
+from rfnet.common.backend import Backend, BackendUnavailableError, ModelLoadError, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def _result(report: dict, name: str, runner: str = "onnxruntime-cpu") -> dict:
     return matches[0]
 
 
-def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path) -> None:
+def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path,
+                                 monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     rc, rep = _run(tmp_path, bench_data, bench_models.ref, bench_models.int8, extra=["--batch-sizes", "1,2", "--threads", "1"])
     assert rc == 0
     out = tmp_path / "out"
@@ -35,6 +37,13 @@ def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path)
     assert "| model | backend | precision | end-to-end ms |" in md
     assert "ref_int8.onnx | onnxruntime-cpu | int8 |" in md
     assert "All parity checks held" in md
+    # Without matplotlib (a runtime-only install) the figure is left out, the rest is written.
+    from benchmarks.report import write_reports
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    paths = write_reports(tmp_path / "no_mpl", rep)
+    assert sorted(paths) == ["json", "md"] and all(p.is_file() for p in paths.values())
+    assert not (tmp_path / "no_mpl" / "report.png").exists() and "report.png not written" in caplog.text
 
     env = rep["environment"]
     assert env["cpu_model"] and env["cpu_count"] >= 1 and env["threads_requested"] == 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.endtoend import PackedMasks, agreement, summarize_accuracy
+from benchmarks.endtoend import PackedMasks, summarize_accuracy
 from benchmarks.measure import MemoryProbe, latency_stats, parse_nvidia_smi_apps, speedup, time_model
 from benchmarks.parity import ParityRules, check_result, overall
+from rfnet.common.metrics import agreement
 
 
 def test_latency_stats_percentiles() -> None:

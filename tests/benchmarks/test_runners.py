@@ -5,7 +5,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks.bench import main
@@ -15,11 +14,9 @@ from benchmarks.runners import (
     RunnerSpec,
     model_kind,
     open_runner,
-    precision_from_name,
     reference_runner,
     runners_for,
 )
-from benchmarks.torch_backend import TorchBackend
 
 
 def test_model_kind_and_runners() -> None:
@@ -32,15 +29,6 @@ def test_model_kind_and_runners() -> None:
     assert [s.runner for s in runners_for("c.pt", ["pytorch-cpu", "onnxruntime-cpu"])] == ["pytorch-cpu"]
     assert reference_runner("m.onnx") == RunnerSpec("m.onnx", "onnxruntime-cpu")
     assert reference_runner("m.plan") == RunnerSpec("m.plan", "tensorrt")
-
-
-@pytest.mark.parametrize(
-    ("name", "want"),
-    [("m_int8.onnx", "int8"), ("rfnet-fp16.engine", "fp16"), ("model.onnx", "fp32"), ("int8model.onnx", "fp32"),
-     ("light.int8.onnx", "int8")],
-)
-def test_precision_from_name(name: str, want: str) -> None:
-    assert precision_from_name(name) == want
 
 
 def _tensorrt_usable() -> bool:
@@ -83,22 +71,6 @@ def test_cuda_torch_runner_not_run_without_gpu() -> None:
     for runner in ("pytorch-cuda", "pytorch-cuda-fp16", "pytorch-cuda-graph"):
         with pytest.raises(NotRunError, match="no CUDA GPU visible to PyTorch"):
             open_runner(RunnerSpec("preset:light", runner))
-
-
-def test_torch_backend_contract() -> None:
-    """The PyTorch runner (untrained light preset, random weights) behind the Backend interface."""
-    pytest.importorskip("torch")
-    pytest.importorskip("rfnet.model")
-    with TorchBackend("preset:light", threads=2) as b:
-        assert b.metadata["rfnet.input_size"] == "512" and b.metadata["rfnet.precision"] == "fp32"
-        s = int(b.metadata["rfnet.input_size"])
-        out = b.infer({"image": np.zeros((1, 3, s, s), np.float32)})
-        k, m = int(b.metadata["rfnet.top_k"]), int(b.metadata["rfnet.mask_size"])
-        assert out["boxes"].shape == (1, k, 4) and out["scores"].shape == (1, k)
-        assert out["masks"].shape == (1, k, 2, m, m) and out["masks"].dtype == np.float32
-        assert np.all((out["masks"] >= 0) & (out["masks"] <= 1))
-    with pytest.raises(ValueError, match="needs device 'cuda'"):
-        TorchBackend("preset:light", mode="fp16")
 
 
 def test_benchmark_core_is_torch_free() -> None:

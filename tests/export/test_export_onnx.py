@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from export import export_onnx
-from export.onnx_inspect import custom_domain_nodes, roialign_problems
-from export.onnx_meta import REQUIRED_KEYS, get_metadata, load_metadata
+from export.graph_checks import roialign_attribute_issues
+from export.onnx_inspect import custom_domain_nodes
+from export.onnx_meta import get_metadata, load_metadata
+from rfnet.common.contract import REQUIRED_KEYS
 from export.parity import EvalImage, align_to_reference, folder_images
 
 K = 10
@@ -51,7 +53,7 @@ def test_cli_export_batch1_contract_and_parity(exported_onnx: tuple[Path, int, s
         attrs = _attrs(node)
         assert attrs["coordinate_transformation_mode"] == b"half_pixel"
         assert attrs["sampling_ratio"] == 2
-    assert roialign_problems(model, sampling_ratio=2) == []
+    assert roialign_attribute_issues(model, sampling_ratios={2}) == ([], [])
     assert ops.count("Max") >= 2  # FFP: max over P2/P3 and over P4/P5
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
@@ -61,7 +63,7 @@ def test_metadata(exported_onnx: tuple[Path, int, str], small_checkpoint: Path) 
     path, rc, _ = exported_onnx
     assert rc == 0
     raw = get_metadata(onnx.load(str(path)))
-    assert set(REQUIRED_KEYS) <= set(raw)
+    assert set(REQUIRED_KEYS) <= set(raw) and raw["rfnet.mask_box_scale"] == "1.0"
     meta = load_metadata(path)
     assert (meta.preset, meta.input_size, meta.mask_size, meta.top_k, meta.precision) == ("light", 128, M, K, "fp32")
     assert meta.class_names == ("disc", "cup")

@@ -10,7 +10,8 @@ from onnx import TensorProto
 
 from export import fp16
 from export.onnx_meta import load_metadata
-from export.parity import folder_images, make_session, preprocess_items
+from export.compare import cpu_backend, folder_images
+from rfnet.common.preprocess import preprocess_batch
 
 
 @pytest.fixture(scope="module")
@@ -53,26 +54,28 @@ def test_fp16_graph_fp32_io(fp16_model: Path) -> None:
     assert meta.precision == "fp16" and meta.input_size == 128
 
 
-def _with_output(model: onnx.ModelProto, name: str) -> bytes:
-    """Serialized copy of ``model`` that also outputs tensor ``name`` (type left to the runtime)."""
+def _with_output(model: onnx.ModelProto, name: str, path: Path) -> Path:
+    """A copy of ``model`` at ``path`` that also outputs tensor ``name`` as ``feat`` (type left to the runtime)."""
     copy = onnx.ModelProto.FromString(model.SerializeToString())
-    copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    return copy.SerializeToString()
+    copy.graph.node.append(onnx.helper.make_node("Identity", [name], ["feat"]))
+    copy.graph.output.append(onnx.ValueInfoProto(name="feat"))
+    onnx.save(copy, str(path))
+    return path
 
 
-def test_fp16_runs_close_to_fp32(fp16_model: Path, exported_onnx: tuple[Path, int, str], parity_dir: Path) -> None:
+def test_fp16_runs_close_to_fp32(fp16_model: Path, exported_onnx: tuple[Path, int, str], parity_dir: Path,
+                                 tmp_path: Path) -> None:
     meta = load_metadata(fp16_model)
-    batch, _ = preprocess_items(folder_images(parity_dir), meta.input_config())
+    batch, _ = preprocess_batch([it.image for it in folder_images(parity_dir)], meta.input_config())
     m32, m16 = onnx.load(str(exported_onnx[0])), onnx.load(str(fp16_model))
     # The P2 feature map RoiAlign pools (first input of the first RoiAlign; a Cast in the fp16 model).
     feat32 = next(n for n in m32.graph.node if n.op_type == "RoiAlign").input[0]
     feat16 = next(n for n in m16.graph.node if n.op_type == "RoiAlign").input[0]
-    s32 = make_session(_with_output(m32, feat32), threads=1)
-    s16 = make_session(_with_output(m16, feat16), threads=1)
-    for i in range(batch.shape[0]):
-        x = {"image": batch[i : i + 1]}
-        ref = dict(zip(["boxes", "scores", "masks", "feat"], s32.run(None, x)))
-        got = dict(zip(["boxes", "scores", "masks", "feat"], s16.run(None, x)))
+    with cpu_backend(_with_output(m32, feat32, tmp_path / "f32.onnx"), threads=1) as b32, \
+            cpu_backend(_with_output(m16, feat16, tmp_path / "f16.onnx"), threads=1) as b16:
+        runs = [(b32.infer({"image": batch[i : i + 1]}), b16.infer({"image": batch[i : i + 1]}))
+                for i in range(batch.shape[0])]
+    for ref, got in runs:
         assert {k: v.dtype for k, v in got.items()} == {k: np.dtype(np.float32) for k in got}
         assert all(np.isfinite(v).all() for v in got.values())
         # fp16 inside: features within fp16 rounding of the fp32 ones, but not identical.

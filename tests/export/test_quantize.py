@@ -12,7 +12,7 @@ from onnx import TensorProto, numpy_helper
 from export import quantize
 from export.onnx_inspect import head_compute_nodes, qdq_report, tail_compute_nodes
 from export.onnx_meta import load_metadata
-from export.parity import make_session
+from export.compare import cpu_backend
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,9 @@ def test_int8_model_runs(int8_model: tuple[Path, int, str], exported_onnx: tuple
     path, rc, _ = int8_model
     assert rc == 0
     x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
-    got = make_session(path, threads=1).run(None, {"image": x})
-    ref = make_session(exported_onnx[0], threads=1).run(None, {"image": x})
+    with cpu_backend(path, threads=1) as q, cpu_backend(exported_onnx[0], threads=1) as f:
+        got = list(q.infer({"image": x}).values())
+        ref = list(f.infer({"image": x}).values())
     assert [g.shape for g in got] == [(1, 10, 4), (1, 10), (1, 10, 2, 56, 56)]
     assert all(np.isfinite(g).all() for g in got)
     assert (got[1] > 0).any() and got[2].max() <= 1.0 and got[2].min() >= 0.0

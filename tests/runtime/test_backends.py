@@ -14,7 +14,9 @@ from runtime.backends.onnxrt import OnnxRuntimeBackend, choose_providers
 from runtime.backends.trt_pycuda import TensorRTBackend
 from runtime.infer import main
 from runtime.outputs import output_names, parse_save
-from runtime.pipeline import ModelInfo, Pipeline, plan_batch
+from rfnet.common.contract import MetadataError, metadata_from_backend, metadata_from_manifest, parse_metadata
+from rfnet.common.segment import model_info, plan_batch
+from runtime.pipeline import Pipeline
 
 
 def test_resolve_backend() -> None:
@@ -66,19 +68,24 @@ def test_onnxruntime_backend_io_and_errors(contract_onnx: Path, contract: Simple
 
 
 def test_model_info_from_metadata_and_manifest(contract: SimpleNamespace) -> None:
-    info = ModelInfo.from_onnx_metadata(contract.metadata(), "m.onnx")
+    info = parse_metadata(contract.metadata(), "m.onnx")
     assert info.input_size == 128 and info.mean == contract.MEAN and info.std == contract.STD
     assert info.mask_size == 28 and info.top_k == 3 and info.preset == "test" and info.precision == "fp32"
-    assert info.input_config.size == 128
-    man = {"input_size": 256, "mean": [0, 0, 0], "std": [1, 1, 1], "class_names": ["disc", "cup"], "precision": "fp16"}
-    assert ModelInfo.from_manifest(man, "x.engine").input_size == 256
-    with pytest.raises(ModelLoadError, match="mask channels are"):
-        ModelInfo.from_manifest({**man, "class_names": ["cup", "disc"]}, "x.engine")
-    with pytest.raises(ModelLoadError, match="invalid preprocessing metadata"):
-        ModelInfo.from_manifest({**man, "std": [1, 0, 1]}, "x.engine")
+    assert info.input_config().size == 128 and info.mask_box_scale == 1.0  # absent key: an older export
+    man = {"format": "rfnet-engine-manifest", "preset": "light", "input_size": 256, "mean": [0, 0, 0],
+           "std": [1, 1, 1], "mask_size": 28, "top_k": 3, "class_names": ["disc", "cup"], "precision": "fp16"}
+    got = metadata_from_backend(man, "x.engine")
+    assert got.input_size == 256 and got.precision == "fp16" and got.mask_box_scale == 1.0
+    assert metadata_from_manifest({**man, "mask_box_scale": 1.2}, "x.engine").mask_box_scale == 1.2
+    with pytest.raises(MetadataError, match="mask channels are"):
+        metadata_from_manifest({**man, "class_names": ["cup", "disc"]}, "x.engine")
+    with pytest.raises(MetadataError, match="x.engine: metadata 'std' must be 3 positive numbers"):
+        metadata_from_manifest({**man, "std": [1, 0, 1]}, "x.engine")
+    with pytest.raises(MetadataError, match=r"x.engine: engine manifest lacks \['top_k'\]"):
+        metadata_from_manifest({k: v for k, v in man.items() if k != "top_k"}, "x.engine")
     bad = {**contract.metadata(), "rfnet.mean": json.dumps([1, 2])}
-    with pytest.raises(ModelLoadError, match="m.onnx"):
-        ModelInfo.from_onnx_metadata(bad, "m.onnx")
+    with pytest.raises(MetadataError, match="m.onnx: metadata 'rfnet.mean' must be a list of 3 numbers"):
+        parse_metadata(bad, "m.onnx")
 
 
 def test_input_size_mismatch_between_metadata_and_graph(tmp_path: Path, contract: SimpleNamespace) -> None:
@@ -91,7 +98,7 @@ def test_input_size_mismatch_between_metadata_and_graph(tmp_path: Path, contract
             p.value = "512"
     onnx.save(model, str(path))
     with OnnxRuntimeBackend(path) as b, pytest.raises(ModelLoadError, match="metadata says input_size 512"):
-        ModelInfo.from_backend(b)
+        model_info(b)
 
 
 def test_plan_batch() -> None:
@@ -113,7 +120,7 @@ def test_fixed_batch_model_pads_short_batches(
     (image_dir / "d_big.png").unlink()
     model = contract.make_onnx(tmp_path / "static.onnx", batch=fixed_batch)
     with OnnxRuntimeBackend(model) as b:
-        pipe = Pipeline(b, ModelInfo.from_backend(b), batch_size=requested)
+        pipe = Pipeline(b, batch_size=requested)
         assert pipe.batch_size == fixed_batch
         outcomes = list(pipe.run(sorted(image_dir.iterdir())))
     assert [o.ok for o in outcomes] == [True] * 3
@@ -126,7 +133,7 @@ def test_pipeline_stops_its_decode_thread_when_abandoned(contract_onnx: Path, im
     import threading
 
     with OnnxRuntimeBackend(contract_onnx) as b:
-        gen = Pipeline(b, ModelInfo.from_backend(b), prefetch=1).run(sorted(image_dir.iterdir()) * 5)
+        gen = Pipeline(b, prefetch=1).run(sorted(image_dir.iterdir()) * 5)
         first = next(gen)
         assert first.ok
         gen.close()

@@ -147,7 +147,7 @@ def test_wrong_model_file(
         expect = "cannot load this file as an ONNX model"
     elif kind == "no_metadata":
         model = contract.make_onnx(tmp_path / "plain.onnx", with_metadata=False)
-        expect = "lacks 'rfnet.input_size'"
+        expect = "missing RF-Net metadata ['rfnet.preset', 'rfnet.input_size'"
     elif kind == "suffix":
         model = tmp_path / "model.pt"
         model.write_bytes(b"x")
@@ -253,3 +253,24 @@ def test_engine_for_another_machine_is_refused(image_dir: Path, tmp_path: Path, 
     err = capsys.readouterr().err
     assert INSTALL_HINT in err or ("does not match this machine" in err and "export/build.py" in err)
     assert not out.exists()
+
+
+def test_mask_box_scale_from_the_model_metadata(tmp_path: Path, image_dir: Path, contract) -> None:
+    """rfnet.mask_box_scale (absent = 1.0 in older exports) widens the pasted masks about the box centre."""
+    import onnx
+
+    from export.onnx_meta import set_metadata
+
+    areas = {}
+    for scale in (None, 1.5):
+        model_path = contract.make_onnx(tmp_path / f"m{scale}.onnx")
+        if scale is not None:
+            model = onnx.load(str(model_path))
+            set_metadata(model, {"rfnet.mask_box_scale": str(scale)})
+            onnx.save(model, str(model_path))
+        out = tmp_path / f"out{scale}"
+        assert main(["--model", str(model_path), "--input", str(image_dir / "c_square.bmp"), "--output", str(out),
+                     "--save", "masks", "--no-progress"]) == 0
+        areas[scale] = int((read_mask(out / "masks" / "c_square_disc.png") > 0).sum())
+        assert json.loads((out / "summary.json").read_text())["model_info"]["mask_box_scale"] == (scale or 1.0)
+    assert areas[1.5] / areas[None] == pytest.approx(2.25, rel=0.1)

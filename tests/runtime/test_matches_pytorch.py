@@ -15,15 +15,10 @@ torch = pytest.importorskip("torch")
 
 from export import export_onnx  # noqa: E402
 from rfnet.common.imageio import read_image, read_mask, write_image  # noqa: E402
-from rfnet.common.metrics import dice  # noqa: E402
+from rfnet.common.metrics import agreement  # noqa: E402
 from rfnet.predict import predict_images  # noqa: E402
 from runtime.infer import main as infer_main  # noqa: E402
 from tests.support.small_model import blob_image, save_small_checkpoint  # noqa: E402
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    # Two empty masks agree perfectly (REFUGE Dice is undefined there).
-    return 1.0 if not a.any() and not b.any() else float(dice(a, b))
 
 
 def test_runtime_masks_equal_pytorch_evaluation(tmp_path: Path) -> None:
@@ -51,7 +46,7 @@ def test_runtime_masks_equal_pytorch_evaluation(tmp_path: Path) -> None:
         disc_rt = read_mask(out / "masks" / f"{path.stem}_disc.png") > 0
         cup_rt = read_mask(out / "masks" / f"{path.stem}_cup.png") > 0
         assert disc_rt.shape == seg.disc.shape == read_image(path).shape[:2]
-        assert _agreement(disc_rt, seg.disc) >= 0.999, path.name
-        assert _agreement(cup_rt, seg.cup) >= 0.999, path.name
+        assert agreement(disc_rt, seg.disc) >= 0.999, path.name
+        assert agreement(cup_rt, seg.cup) >= 0.999, path.name
         found += int(seg.disc.any())
     assert found >= 2, "the test model should segment something on most images, or the comparison is empty"

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_meta import build_metadata, set_metadata
+from export.onnx_meta import write_model_metadata
+from rfnet.common.contract import ModelMetadata
 from rfnet.config import light_config
 
 SIZE = 64
@@ -74,7 +75,8 @@ def make_model(
         cfg = light_config()
         cfg.input.size = SIZE
         prec = precision_meta or ("int8" if qdq else "fp16" if fp16 else "fp32")
-        set_metadata(model, build_metadata(cfg, precision=prec, checkpoint_sha256="0" * 64, exporter={"test": "1"}))
+        write_model_metadata(model, ModelMetadata.from_config(cfg, precision=prec, checkpoint_sha256="0" * 64,
+                                                              exporter={"test": "1"}))
     return model
 
 

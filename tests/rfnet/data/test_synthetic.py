@@ -47,6 +47,6 @@ def test_cli_writes_folder_layout_and_loader_reads_it(tmp_path: Path) -> None:
         np.testing.assert_array_equal(s.cup, cup)
     assert ds.problems == []
     # a non-empty --out is refused without --overwrite; with it, stale images are removed
-    assert main(["--out", str(out), "--n", "1", "--size", "64"]) == 1
+    assert main(["--out", str(out), "--n", "1", "--size", "64"]) == 2  # ExitCode.USAGE: nothing overwritten
     assert main(["--out", str(out), "--n", "1", "--size", "64", "--overwrite"]) == 0
     assert len(load_dataset("folder", out)) == 1

@@ -1,7 +1,11 @@
-"""PyTorch RF-Net behind the runtime's :class:`~runtime.backends.base.Backend` interface.
+"""The PyTorch RF-Net behind the :class:`~rfnet.common.backend.Backend` interface.
 
-torch is imported only in :meth:`TorchBackend._load`, so the rest of the benchmark stays
-torch-free (docs/design.md: benchmarks may import torch only for the PyTorch backend).
+So the PyTorch model goes through the same image -> segmentation core
+(:class:`rfnet.common.segment.Segmenter`) as ONNX Runtime and TensorRT: training's validation
+and ``rfnet.evaluate`` (``rfnet.predict``, a model already in memory:
+:meth:`TorchBackend.from_model`), the exporter's parity check, and the benchmarks' PyTorch
+runners (a checkpoint file or ``preset:NAME``). torch is imported in :meth:`TorchBackend._load`
+only, so importing this module costs nothing.
 
 Modes:
 
@@ -16,19 +20,20 @@ Modes:
   :class:`BackendUnavailableError` with the reason, so the benchmark reports "not run".
 
 Every call includes the host->device copy of the batch and the device->host copy of the
-outputs, like the ONNX Runtime and TensorRT backends.
+outputs, like the ONNX Runtime and TensorRT backends. The metadata is the one an ONNX
+export of the same config would carry (:meth:`rfnet.common.contract.ModelMetadata.from_config`).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rfnet.config import CLASS_NAMES, ModelConfig, get_preset
-from runtime.backends.base import Backend, BackendUnavailableError, ModelLoadError, TensorSpec
+from rfnet.common.backend import Backend, BackendUnavailableError, ModelLoadError, TensorSpec
+from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from rfnet.config import ModelConfig, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +43,9 @@ PRESET_PREFIX = "preset:"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def torch_metadata(cfg: ModelConfig, precision: str) -> dict[str, str]:
-    """The ``rfnet.*`` strings an ONNX export of ``cfg`` would carry (for ``ModelInfo``)."""
-    return {
-        "rfnet.preset": cfg.name,
-        "rfnet.input_size": str(cfg.input.size),
-        "rfnet.mean": json.dumps(list(cfg.input.mean)),
-        "rfnet.std": json.dumps(list(cfg.input.std)),
-        "rfnet.mask_size": str(cfg.mask_head.mask_size),
-        "rfnet.top_k": str(cfg.roi_heads.detections_per_img),
-        "rfnet.class_names": json.dumps(list(CLASS_NAMES)),
-        "rfnet.precision": precision,
-    }
-
-
 class TorchBackend(Backend):
-    """Runs an RF-Net checkpoint (``rfnet.checkpoint.load_model``) or an untrained preset.
+    """Runs an RF-Net checkpoint (``rfnet.checkpoint.load_model``), an untrained preset, or a
+    model in memory (:meth:`from_model`).
 
     Args:
         source: checkpoint path (``.pt``/``.pth``/``.ckpt``) or ``preset:NAME`` (random weights).
@@ -83,52 +75,60 @@ class TorchBackend(Backend):
         self._torch: Any = None
         self._dev: Any = None
         self._model: Any = None
+        self._given: tuple[Any, ModelConfig, Any] | None = None
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self.cfg: ModelConfig | None = None
 
-    # A preset has no file: skip the base class's existence check.
-    def load(self) -> "TorchBackend":
-        if self.preset is None:
-            super().load()
-            return self
-        if not self._loaded:
-            try:
-                self._load()
-            except BaseException:
-                self._close()
-                raise
-            self._loaded = True
-        return self
+    @classmethod
+    def from_model(cls, model: Any, cfg: ModelConfig, device: Any = "cpu") -> "TorchBackend":
+        """Wrap a model already in memory (``torch.nn.Module`` built from ``cfg``, on ``device``).
+
+        The model is used as it is: the caller puts it in eval mode, and loading changes no
+        global PyTorch setting (threads, TF32), so training can call this between epochs.
+        """
+        backend = cls(f"<{cfg.name} model in memory>")
+        backend._given = (model, cfg, device)
+        return backend
+
+    def _has_source(self) -> bool:
+        # A preset or a model in memory has no file.
+        return self.preset is not None or self._given is not None or super()._has_source()
 
     def _load(self) -> None:
         try:
             import torch
         except ImportError as exc:
             raise BackendUnavailableError(f"PyTorch is not installed ({exc})") from exc
+        self._torch = torch
+        if self._given is not None:
+            model, cfg, device = self._given
+            self._dev = torch.device(device)
+            self._model = model
+        else:
+            self._prepare_device(torch)
+            model, cfg = self._build(torch)
+            self._model = model.eval().to(self._dev)
+        self.cfg = cfg
+        s, k, m = cfg.input.size, cfg.roi_heads.detections_per_img, cfg.mask_head.mask_size
+        self.inputs = [TensorSpec(INPUT_NAME, np.dtype(np.float32), (-1, 3, s, s))]
+        shapes = ((-1, k, 4), (-1, k), (-1, k, 2, m, m))
+        self.outputs = [TensorSpec(n, np.dtype(np.float32), shape) for n, shape in zip(OUTPUT_NAMES, shapes)]
+        precision = "fp16" if self.mode == "fp16" else "fp32"
+        self.metadata = ModelMetadata.from_config(cfg, precision=precision).to_strings()
+        name = torch.cuda.get_device_name(self._dev) if self._dev.type == "cuda" else "CPU"
+        self.device = f"{name} (PyTorch {torch.__version__}, {self.mode})"
+
+    def _prepare_device(self, torch: Any) -> None:
         if self.device_kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("no CUDA GPU visible to PyTorch")
         if self._threads:
             torch.set_num_threads(int(self._threads))
-        self._torch = torch
         self._dev = torch.device(self.device_kind)
         if self.device_kind == "cuda":
             # "fp32" must be FP32: TF32 convolutions are on by default on Ampere and later.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.cuda.reset_peak_memory_stats()
-        model, cfg = self._build(torch)
-        self._model = model.eval().to(self._dev)
-        self.cfg = cfg
-        s, k, m = cfg.input.size, cfg.roi_heads.detections_per_img, cfg.mask_head.mask_size
-        self.inputs = [TensorSpec("image", np.dtype(np.float32), (-1, 3, s, s))]
-        self.outputs = [
-            TensorSpec("boxes", np.dtype(np.float32), (-1, k, 4)),
-            TensorSpec("scores", np.dtype(np.float32), (-1, k)),
-            TensorSpec("masks", np.dtype(np.float32), (-1, k, 2, m, m)),
-        ]
-        self.metadata = torch_metadata(cfg, "fp16" if self.mode == "fp16" else "fp32")
-        name = torch.cuda.get_device_name(0) if self.device_kind == "cuda" else "CPU"
-        self.device = f"{name} (PyTorch {torch.__version__}, {self.mode})"
 
     def _build(self, torch: Any) -> tuple[Any, ModelConfig]:
         if self.preset is not None:
@@ -153,7 +153,7 @@ class TorchBackend(Backend):
     # -- inference -------------------------------------------------------------------------
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        x = torch.from_numpy(feed["image"])
+        x = torch.from_numpy(feed[INPUT_NAME])
         if self.mode == "graph":
             out = self._replay(x)
         else:
@@ -165,7 +165,7 @@ class TorchBackend(Backend):
                 else:
                     out = self._model(xd)
         # .cpu() synchronises the stream, so the call's time includes the whole forward.
-        return {k: out[k].float().cpu().numpy() for k in ("boxes", "scores", "masks")}
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
 
     def _replay(self, x: Any) -> dict[str, Any]:
         key = tuple(x.shape)
@@ -208,7 +208,7 @@ class TorchBackend(Backend):
     def _close(self) -> None:
         self._graphs.clear()
         self._model = None
-        if self._torch is not None and self.device_kind == "cuda":
+        if self._torch is not None and self.device_kind == "cuda" and self._given is None:
             try:
                 self._torch.cuda.empty_cache()
             except Exception as exc:  # closing must not hide the real error

@@ -1,4 +1,4 @@
-"""rfnet.demo end to end with a given checkpoint (training is the train CLI's own tests' job)."""
+"""demo.py (python -m demo) end to end with a given checkpoint (training is the train CLI's own tests' job)."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rfnet.demo import main as demo_main  # noqa: E402
+from demo import main as demo_main  # noqa: E402
 from tests.support.small_model import save_small_checkpoint  # noqa: E402
 
 

@@ -1,8 +1,10 @@
-"""ONNX Runtime helpers shared by the exporters: sessions, batching, mask agreement, FPS.
+"""Comparing models on images: the exporters' accuracy checks (torch-free apart from the caller).
 
-Torch-free (numpy, OpenCV, onnxruntime and the project's torch-free ``rfnet.common``):
-``quantize.py`` and ``fp16.py`` compare two ONNX models with these, ``export_onnx.py``
-compares ONNX Runtime with PyTorch.
+``export_onnx.py`` compares ONNX Runtime with PyTorch, ``fp16.py`` and ``int8_eval.py`` an FP16 or
+INT8 ONNX with its FP32 original. Every model runs through the runtime's own code: the ONNX
+Runtime backend (:func:`cpu_backend`) and the shared image -> segmentation core
+(:class:`rfnet.common.segment.Segmenter`: batching, output check, post-processing), so a check
+here passes or fails for the same reasons the deployed model would.
 """
 from __future__ import annotations
 
@@ -15,74 +17,65 @@ from typing import Sequence
 
 import numpy as np
 
-from rfnet.common.postprocess import Segmentation, postprocess
-from rfnet.common.preprocess import Letterbox, preprocess_batch
-from rfnet.config import InputConfig
+from rfnet.common.backend import Backend
+from rfnet.common.contract import OUTPUT_NAMES
+from rfnet.common.metrics import agreement
+from rfnet.common.postprocess import Segmentation
+from rfnet.common.segment import Segmenter
+from runtime.backends.onnxrt import CPU_PROVIDER, OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "masks")
-INPUT_NAME = "image"
 
+def cpu_backend(path: str | os.PathLike[str], threads: int = 0) -> OnnxRuntimeBackend:
+    """The runtime's ONNX Runtime backend on the CPU for ``path`` (not loaded yet; use ``with``).
 
-def make_session(path: str | os.PathLike[str] | bytes, threads: int = 0) -> "onnxruntime.InferenceSession":  # noqa: F821
-    """CPU ONNX Runtime session for ``path`` (or serialized model bytes) with all graph optimisations.
-
-    ``threads`` sets ``intra_op_num_threads`` (0 = ONNX Runtime's default: all cores).
+    ``threads`` sets the intra-op threads (0 = ONNX Runtime's default: all cores).
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3  # keep ORT's own warnings (e.g. unused initializers) out of the report
-    model = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeBackend(Path(path), providers=[CPU_PROVIDER], intra_op_threads=threads or None)
 
 
-def session_batch(session: "onnxruntime.InferenceSession") -> int | None:  # noqa: F821
-    """Static batch size of the session's first input, or None when it is dynamic."""
-    dim = session.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) and dim > 0 else None
+def whole_batch(backend: Backend, n: int) -> int:
+    """Batch size that runs ``n`` images in as few calls as the model allows (its fixed batch, else ``n``)."""
+    fixed = backend.input_spec().shape[0]
+    return fixed if fixed > 0 else max(1, n)
 
 
-def run_batched(session: "onnxruntime.InferenceSession", batch: np.ndarray) -> dict[str, np.ndarray]:  # noqa: F821
-    """Run ``batch`` float32 [N,3,S,S] through ``session`` whatever its batch size.
+@dataclass
+class ModelRun:
+    """One model on a list of images: raw outputs [N,...] and the post-processed masks."""
 
-    A static-batch model of batch B gets chunks of B images (the last chunk padded with
-    copies of its last image, padded results dropped). Returns ``{name: [N,...]}``.
+    outputs: dict[str, np.ndarray]
+    segmentations: list[Segmentation]
+    fps: float | None = None  # model-only images per second, when measured
+
+
+def run_onnx(path: str | os.PathLike[str], images: Sequence[np.ndarray], *, threads: int = 0,
+             fps_iters: int = 0) -> ModelRun:
+    """Run RGB ``images`` through the ONNX model ``path`` on the CPU (ONNX Runtime backend + the core).
+
+    With ``fps_iters`` > 0, also times the model alone (:func:`model_fps`) on the first image.
     """
-    name = session.get_inputs()[0].name
-    out_names = [o.name for o in session.get_outputs()]
-    b = session_batch(session) or batch.shape[0]
-    chunks: dict[str, list[np.ndarray]] = {n: [] for n in out_names}
-    for start in range(0, batch.shape[0], b):
-        part = batch[start : start + b]
-        real = part.shape[0]
-        if real < b:
-            part = np.concatenate([part, np.repeat(part[-1:], b - real, axis=0)], axis=0)
-        for n, value in zip(out_names, session.run(out_names, {name: np.ascontiguousarray(part)})):
-            chunks[n].append(np.asarray(value)[:real])
-    return {n: np.concatenate(v, axis=0) for n, v in chunks.items()}
+    with cpu_backend(path, threads) as backend:
+        core = Segmenter(backend, batch_size=whole_batch(backend, len(images)))
+        tensors, lbs = zip(*(core.preprocess(im) for im in images))
+        outputs = core.infer(np.stack(tensors))
+        segs = [core.finish(outputs, i, lb).segmentation for i, lb in enumerate(lbs)]
+        fps = model_fps(backend, tensors[0], iters=fps_iters) if fps_iters > 0 else None
+    return ModelRun(outputs, segs, fps)
 
 
-def agreement_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks; 1.0 when both are empty (they agree perfectly)."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * float(np.logical_and(a, b).sum()) / total
-
-
-def segment_all(outputs: dict[str, np.ndarray], lbs: Sequence[Letterbox], threshold: float = 0.5) -> list[Segmentation]:
-    """Post-process every image of a batch of model outputs (runtime's own post-processing)."""
-    return [
-        postprocess(outputs["boxes"][i], outputs["scores"][i], outputs["masks"][i], lb, threshold)
-        for i, lb in enumerate(lbs)
-    ]
+def model_fps(backend: Backend, tensor: np.ndarray, iters: int = 20, warmup: int = 3) -> float:
+    """Model throughput in images per second: backend calls on copies of one preprocessed image
+    (float32 [3,S,S]) at the model's fixed batch, else batch 1; no pre/post-processing."""
+    core = Segmenter(backend, batch_size=whole_batch(backend, 1))
+    batch = np.repeat(tensor[None], core.batch_size, axis=0)
+    for _ in range(warmup):
+        core.infer(batch)
+    start = time.perf_counter()
+    for _ in range(iters):
+        core.infer(batch)
+    return iters * core.batch_size / (time.perf_counter() - start)
 
 
 @dataclass
@@ -104,8 +97,8 @@ class MaskAgreement:
 def mask_agreement(a: Sequence[Segmentation], b: Sequence[Segmentation]) -> MaskAgreement:
     """Disc / cup Dice of the segmentations ``a`` vs ``b`` (same images, same order)."""
     return MaskAgreement(
-        disc=[agreement_dice(x.disc, y.disc) for x, y in zip(a, b)],
-        cup=[agreement_dice(x.cup, y.cup) for x, y in zip(a, b)],
+        disc=[agreement(x.disc, y.disc) for x, y in zip(a, b)],
+        cup=[agreement(x.cup, y.cup) for x, y in zip(a, b)],
     )
 
 
@@ -119,7 +112,7 @@ def binary_mask_dice(masks_a: np.ndarray, masks_b: np.ndarray, scores: np.ndarra
     valid = np.asarray(scores) > 0
     if not valid.any():
         valid = np.ones_like(valid, dtype=bool)
-    return agreement_dice(masks_a[valid] > threshold, masks_b[valid] > threshold)
+    return agreement(masks_a[valid] > threshold, masks_b[valid] > threshold)
 
 
 def max_abs_diffs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
@@ -130,22 +123,6 @@ def max_abs_diffs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[st
             d = np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64))
             diffs[name] = float(np.nan_to_num(d, nan=np.inf).max()) if d.size else 0.0
     return diffs
-
-
-def measure_fps(
-    session: "onnxruntime.InferenceSession", batch: np.ndarray, iters: int = 20, warmup: int = 3  # noqa: F821
-) -> float:
-    """Model throughput in images per second (ONNX Runtime ``run`` only, no pre/post-processing)."""
-    b = session_batch(session) or batch.shape[0]
-    feed = np.ascontiguousarray(np.resize(batch, (b,) + batch.shape[1:]).astype(np.float32))
-    name = session.get_inputs()[0].name
-    for _ in range(warmup):
-        session.run(None, {name: feed})
-    start = time.perf_counter()
-    for _ in range(iters):
-        session.run(None, {name: feed})
-    elapsed = time.perf_counter() - start
-    return iters * b / elapsed
 
 
 @dataclass
@@ -196,11 +173,6 @@ def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> lis
             item.disc, item.cup = from_refuge_seg(read_mask(mask_path))
         out.append(item)
     return out
-
-
-def preprocess_items(items: Sequence[EvalImage], input_cfg: InputConfig) -> tuple[np.ndarray, list[Letterbox]]:
-    """Runtime preprocessing of every item: (float32 [N,3,S,S], letterboxes)."""
-    return preprocess_batch([it.image for it in items], input_cfg)
 
 
 def align_to_reference(

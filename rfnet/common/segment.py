@@ -1,0 +1,197 @@
+"""The one image -> segmentation core: preprocess -> backend -> check -> post-process -> CDR (torch-free).
+
+:class:`Segmenter` is what every path that turns images into disc / cup masks calls, with
+any :class:`~rfnet.common.backend.Backend`:
+
+* the deployment runtime (``runtime.pipeline.Pipeline`` runs it behind a decode thread);
+* the benchmarks' end-to-end pass (``benchmarks.endtoend``);
+* the exporters' checks: ONNX Runtime vs PyTorch (``export/export_onnx.py``), FP16 and INT8
+  vs FP32 (``export/fp16.py``, ``export/int8_eval.py``);
+* training's validation and ``rfnet.evaluate`` (``rfnet.predict``, the PyTorch model behind
+  ``rfnet.torch_backend.TorchBackend``).
+
+Batching against the model's constraints -- chunks of the batch size, a chunk shorter than a
+fixed batch or an engine profile's minimum zero-padded and the padded rows dropped -- and the
+output check of the contract (:func:`rfnet.common.contract.check_outputs`) happen here only.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
+from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, metadata_from_backend
+from rfnet.common.metrics import cdr_report
+from rfnet.common.postprocess import Segmentation, postprocess
+from rfnet.common.preprocess import Letterbox, preprocess
+
+log = logging.getLogger(__name__)
+
+#: Stages timed by :meth:`Segmenter.process_batch` (milliseconds per image).
+STAGES: tuple[str, ...] = ("preprocess", "model", "postprocess", "cdr")
+
+
+@dataclass
+class SegmentedImage:
+    """One image through the core.
+
+    Attributes:
+        segmentation: disc / cup masks at the original size, box, score.
+        cdr: :func:`rfnet.common.metrics.cdr_report` of the masks.
+        timings: milliseconds per stage of :data:`STAGES` (``model`` is the backend time of
+            the image's batch divided by the images in it).
+    """
+
+    segmentation: Segmentation
+    cdr: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_io_contract(backend: Backend, info: ModelMetadata) -> None:
+    """One input [B,3,S,S] with S = ``input_size``; outputs boxes, scores, masks whose static
+    K and M match ``top_k`` and ``mask_size`` (:class:`ModelLoadError` otherwise)."""
+    src = backend.model_path
+    spec = backend.input_spec()
+    if len(spec.shape) != 4 or spec.shape[1] not in (3, -1):
+        raise ModelLoadError(f"{src}: input {spec.name!r} has shape {spec.shape}, expected [B,3,S,S]")
+    for axis in (2, 3):
+        if spec.shape[axis] >= 0 and spec.shape[axis] != info.input_size:
+            raise ModelLoadError(
+                f"{src}: input {spec.name!r} is {spec.shape} but the metadata says input_size {info.input_size}"
+            )
+    outputs = {t.name: t for t in backend.outputs}
+    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+    if missing:
+        raise ModelLoadError(f"{src}: model outputs {sorted(outputs)} lack {missing} (expected {list(OUTPUT_NAMES)})")
+    k, m = info.top_k, info.mask_size
+    want = {"boxes": (-1, k, 4), "scores": (-1, k), "masks": (-1, k, 2, m, m)}
+    for name, dims in want.items():
+        got = outputs[name].shape
+        if len(got) != len(dims) or any(g >= 0 and d >= 0 and g != d for g, d in zip(got, dims)):
+            raise ModelLoadError(f"{src}: output {name} is {list(got)} but the metadata says top_k {k} and "
+                                 f"mask_size {m} ({name} {['B' if d < 0 else d for d in dims]})")
+
+
+def model_info(backend: Backend) -> ModelMetadata:
+    """The loaded ``backend``'s metadata (ONNX ``rfnet.*`` strings or engine manifest), checked
+    against its tensors (:func:`check_io_contract`)."""
+    info = metadata_from_backend(backend.metadata, str(backend.model_path))
+    check_io_contract(backend, info)
+    return info
+
+
+def plan_batch(spec: TensorSpec, requested: int) -> tuple[int, int]:
+    """(images per batch, minimum batch actually fed) for a requested batch size.
+
+    A fixed batch dimension forces its size (short batches are zero-padded); a profile
+    caps it at the profile maximum and pads short batches up to the profile minimum.
+    """
+    if requested < 1:
+        raise ValueError(f"batch size must be >= 1, got {requested}")
+    if spec.shape[0] >= 0:
+        fixed = spec.shape[0]
+        if requested != fixed:
+            log.warning("model has a fixed batch size of %d; using it instead of %d", fixed, requested)
+        return fixed, fixed
+    hi = spec.max_dim(0)
+    lo = spec.min_shape[0] if spec.min_shape is not None else 1
+    if hi is not None and requested > hi:
+        log.warning("engine profile allows at most %d images per batch; using %d instead of %d", hi, hi, requested)
+        requested = hi
+    return requested, max(1, lo)
+
+
+class Segmenter:
+    """Images through one loaded backend, synchronously.
+
+    Args:
+        backend: a loaded :class:`Backend`.
+        info: the model's metadata (default: :func:`model_info` of ``backend``).
+        batch_size: images per backend call (adjusted to the model, see :func:`plan_batch`).
+        threshold: mask probability threshold.
+        ellipse: fit ellipses to disc and cup.
+        keep_prob: keep the pasted probability maps in each :class:`Segmentation`.
+    """
+
+    def __init__(self, backend: Backend, info: ModelMetadata | None = None, *, batch_size: int = 1,
+                 threshold: float = 0.5, ellipse: bool = False, keep_prob: bool = False) -> None:
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        self.backend = backend
+        self.info = info if info is not None else model_info(backend)
+        self.spec = backend.input_spec()
+        self.batch_size, self._min_batch = plan_batch(self.spec, batch_size)
+        self.threshold = threshold
+        self.ellipse = ellipse
+        self.keep_prob = keep_prob
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained."""
+        return preprocess(image, self.info.input_config())
+
+    def infer(self, tensors: np.ndarray) -> dict[str, np.ndarray]:
+        """Preprocessed ``tensors`` [N,3,S,S] -> checked outputs ``{boxes [N,K,4], scores [N,K],
+        masks [N,K,2,M,M]}`` (float32), in chunks of :attr:`batch_size`.
+
+        Raises:
+            BackendError: the backend failed; ContractError: an output breaks the contract.
+        """
+        n = int(tensors.shape[0])
+        if n == 0:
+            raise ValueError("infer needs at least one image")
+        parts: list[tuple[np.ndarray, ...]] = []
+        for start in range(0, n, self.batch_size):
+            chunk = np.asarray(tensors[start : start + self.batch_size], dtype=self.spec.dtype)
+            real = chunk.shape[0]
+            if real < self._min_batch:  # a fixed batch or a profile minimum: pad with zeros
+                chunk = np.concatenate([chunk, np.zeros((self._min_batch - real, *chunk.shape[1:]), chunk.dtype)])
+            out = self.backend.infer({self.spec.name: chunk})
+            parts.append(tuple(a[:real] for a in check_outputs(out, chunk.shape[0], self.info, str(self.backend.model_path))))
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(OUTPUT_NAMES)}
+
+    def finish(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox) -> SegmentedImage:
+        """Post-processing and CDRs of image ``i`` of :meth:`infer`'s ``outputs`` (timings without ``model``)."""
+        t0 = time.perf_counter()
+        seg = postprocess(outputs["boxes"][i], outputs["scores"][i], outputs["masks"][i], lb, self.threshold,
+                          self.ellipse, keep_prob=self.keep_prob, mask_box_scale=self.info.mask_box_scale)
+        t1 = time.perf_counter()
+        cdr = cdr_report(seg.disc, seg.cup)
+        t2 = time.perf_counter()
+        return SegmentedImage(seg, cdr, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
+
+    def process_tensors(self, tensors: np.ndarray, lbs: Sequence[Letterbox]) -> list[SegmentedImage]:
+        """Already preprocessed images (float32 [N,3,S,S] and their letterboxes) -> one result each."""
+        t0 = time.perf_counter()
+        outputs = self.infer(tensors)
+        model_ms = (time.perf_counter() - t0) * 1e3 / len(lbs)
+        results = [self.finish(outputs, i, lb) for i, lb in enumerate(lbs)]
+        for r in results:
+            r.timings["model"] = model_ms
+        return results
+
+    def process_batch(self, images: Sequence[np.ndarray]) -> list[SegmentedImage]:
+        """RGB uint8 images [H,W,3] of any sizes -> one :class:`SegmentedImage` each, same order,
+        with every stage of :data:`STAGES` timed."""
+        if not images:
+            return []
+        pre_ms: list[float] = []
+        tensors, lbs = [], []
+        for image in images:
+            t0 = time.perf_counter()
+            tensor, lb = self.preprocess(image)
+            pre_ms.append((time.perf_counter() - t0) * 1e3)
+            tensors.append(tensor)
+            lbs.append(lb)
+        results = self.process_tensors(np.stack(tensors), lbs)
+        for r, ms in zip(results, pre_ms):
+            r.timings = {"preprocess": ms, "model": r.timings["model"], "postprocess": r.timings["postprocess"],
+                         "cdr": r.timings["cdr"]}
+        return results
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[Segmentation]:
+        """Just the :class:`Segmentation` of each image (:meth:`process_batch` without the rest)."""
+        return [r.segmentation for r in self.process_batch(images)]

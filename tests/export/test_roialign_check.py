@@ -1,0 +1,37 @@
+"""One RoiAlign check (export.graph_checks.roialign_attribute_issues) for export and build.
+
+An export must not pass what ``export/build.py`` later rejects: both call the same function,
+and the exporter adds the model config's sampling ratios.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export import build
+from export.graph_checks import GraphCheckError, roialign_attribute_issues
+from tests.support import trt_onnx as fx
+
+
+def test_sampling_ratio_must_be_the_configs() -> None:
+    model = fx.make_model(sampling_ratio=2)
+    assert roialign_attribute_issues(model, {2}) == ([], [])
+    errors, _ = roialign_attribute_issues(model, {4})
+    assert len(errors) == 2 and "sampling_ratio=2, the model config uses [4]" in errors[0]
+
+
+@pytest.mark.parametrize("kwargs", [{"sampling_ratio": None}, {"ctm": "output_half_pixel"}, {"opset": 11}])
+def test_export_and_build_reject_the_same_graphs(kwargs: dict, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from export.export_onnx import contract_problems
+
+    model = fx.make_model(**kwargs)
+    cfg = fx.light_config()
+    cfg.input.size = fx.SIZE
+    export_problems = contract_problems(model, cfg, batch=None)
+    path = fx.write_model(tmp_path / "m.onnx", **kwargs)
+    with pytest.raises(GraphCheckError) as info:
+        build.analyse_onnx(path)
+    errors, _ = roialign_attribute_issues(model)
+    assert errors and all(e in export_problems and e in str(info.value) for e in errors)

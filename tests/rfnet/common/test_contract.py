@@ -1,0 +1,111 @@
+"""The deployment contract: metadata writer and parser, manifest fields, output check."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfnet.common.contract import (
+    KEY_FP16,
+    KEY_MASK_BOX_SCALE,
+    KEY_QUANTIZATION,
+    MANIFEST_REQUIRED_FIELDS,
+    REQUIRED_KEYS,
+    ContractError,
+    MetadataError,
+    ModelMetadata,
+    check_outputs,
+    metadata_from_backend,
+    metadata_from_manifest,
+    parse_metadata,
+)
+from rfnet.config import get_preset
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _meta(**changes: object) -> ModelMetadata:
+    cfg = get_preset("light")
+    cfg.mask_head.box_scale = 1.15
+    cfg.roi_heads.detections_per_img = 3
+    meta = ModelMetadata.from_config(cfg, precision="fp16", checkpoint_sha256="ab" * 32, exporter={"opset": "17"})
+    return ModelMetadata(**{**meta.__dict__, **changes})  # type: ignore[arg-type]
+
+
+def test_writer_and_parser_round_trip() -> None:
+    meta = _meta(extra={KEY_QUANTIZATION: json.dumps({"method": "minmax"})})
+    strings = meta.to_strings()
+    assert all(isinstance(v, str) for v in strings.values())
+    assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_QUANTIZATION} == set(strings)
+    assert strings[KEY_MASK_BOX_SCALE] == "1.15" and strings["rfnet.top_k"] == "3"
+    back = parse_metadata({**strings, "other.key": "kept out"}, "m.onnx")
+    assert back == meta
+    assert back.model_config().mask_head.box_scale == 1.15 and back.input_config().size == 512
+    # the engine manifest carries the deployment fields, parsed by the same checks
+    fields = meta.deploy_fields()
+    assert set(MANIFEST_REQUIRED_FIELDS) <= set(fields) and fields["mask_box_scale"] == 1.15
+    from_manifest = metadata_from_backend({"format": "rfnet-engine-manifest", **fields}, "x.engine")
+    assert from_manifest.deploy_fields() == fields and from_manifest.config == {}
+
+
+def test_old_exports_without_mask_box_scale_mean_one() -> None:
+    strings = _meta().to_strings()
+    del strings[KEY_MASK_BOX_SCALE]
+    assert parse_metadata(strings, "old.onnx").mask_box_scale == 1.0
+    fields = _meta().deploy_fields()
+    del fields["mask_box_scale"]
+    assert metadata_from_manifest(fields, "old.engine").mask_box_scale == 1.0
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("rfnet.input_size", "0", "'rfnet.input_size' must be a positive integer"),
+    ("rfnet.top_k", "2.5", "'rfnet.top_k' must be a positive integer"),
+    ("rfnet.mean", "[1, 2]", "'rfnet.mean' must be a list of 3 numbers"),
+    ("rfnet.std", "[1, 0, 1]", "'rfnet.std' must be 3 positive numbers"),
+    ("rfnet.precision", "bf16", "'rfnet.precision' must be one of"),
+    ("rfnet.class_names", '["cup", "disc"]', "mask channels are ['cup', 'disc']"),
+    ("rfnet.mask_box_scale", "-1", "'rfnet.mask_box_scale' must be a positive number"),
+    ("rfnet.config", "[]", "'rfnet.config' must be a JSON object"),
+    ("rfnet.mask_size", "{", "'rfnet.mask_size' is not valid JSON"),
+])
+def test_parser_names_the_model_the_key_and_the_problem(key: str, value: str, message: str) -> None:
+    with pytest.raises(MetadataError, match=re.escape("m.onnx: ") + ".*" + re.escape(message)):
+        parse_metadata({**_meta().to_strings(), key: value}, "m.onnx")
+
+
+def test_missing_keys_are_listed() -> None:
+    strings = _meta().to_strings()
+    del strings["rfnet.std"], strings["rfnet.top_k"]
+    with pytest.raises(MetadataError, match=r"m.onnx: missing RF-Net metadata \['rfnet.std', 'rfnet.top_k'\]"):
+        parse_metadata(strings, "m.onnx")
+    assert isinstance(MetadataError("x"), ValueError)
+
+
+def test_check_outputs() -> None:
+    meta = _meta()
+    k, m = meta.top_k, meta.mask_size
+    good = {"boxes": np.zeros((2, k, 4)), "scores": np.zeros((2, k)), "masks": np.zeros((2, k, 2, m, m))}
+    boxes, scores, masks = check_outputs(good, 2, meta)
+    assert boxes.dtype == scores.dtype == masks.dtype == np.float32
+    with pytest.raises(ContractError, match=r"output scores has shape \[2, 4\], expected \[2, 3\]"):
+        check_outputs({**good, "scores": np.zeros((2, k + 1))}, 2, meta)
+    with pytest.raises(ContractError, match=r"output masks has shape .* expected \[2, 3, 2, 56, 56\]"):
+        check_outputs({**good, "masks": np.zeros((2, k, 2, 28, 28))}, 2, meta)
+    with pytest.raises(ContractError, match=r"lack \['masks'\]"):
+        check_outputs({"boxes": good["boxes"], "scores": good["scores"]}, 2, meta)
+    with pytest.raises(ContractError, match="output boxes has shape"):
+        check_outputs(good, 3, meta)
+    check_outputs(good, 2)  # without metadata: only the shapes' consistency
+
+
+def test_contract_names_are_defined_once() -> None:
+    """grep: each contract name and metadata key string is defined in rfnet/common/contract.py only."""
+    files = [p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")]
+    sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in files + list(REPO.glob("*.py"))}
+    for pattern in (r"^\s*OUTPUT_NAMES\b.*=", r"^\s*PRECISIONS\b.*=", r"^\s*INPUT_NAME\b.*=",
+                    *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_QUANTIZATION, KEY_FP16))):
+        where = [p for p, text in sources.items() if re.search(pattern, text, re.M)]
+        assert where == ["rfnet/common/contract.py"], (pattern, where)

@@ -1,0 +1,65 @@
+"""One base exception per package (all under rfnet.errors.RFNetError) and ExitCode in every CLI."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+from benchmarks.errors import BenchmarkError
+from export.errors import ExportError
+from rfnet.errors import RFNetError
+from runtime.errors import DeploymentError
+
+REPO = Path(__file__).resolve().parents[1]
+#: Modules of the TensorRT build side whose errors are being rebased with the builder split
+#: (export/trt_builder.py, export/cuda_device.py); listed here so the gap stays visible.
+PENDING = {"export.trt_builder", "export.cuda_device"}
+#: CLIs whose main() is being split by their owners (the lead: rfnet.train; the TensorRT side:
+#: export.build), with the literal exit codes they still return.
+PENDING_MAINS = {"rfnet/train.py", "export/build.py"}
+TORCH_MODULES = ("rfnet.model", "rfnet.training", "rfnet.checkpoint", "rfnet.train", "rfnet.predict", "rfnet.evaluate",
+                 "rfnet.summary", "rfnet.data.torch_dataset", "export.export_onnx")
+
+
+def _modules() -> list[str]:
+    names = []
+    for pkg in ("rfnet", "export", "runtime", "benchmarks"):
+        for p in sorted((REPO / pkg).rglob("*.py")):
+            mod = ".".join(p.relative_to(REPO).with_suffix("").parts)
+            names.append(mod[: -len(".__init__")] if mod.endswith(".__init__") else mod)
+    return names
+
+
+def test_package_bases_share_one_root() -> None:
+    for base in (ExportError, DeploymentError, BenchmarkError):
+        assert issubclass(base, RFNetError)
+
+
+def test_every_project_exception_derives_from_rfnet_error() -> None:
+    has_torch = importlib.util.find_spec("torch") is not None
+    checked, offenders = 0, []
+    for name in _modules():
+        if name in PENDING or (not has_torch and name.startswith(TORCH_MODULES)):
+            continue
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == name and issubclass(cls, BaseException):
+                checked += 1
+                if not issubclass(cls, RFNetError):
+                    offenders.append(f"{name}.{cls_name}")
+    assert checked >= 25 and offenders == []
+
+
+def test_every_main_returns_exit_codes_from_the_table() -> None:
+    mains, offenders = 0, []
+    for p in [*(p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")),
+              REPO / "demo.py"]:
+        path, text = p.relative_to(REPO).as_posix(), p.read_text()
+        if "def main(" not in text or path in PENDING_MAINS:
+            continue
+        mains += 1
+        body = text[text.index("def main("):]
+        if re.search(r"^\s+return\s+\d+\b", body, re.M) or "ExitCode" not in text:
+            offenders.append(path)
+    assert mains >= 10 and offenders == []
