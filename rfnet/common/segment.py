@@ -159,7 +159,7 @@ class Segmenter:
         seg = postprocess(outputs["boxes"][i], outputs["scores"][i], outputs["masks"][i], lb, self.threshold,
                           self.ellipse, keep_prob=self.keep_prob, mask_box_scale=self.info.mask_box_scale)
         t1 = time.perf_counter()
-        cdr = cdr_report(seg.disc, seg.cup)
+        cdr = cdr_report(*seg.cropped())  # the same figures as on the full masks, on the window's pixels
         t2 = time.perf_counter()
         return SegmentedImage(seg, cdr, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
 
