@@ -15,9 +15,9 @@ from export.graph_checks import roialign_attribute_issues
 from export.onnx_inspect import custom_domain_nodes
 from export.onnx_meta import get_metadata, load_metadata
 from rfnet.common.contract import REQUIRED_KEYS
-from export.parity import EvalImage, align_to_reference, folder_images
+from export.compare import EvalImage, align_to_reference, folder_images
 
-K = 10
+K = export_onnx.SCREENING_TOP_K  # the default export: K=1
 M = 56
 
 
@@ -91,6 +91,29 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
     assert load_metadata(out).top_k == 5
 
 
+def test_default_k1_gives_the_top_detection_of_k10(exported_onnx: tuple[Path, int, str], small_checkpoint: Path,
+                                                    parity_dir: Path, tmp_path: Path) -> None:
+    """K=1 (the default) is K=10's first slot: same box, score and mask, so the same final masks."""
+    from export.compare import cpu_backend
+    from rfnet.common.segment import Segmenter
+
+    path, rc, _ = exported_onnx
+    assert rc == 0 and K == 1
+    k10 = tmp_path / "k10.onnx"
+    assert export_onnx.main(["--checkpoint", str(small_checkpoint), "--output", str(k10), "--top-k", "10",
+                             "--no-simplify", "--no-parity"]) == 0
+    items = folder_images(parity_dir, 4)
+    with cpu_backend(path, 1) as one, cpu_backend(k10, 1) as ten:
+        a, b = Segmenter(one), Segmenter(ten)
+        tensors = np.stack([a.preprocess(it.image)[0] for it in items])
+        o1, o10 = a.infer(tensors), b.infer(tensors)
+    assert o10["masks"].shape[1] == 10 and o1["masks"].shape[1] == 1
+    assert (o10["scores"][:, 0] > 0).all()  # a real detection in each image, not padding
+    np.testing.assert_allclose(o1["scores"][:, 0], o10["scores"][:, 0], atol=1e-6)
+    np.testing.assert_allclose(o1["boxes"][:, 0], o10["boxes"][:, 0], atol=1e-4)
+    np.testing.assert_allclose(o1["masks"][:, 0], o10["masks"][:, 0], atol=1e-5)
+
+
 def test_cli_dynamic_batch_parity(small_checkpoint: Path, parity_dir: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "dyn.onnx"
@@ -106,12 +129,12 @@ def test_cli_dynamic_batch_parity(small_checkpoint: Path, parity_dir: Path, tmp_
     assert shapes["boxes"] == ["batch", K, 4] and shapes["scores"] == ["batch", K]
 
 
-def test_parity_check_can_fail(exported_onnx: tuple[Path, int, str], small_model: tuple[Any, Any],
+def test_parity_check_can_fail(exported_onnx: tuple[Path, int, str], small_checkpoint: Path,
                                parity_dir: Path) -> None:
     """A model whose mask predictor no longer matches the ONNX file must fail the check."""
     path, rc, _ = exported_onnx
     assert rc == 0
-    model, cfg = small_model
+    model, cfg = export_onnx.load_model_for_export(small_checkpoint, K)  # the exported K
     items = folder_images(parity_dir, 1)
     saved = model.mask_head.predictor.bias.detach().clone()
     try:
