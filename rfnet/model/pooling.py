@@ -8,9 +8,10 @@
 
 Both use ``torchvision.ops.roi_align(aligned=True)`` with an explicit ``sampling_ratio``,
 which exports to ONNX ``RoiAlign(coordinate_transformation_mode="half_pixel")`` at opset >= 16.
-When exported, the pyramid variant pools all levels and selects per RoI with ``where``
-instead of gathering RoIs per level: no data-dependent shapes (no NonZero), so the graph
-stays static; in eager mode it gathers (same values, less work).
+One-level-per-RoI pooling (the box head, and the pyramid ablation's mask pooling) pools each
+RoI on its own level only, in eager mode and in the exported graph alike
+(:func:`level_select`); the old fixed-shape export form, every RoI on every level and a
+``Where`` per level, is kept as ``static=True``.
 
 RoIs are given as ``[R,5]`` rows ``(batch_index, x0, y0, x1, y1)`` in input pixels.
 """
@@ -38,30 +39,49 @@ def _pool(feat: Tensor, rois: Tensor, size: int, stride: int, sampling_ratio: in
 
 
 def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: int,
-                 static: bool | None = None) -> Tensor:
+                 static: bool = False) -> Tensor:
     """One-level-per-RoI pooling (Mask R-CNN): ``[R,5] -> [R,C,size,size]``.
 
-    ``static=True``: pool the RoIs on every level and keep each RoI's assigned level with
-    ``where`` (fixed shapes, what gets exported). ``static=False``: pool each RoI only on
-    its level (index gather; 4x less RoIAlign work, used in eager mode, notably for
-    training where the RoIAlign backward dominates). Both give identical values;
-    ``None`` picks static exactly when tracing/exporting.
+    Each RoI is pooled only on the level the FPN rule assigns it. Eager mode gathers the RoIs
+    of each level and copies the results back (empty levels skipped; training's RoIAlign
+    backward dominates there). While exporting, the same gather is traced as pure ONNX
+    (:func:`_gather_levels`: ``NonZero`` -> ``Gather`` -> one ``RoiAlign`` per level ->
+    ``Concat`` -> the inverse permutation), so the graph pools R RoIs once instead of R on
+    every level. ``static=True``: the fixed-shape form exported before, every RoI on every
+    level kept by ``Where`` (4x the RoIAlign work, no data-dependent shapes). All give
+    identical values.
     """
     levels = fpn_levels(rois[:, 1:], k_min=2, k_max=1 + len(feats))
-    if static is None:
-        static = is_exporting()
-    if not static:
-        out = rois.new_zeros((rois.shape[0], feats[0].shape[1], size, size))
-        for lvl, feat in enumerate(feats):
-            idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
-            if idx.numel():
-                out = out.index_copy(0, idx, _pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
+    if static:
+        out = _pool(feats[0], rois, size, STRIDES[0], sampling_ratio)
+        for lvl in range(1, len(feats)):
+            pooled = _pool(feats[lvl], rois, size, STRIDES[lvl], sampling_ratio)
+            out = torch.where((levels == lvl).view(-1, 1, 1, 1), pooled, out)
         return out
-    out = _pool(feats[0], rois, size, STRIDES[0], sampling_ratio)
-    for lvl in range(1, len(feats)):
-        pooled = _pool(feats[lvl], rois, size, STRIDES[lvl], sampling_ratio)
-        out = torch.where((levels == lvl).view(-1, 1, 1, 1), pooled, out)
+    if is_exporting():
+        return _gather_levels(feats, rois, levels, size, sampling_ratio)
+    out = rois.new_zeros((rois.shape[0], feats[0].shape[1], size, size))
+    for lvl, feat in enumerate(feats):
+        idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
+        if idx.numel():
+            out = out.index_copy(0, idx, _pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
     return out
+
+
+def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int, sampling_ratio: int) -> Tensor:
+    """Traceable per-level pooling: the RoIs of each level (``NonZero`` on ``levels == l``, a
+    bool input TensorRT's INonZeroLayer takes; ``Gather``) through that level's ``RoiAlign``,
+    concatenated in level order, then put back in RoI order by gathering with the inverse
+    permutation (``argsort`` of the concatenated indices, a ``TopK`` over R). No output-sized
+    zero tensor and no scatter: nothing R x C x size x size is constant-folded into the file.
+    A level without RoIs gives an empty ``RoiAlign`` (0 RoIs), which ONNX Runtime handles.
+    """
+    order, pooled = [], []
+    for lvl, feat in enumerate(feats):
+        idx = torch.nonzero(levels == lvl).reshape(-1)
+        order.append(idx)
+        pooled.append(_pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
+    return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
 class _TwoStreamPooling(nn.Module):

@@ -120,6 +120,19 @@ def test_level_select_static_equals_gather() -> None:
     torch.testing.assert_close(level_select(feats, rois, 7, 2, static=True), level_select(feats, rois, 7, 2, static=False))
 
 
+def test_traced_level_gather_equals_static_with_empty_levels() -> None:
+    """The exported per-level gather (NonZero / Gather / RoiAlign / inverse permutation) gives the
+    every-level-plus-Where values, also when some levels get no RoI."""
+    from rfnet.model.boxes import fpn_levels
+    from rfnet.model.pooling import _gather_levels
+
+    feats, rois = _pyramid(), _rois(12, 2)
+    rois[3, 3:] = rois[3, 1:3] + 120  # one coarse RoI; P5 stays empty
+    levels = fpn_levels(rois[:, 1:], k_min=2, k_max=5)
+    assert (levels == 3).sum() == 0 and len(set(levels.tolist())) >= 2
+    torch.testing.assert_close(_gather_levels(feats, rois, levels, 7, 2), level_select(feats, rois, 7, 2, static=True))
+
+
 def test_mask_head_shape() -> None:
     head = MultiClassMaskHead(16, MaskHeadConfig(channels=8, num_convs=2, num_fused_convs=1))
     out = head(torch.randn(3, 16, 56, 56), torch.randn(3, 16, 28, 28))

@@ -72,8 +72,13 @@ def test_static_export_matches_onnxruntime(model: torch.nn.Module, tmp_path: Pat
     shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
     assert shapes == {"boxes": [batch, k, 4], "scores": [batch, k], "masks": [batch, k, 2, 56, 56]}
     ops = {n.op_type for n in graph.node}
-    assert not ops & {"If", "Loop", "Scan", "NonZero"}, ops  # no data-dependent control flow
+    assert not ops & {"If", "Loop", "Scan"}, ops  # no control flow
     assert "NonMaxSuppression" in ops
+    # The box head pools each proposal on its own level only: NonZero -> Gather -> RoiAlign per
+    # level, no Where choosing among every-level results.
+    assert sum(n.op_type == "NonZero" for n in graph.node) == 4
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    assert not [n.name for n in graph.node if n.op_type == "Where" and any(made_by.get(i) == "RoiAlign" for i in n.input)]
     roi = [n for n in graph.node if n.op_type == "RoiAlign"]
     assert len(roi) == 8  # box head: 4 levels; FFP: P2,P3 at 56 + P4,P5 at 28
     for node in roi:
