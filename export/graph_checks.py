@@ -275,6 +275,7 @@ class GraphPrecision:
     float16_tensors: int  # initializers + typed tensors of dtype float16
     qdq_nodes: int  # QuantizeLinear + DequantizeLinear
     metadata_precision: str | None  # rfnet.precision, when present
+    uint8_qdq: int = 0  # Q/DQ nodes with a uint8 zero point (export/quantize.py --target onnxruntime)
 
     @property
     def is_fp16(self) -> bool:
@@ -308,8 +309,10 @@ def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
         if node.op_type == "Cast" and _attr(node, "to") == f16:
             n16 += 1
     qdq = sum(1 for node in g.node if node.op_type in QDQ_OPS)
+    uint8_zp = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.UINT8}
+    u8 = sum(1 for node in g.node if node.op_type in QDQ_OPS and len(node.input) > 2 and node.input[2] in uint8_zp)
     meta = {p.key: p.value for p in model.metadata_props}.get(KEY_PRECISION)
-    return GraphPrecision(float16_tensors=n16, qdq_nodes=qdq, metadata_precision=meta)
+    return GraphPrecision(float16_tensors=n16, qdq_nodes=qdq, metadata_precision=meta, uint8_qdq=u8)
 
 
 def precision_problem(requested: str, gp: GraphPrecision, *, strongly_typed: bool) -> str | None:
@@ -320,6 +323,10 @@ def precision_problem(requested: str, gp: GraphPrecision, *, strongly_typed: boo
     Strongly typed (TensorRT 11.x): the graph decides, so ``fp16`` needs FP16 tensors and
     ``int8`` needs Q/DQ nodes.
     """
+    if gp.uint8_qdq:
+        return (f"the ONNX is quantized for ONNX Runtime's CPU ({gp.uint8_qdq} Q/DQ nodes with uint8 zero points); "
+                "TensorRT takes only int8 Q/DQ with zero point 0: quantize with `python export/quantize.py "
+                "--target tensorrt` (the default)")
     if gp.is_qdq and requested != "int8":
         return f"the ONNX is quantized ({gp.describe()}); build it with --precision int8 or pass the float ONNX"
     if requested == "fp32" and gp.is_fp16:

@@ -11,6 +11,12 @@ project (and the torch-free runtime) depends on. ``quantize_static`` ships with 
 onnxruntime we already have, runs its calibration on the CPU and gives us control over
 which nodes stay float. ModelOpt remains an optional extra (``pip install '.[modelopt]'``).
 
+Two targets (``--target``, :data:`TARGETS`): ``tensorrt`` (the default, below) and
+``onnxruntime``, for ONNX Runtime's CPU provider: uint8 activations, float consumers reading the
+DequantizeLinear, so that every quantized Conv/Gemm runs as QLinearConv/QGemm (U8S8) and the
+only layout Transposes move 8-bit data at the edges of the integer regions (checked on ONNX
+Runtime's optimised graph in tests/export/test_quantize.py). TensorRT cannot build that model.
+
 TensorRT-specific choices (see field notes section 1-2):
 * ``ActivationSymmetric`` / ``WeightSymmetric``: TensorRT only takes zero-point-0 int8 Q/DQ.
 * ``per_channel=True``: per-output-channel weight scales, which TensorRT supports for
@@ -74,6 +80,32 @@ ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
 #: ONNX Runtime CPU speed (they are memory-bound). The measurements behind the choice are in
 #: docs/results.md ("INT8 on this fold").
 DEFAULT_FLOAT_INPUT_LAYERS = 13
+#: ``QuantizeOptions.float_consumers``: "dequantized" -- a float consumer of a quantized layer's
+#: output reads the DequantizeLinear of its (one, shared) QuantizeLinear, so the layer's output
+#: feeds only the QuantizeLinear and ONNX Runtime's CPU provider fuses DQ -> Conv/Gemm -> Q into
+#: QLinearConv/QGemm (int8 in, int8 out). "rerouted" -- such consumers read the unrounded float
+#: output (one Q/DQ pair per quantized consumer): what TensorRT's explicit quantization does, but
+#: ONNX Runtime then runs that layer in float behind a DequantizeLinear (no integer kernel).
+FLOAT_CONSUMERS: tuple[str, ...] = ("dequantized", "rerouted")
+#: DEFAULT_OP_TYPES without ConvTranspose: ONNX Runtime's CPU provider has no integer kernel for
+#: it (it would run in float on rounded weights).
+ORT_INTEGER_OP_TYPES: tuple[str, ...] = tuple(t for t in DEFAULT_OP_TYPES if t != "ConvTranspose")
+#: Per deployment target: the quantization settings that run fast and accurately there.
+#: ``tensorrt`` (the default): symmetric int8 activations (TensorRT takes only zero point 0),
+#: float consumers rerouted to unrounded tensors, the stem and blocks 0-5 float (measured in
+#: docs/results.md). ``onnxruntime`` (the CPU): uint8 activations (ONNX Runtime's x86 integer
+#: kernels are U8S8; with int8 activations it converts a Q/DQ pair to uint8 only when the tensor
+#: has one consumer, and a layer whose input and output types then differ stays float), float
+#: consumers read the DequantizeLinear (so every quantized layer fuses into QLinearConv/QGemm),
+#: every layer but the narrow ones (<16 output channels: the stem, the RPN and box-head logits and
+#: deltas), the mask head's last 2 and its ConvTranspose in int8.
+#: Its model does not build with TensorRT (uint8 activations); measured in docs/benchmarks.md.
+TARGETS: dict[str, dict[str, object]] = {
+    "tensorrt": {"activations": "int8", "float_consumers": "rerouted",
+                 "float_input_layers": DEFAULT_FLOAT_INPUT_LAYERS, "min_int8_channels": 0},
+    "onnxruntime": {"activations": "uint8", "float_consumers": "dequantized", "float_input_layers": 0,
+                    "min_int8_channels": 16, "op_types": ORT_INTEGER_OP_TYPES},
+}
 
 
 @dataclass
@@ -91,6 +123,23 @@ class QuantizeOptions:
     # on its CPU provider; TensorRT fuses it too). False: inputs only, as ModelOpt places them.
     quantize_outputs: bool = True
     percentile: float = 99.999
+    # How float consumers (RoiAlign, FPN Add, Resize, decoding, ...) of a quantized layer's output
+    # read it (FLOAT_CONSUMERS); "dequantized" lets ONNX Runtime run the layer as QLinearConv/QGemm.
+    float_consumers: str = "rerouted"
+    # Conv-like layers with fewer output channels stay float (0 = none); see TARGETS.
+    min_int8_channels: int = 0
+    # "int8": symmetric int8 activations (zero point 0), what TensorRT takes. "uint8": asymmetric
+    # uint8 activations, what ONNX Runtime's x86 integer kernels (U8S8) take directly.
+    activations: str = "int8"
+    target: str = "tensorrt"  # the TARGETS entry these settings came from (recorded in the metadata)
+
+    @classmethod
+    def for_target(cls, target: str, **overrides: object) -> "QuantizeOptions":
+        """The :data:`TARGETS` settings of ``target``, then ``overrides`` (None values ignored)."""
+        if target not in TARGETS:
+            raise UsageError(f"--target must be one of {sorted(TARGETS)}, got {target!r}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**TARGETS[target], **given, "target": target})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -139,6 +188,7 @@ def nodes_kept_float(model: onnx.ModelProto, opts: QuantizeOptions) -> list[str]
     elif opts.float_mask_layers:
         log.warning("model has no 'masks' output; --float-mask-layers ignored")
     excluded += onnx_inspect.head_compute_nodes(model, opts.float_input_layers)
+    excluded += narrow_layers(model, opts.min_int8_channels)
     names = {n.name for n in model.graph.node}
     unknown = [n for n in opts.exclude_nodes if n not in names]
     if unknown:
@@ -158,7 +208,36 @@ def nodes_kept_float(model: onnx.ModelProto, opts: QuantizeOptions) -> list[str]
     return sorted(set(excluded))
 
 
-def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:
+def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(onnx.helper.get_attribute_value(a))
+    return default
+
+
+def narrow_layers(model: onnx.ModelProto, min_channels: int) -> list[str]:
+    """Conv / ConvTranspose / Gemm / MatMul nodes with a constant weight of fewer than
+    ``min_channels`` output channels (0 or 1: none)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out: list[str] = []
+    for n in model.graph.node:
+        if n.op_type not in onnx_inspect.CONV_LIKE or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        dims = list(inits[n.input[1]].dims)
+        if n.op_type == "Conv":
+            channels = dims[0]
+        elif n.op_type == "ConvTranspose":
+            channels = dims[1] * max(1, _int_attr(n, "group", 1))
+        elif n.op_type == "Gemm":
+            channels = dims[0] if _int_attr(n, "transB", 0) else dims[-1]
+        else:  # MatMul [K, N]
+            channels = dims[-1]
+        if channels < min_channels:
+            out.append(n.name)
+    return out
+
+
+def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str], *, keep_quantized_outputs: bool = False) -> int:
     """Let every node that is not quantized read the float tensor instead of its Q/DQ copy.
 
     ONNX Runtime inserts one activation Q/DQ pair per tensor and points *all* consumers at
@@ -166,7 +245,10 @@ def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:
     RPN conv next to it quantizes the same FPN map. TensorRT's explicit quantization (and
     ModelOpt) put Q/DQ only in front of the layers that run in INT8. Nodes named in
     ``quantized`` keep their Q/DQ inputs; Q/DQ pairs left without consumers are removed.
-    Returns the number of rerouted inputs.
+    With ``keep_quantized_outputs`` the outputs of quantized nodes are not rerouted: a float
+    consumer keeps reading their DequantizeLinear, so the quantized layer's output feeds only
+    its QuantizeLinear, the pattern ONNX Runtime fuses into an integer kernel
+    (``FLOAT_CONSUMERS``). Returns the number of rerouted inputs.
     """
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {t.name for t in model.graph.initializer}
@@ -180,6 +262,9 @@ def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:
                 continue
             q = producers.get(dq.input[0])
             if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+                continue
+            source = producers.get(q.input[0])
+            if keep_quantized_outputs and source is not None and source.name in quantized:
                 continue
             node.input[i] = q.input[0]
             rerouted += 1
@@ -257,15 +342,22 @@ def quantize_model(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quanti
 
     if opts.method not in METHODS:
         raise UsageError(f"method must be one of {METHODS}, got {opts.method!r}")
+    if opts.activations not in ("int8", "uint8"):
+        raise UsageError(f"activations must be int8 or uint8, got {opts.activations!r}")
+    if opts.float_consumers not in FLOAT_CONSUMERS:
+        raise UsageError(f"float_consumers must be one of {FLOAT_CONSUMERS}, got {opts.float_consumers!r}")
     excluded = nodes_kept_float(model, opts)
     log.info("kept in float (besides every non-%s op): %s", "/".join(opts.op_types), excluded or "none")
     qmodel = _quantize_static(model, calib_batch, opts, excluded)
     quantized = {n.name for n in qmodel.graph.node if n.op_type in opts.op_types and n.name not in excluded}
-    log.debug("rerouted %d float consumers away from Q/DQ copies", reroute_float_consumers(qmodel, quantized))
+    moved = reroute_float_consumers(qmodel, quantized, keep_quantized_outputs=opts.float_consumers == "dequantized")
+    log.debug("rerouted %d float consumers away from Q/DQ copies", moved)
     # quantize_static does not reliably keep metadata_props: ours are written explicitly.
     how = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "method": opts.method,
-           "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-           "outputs_quantized": opts.quantize_outputs, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
+           "activations": ("int8 symmetric" if opts.activations == "int8" else "uint8 asymmetric") + " per-tensor",
+           "weights": "int8 symmetric per-channel",
+           "outputs_quantized": opts.quantize_outputs, "float_consumers": opts.float_consumers,
+           "min_int8_channels": opts.min_int8_channels, "target": opts.target, "histogram_bins": HIST_BINS if opts.method != "minmax" else None,
            "op_types": list(opts.op_types), "kept_float": excluded, "num_calibration_images": int(calib_batch.shape[0]),
            **(calib_info or {})}
     meta = derived_metadata(model_metadata(model), precision="int8",
@@ -285,15 +377,17 @@ def _quantize_static(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quan
 
     name, batch = _input_batch(model)
     extra: dict[str, object] = {
-        "ActivationSymmetric": True,
+        "ActivationSymmetric": opts.activations == "int8",
         "WeightSymmetric": True,
         "QuantizeBias": False,
         # Inputs-only placement on request. Either way reroute_float_consumers() below gives every
         # float consumer (RoiAlign, box decoding, softmax, NMS, ...) the unrounded tensor, so box
         # deltas, logits and pooled features never pass through int8.
         "OpTypesToExcludeOutputQuantization": [] if opts.quantize_outputs else list(opts.op_types),
-        # One Q/DQ pair per quantized consumer (each with the tensor's calibrated scale).
-        "DedicatedQDQPair": True,
+        # "rerouted": one Q/DQ pair per quantized consumer (each with the tensor's calibrated scale),
+        # so each float consumer's pair can be dropped alone. "dequantized": one QuantizeLinear per
+        # tensor, the single consumer ONNX Runtime's QLinearConv fusion needs.
+        "DedicatedQDQPair": opts.float_consumers == "rerouted",
         # No CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrator *discards*
         # the batches collected when that limit is reached ("No data is collected").
     }
@@ -317,7 +411,7 @@ def _quantize_static(model: onnx.ModelProto, calib_batch: np.ndarray, opts: Quan
             op_types_to_quantize=list(opts.op_types),
             per_channel=True,
             reduce_range=False,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if opts.activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod.MinMax,
@@ -338,15 +432,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "on a 2048-bin histogram, percentile = --percentile of it)")
     p.add_argument("--num-images", type=int, default=64, help="calibration images to use (default: 64)")
     p.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
-    p.add_argument("--op-types", nargs="+", default=list(DEFAULT_OP_TYPES),
-                   help="op types that get Q/DQ (default: %(default)s)")
+    p.add_argument("--op-types", nargs="+", default=None,
+                   help=f"op types that get Q/DQ (tensorrt: {' '.join(DEFAULT_OP_TYPES)}; onnxruntime: the same "
+                        "without ConvTranspose)")
     p.add_argument("--float-mask-layers", type=int, default=2,
                    help="conv layers nearest to the masks output kept in float (default: 2; 0 quantizes all)")
-    p.add_argument("--float-input-layers", type=int, default=DEFAULT_FLOAT_INPUT_LAYERS,
-                   help="first conv layers from the image input kept in float (default: %(default)s = the "
-                        "MobileNet stem and blocks 0-5; 0 quantizes all)")
+    p.add_argument("--target", choices=sorted(TARGETS), default="tensorrt",
+                   help="where the INT8 model runs: tensorrt (default; int8 activations, what TensorRT builds) or "
+                        "onnxruntime (uint8 activations, integer kernels on ONNX Runtime's CPU provider; TensorRT "
+                        "cannot build it). The options below override the target's settings")
+    p.add_argument("--float-input-layers", type=int, default=None,
+                   help=f"first conv layers from the image input kept in float (tensorrt: {DEFAULT_FLOAT_INPUT_LAYERS} "
+                        "= the MobileNet stem and blocks 0-5; onnxruntime: 0)")
     p.add_argument("--exclude-nodes", nargs="*", default=[], help="extra node names to keep in float")
     p.add_argument("--exclude-pattern", default=None, help="regex: nodes whose name matches stay float")
+    p.add_argument("--float-consumers", choices=FLOAT_CONSUMERS, default=None,
+                   help="how float ops read a quantized layer's output: rerouted (tensorrt: the unrounded output) "
+                        "or dequantized (onnxruntime: its DequantizeLinear, so the layer fuses into an integer kernel)")
+    p.add_argument("--min-int8-channels", type=int, default=None,
+                   help="conv-like layers with fewer output channels stay float (tensorrt: 0 = none; onnxruntime: 16)")
     p.add_argument("--inputs-only", action="store_true",
                    help="Q/DQ only on the inputs of quantized layers (ModelOpt-style); default also on outputs")
     ev = p.add_argument_group("evaluation (INT8 vs FP32 with ONNX Runtime on the CPU)")
@@ -402,11 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         _, model_batch = _input_batch(model)
         cset = _calibration_set(args, meta.input_config(), model_batch or 1, leave_out)
         log.info("calibrating on %d images from %s (%s)", cset.num_images, args.calib_dir, args.method)
-        opts = QuantizeOptions(method=args.method, op_types=tuple(args.op_types),
-                               float_mask_layers=args.float_mask_layers,
-                               float_input_layers=args.float_input_layers, exclude_nodes=tuple(args.exclude_nodes),
-                               exclude_pattern=args.exclude_pattern, percentile=args.percentile,
-                               quantize_outputs=not args.inputs_only)
+        opts = QuantizeOptions.for_target(
+            args.target, method=args.method, op_types=tuple(args.op_types) if args.op_types else None,
+            float_mask_layers=args.float_mask_layers,
+            float_input_layers=args.float_input_layers, exclude_nodes=tuple(args.exclude_nodes),
+            exclude_pattern=args.exclude_pattern, percentile=args.percentile, quantize_outputs=not args.inputs_only,
+            float_consumers=args.float_consumers, min_int8_channels=args.min_int8_channels)
         batch = np.concatenate(list(cset.batches()), axis=0)
         result = quantize_model(model, batch, opts, {"calibration_data_sha256": cset.data_sha256()})
     except (RFNetError, OSError) as exc:  # output, model, calibration / evaluation images, options

@@ -82,10 +82,73 @@ def test_int8_model_runs(int8_model: tuple[Path, int, str], exported_onnx: tuple
     with cpu_backend(path, threads=1) as q, cpu_backend(exported_onnx[0], threads=1) as f:
         got = list(q.infer({"image": x}).values())
         ref = list(f.infer({"image": x}).values())
-    assert [g.shape for g in got] == [(1, 10, 4), (1, 10), (1, 10, 2, 56, 56)]
+    k = load_metadata(path).top_k  # the export's K (1 by default)
+    assert [g.shape for g in got] == [(1, k, 4), (1, k), (1, k, 2, 56, 56)]
     assert all(np.isfinite(g).all() for g in got)
     assert (got[1] > 0).any() and got[2].max() <= 1.0 and got[2].min() >= 0.0
     assert not np.array_equal(got[2], ref[2])  # it really is a different (quantized) model
+
+
+def _ort_optimized(path: Path, tmp_path: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime's CPU provider actually runs (SessionOptions.optimized_model_filepath)."""
+    import onnxruntime as ort
+
+    out = tmp_path / f"{path.stem}_ort_optimized.onnx"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(str(out))
+
+
+def _integer_kernel_report(opt: onnx.ModelProto) -> tuple[int, list[str], list[str]]:
+    """(integer conv/gemm kernels, float conv-like nodes whose weights come from a DequantizeLinear,
+    layout Transposes (4-D perm) that touch float data), in ONNX Runtime's optimised graph."""
+    producers = {o: n for n in opt.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in opt.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    integer = sum(n.op_type in ("QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul")
+                  for n in opt.graph.node)
+    float_dq = [n.name for n in opt.graph.node if n.op_type in ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul")
+                and len(n.input) > 1 and n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear"]
+    eight_bit_in = ("QuantizeLinear", "QLinearConv", "QLinearAdd", "QLinearAveragePool", "MaxPool", "Transpose")
+    eight_bit_out = ("QLinearConv", "DequantizeLinear", "QLinearAdd", "QLinearAveragePool", "MaxPool", "Transpose")
+    float_transposes = []
+    for n in opt.graph.node:
+        perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), [])
+        if n.op_type != "Transpose" or len(perm) != 4:
+            continue
+        src = producers.get(n.input[0])
+        if src is None or src.op_type not in eight_bit_in or any(
+                c.op_type not in eight_bit_out for c in consumers.get(n.output[0], [])):
+            float_transposes.append(n.name)
+    return integer, float_dq, float_transposes
+
+
+def test_onnxruntime_target_runs_every_quantized_layer_on_integer_kernels(
+        exported_onnx: tuple[Path, int, str], calib_dir: Path, tmp_path: Path) -> None:
+    """--target onnxruntime: in ONNX Runtime's optimised graph every Conv/Gemm with INT8 weights is a
+    QLinearConv/QGemm (none runs float behind a DequantizeLinear), and the only layout Transposes
+    move 8-bit data at the edges of the integer regions. The TensorRT layout does not get there."""
+    fp32, rc, _ = exported_onnx
+    assert rc == 0
+    paths = {}
+    for target in ("onnxruntime", "tensorrt"):
+        paths[target] = tmp_path / f"{target}.onnx"
+        assert quantize.main(["--onnx", str(fp32), "--calib-dir", str(calib_dir), "--output", str(paths[target]),
+                              "--target", target, "--num-images", "4", "--no-eval"]) == 0
+    ort_model = onnx.load(str(paths["onnxruntime"]))
+    rep = qdq_report(ort_model)
+    assert not rep.int8 and len(rep.quantized_nodes) >= 30  # uint8 activations, int8 per-channel weights
+    assert "onnxruntime" in load_metadata(paths["onnxruntime"]).extra["rfnet.quantization"]
+    integer, float_dq, float_transposes = _integer_kernel_report(_ort_optimized(paths["onnxruntime"], tmp_path))
+    assert float_dq == [] and float_transposes == []
+    assert integer == len(rep.quantized_nodes)
+    _, trt_float_dq, _ = _integer_kernel_report(_ort_optimized(paths["tensorrt"], tmp_path))
+    assert len(trt_float_dq) >= 5  # the TensorRT layout leaves layers in float on this provider
 
 
 def test_quantize_refuses_bad_inputs(exported_onnx: tuple[Path, int, str], tmp_path: Path) -> None:

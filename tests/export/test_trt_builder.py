@@ -141,7 +141,14 @@ def test_graph_precision_and_problems(tmp_path: Path) -> None:
     assert "export/fp16.py" in str(precision_problem("fp16", g32, strongly_typed=True))
     assert "export/quantize.py" in str(precision_problem("int8", g32, strongly_typed=True))
     assert precision_problem("fp16", g16, strongly_typed=True) is None
-    assert precision_problem("int8", g8, strongly_typed=True) is None
+    assert precision_problem("int8", g8, strongly_typed=True) is None and g8.uint8_qdq == 0
+    # a model quantized for ONNX Runtime's CPU (uint8 activations) is refused, naming the fix
+    u8 = fx.make_model(qdq=True)
+    for t in u8.graph.initializer:
+        if t.name == "zp":
+            t.CopyFrom(onnx.helper.make_tensor("zp", onnx.TensorProto.UINT8, [], [128]))
+    gu8 = graph_precision(u8)
+    assert gu8.uint8_qdq == 2 and "--target tensorrt" in str(precision_problem("int8", gu8, strongly_typed=False))
     names = [Path(c).name for c in sibling_candidates(str(tmp_path / "model.onnx"), "fp16")]
     assert "model_fp16.onnx" in names
     assert "model_int8.onnx" in [Path(c).name for c in sibling_candidates(str(tmp_path / "model_fp32.onnx"), "int8")]
