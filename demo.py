@@ -3,7 +3,7 @@ the repository root).
 
 generated fundus images -> brief training of the light preset (CPU) -> ONNX export with a
 parity check against PyTorch -> the torch-free runtime on ONNX Runtime (CPU, in a separate
-process) -> disc/cup masks, REFUGE BMPs, overlays, CDRs, FPS.
+process) -> disc/cup masks (REFUGE BMPs), overlays, CDRs, FPS.
 
 Every step is the project's own command-line tool, called in-process (``main(argv)``) except
 the runtime, which runs in its own interpreter exactly as a clinic device would run it. This
@@ -160,7 +160,7 @@ def _print_summary(out: Path, checkpoint: Path, onnx_path: Path, infer_dir: Path
         f"  ONNX model       {onnx_path}",
         f"  per-image CSV    {infer_dir / 'results.csv'}  (vCDR both definitions, hCDR, area CDR, box, score, latency)",
         f"  summary          {infer_dir / 'summary.json'}",
-        f"  masks            {infer_dir}/masks/   REFUGE BMPs {infer_dir}/refuge/   overlays {infer_dir}/overlay/",
+        f"  masks            {infer_dir}/refuge/ (REFUGE BMPs: disc and cup)   overlays {infer_dir}/overlay/",
     ]
     if (out / "run" / "curves.png").exists():
         lines.append(f"  training curves  {out / 'run' / 'curves.png'}")

@@ -30,6 +30,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -193,31 +194,37 @@ def _batch_not_run(backend: Backend, b: int) -> str | None:
 
 
 def _throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], args: argparse.Namespace,
-                label: str, probe: MemoryProbe) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per batch size: model-only timing and (unless --no-pipeline) pipelined end-to-end throughput."""
+                label: str, probe: MemoryProbe) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per batch size: model-only timing and (unless --no-pipeline) pipelined end-to-end throughput,
+    without and with the runtime's default output files."""
     model_only: dict[str, Any] = {}
     pipeline: dict[str, Any] = {}
+    with_outputs: dict[str, Any] = {}
     for b in args.batch_sizes:
         reason = _batch_not_run(backend, b)
         if reason:
-            model_only[str(b)] = {"status": "not run", "reason": reason}
-            pipeline[str(b)] = {"status": "not run", "reason": reason}
+            for table in (model_only, pipeline, with_outputs):
+                table[str(b)] = {"status": "not run", "reason": reason}
             continue
-        for key, table in (("model", model_only), ("pipeline", pipeline)):
-            if key == "pipeline" and args.no_pipeline:
+        for key, table in (("model", model_only), ("pipeline", pipeline), ("outputs", with_outputs)):
+            if key != "model" and args.no_pipeline:
                 continue
             try:
                 if key == "model":
                     table[str(b)] = time_model(backend.infer, _feed(backend, info, images, b), b, warmup=args.warmup,
                                                iterations=args.iterations, label=label, progress=not args.no_progress)
-                else:
+                elif key == "pipeline":
                     table[str(b)] = pipeline_throughput(backend, info, images, b, threshold=args.threshold)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="rfnet_bench_outputs_") as tmp:
+                        table[str(b)] = pipeline_throughput(backend, info, images, b, threshold=args.threshold,
+                                                            outputs=Path(tmp))
             except BackendUnavailableError:
                 raise
             except (BackendError, ValueError, RuntimeError, OSError) as exc:
                 table[str(b)] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             probe.sample()
-    return model_only, pipeline
+    return model_only, pipeline, with_outputs
 
 
 def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Namespace, *,
@@ -250,8 +257,8 @@ def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Names
             if graphs is not None and not graphs["used"]:  # never report a graph that did not run
                 raise NotRunError(f"CUDA graph requested but not used: {graphs['note']}")
             result.update(status="ok", end_to_end=e2e, accuracy=acc)
-            result["model_only"], result["pipeline"] = (
-                _throughput(backend, info, images, args, spec.id, probe) if timing else ({}, {}))
+            result["model_only"], result["pipeline"], result["pipeline_outputs"] = (
+                _throughput(backend, info, images, args, spec.id, probe) if timing else ({}, {}, {}))
             result["wall_s"] = round(time.perf_counter() - t0, 2)
         except NotRunError as exc:
             return {**result, "status": "not run", "reason": str(exc)}, {}
@@ -351,9 +358,10 @@ def _print_results(results: list[dict[str, Any]], verdict: dict[str, Any]) -> in
     for r in results:
         if r["status"] == "ok":
             acc, e2e = r["accuracy"], r["end_to_end"]
+            piped = (r.get("pipeline_outputs") or {}).get("1") or {}
             print(f"  {r['id']:<50} {r['precision']:>4}  e2e {_num(e2e['fps'], 2)} FPS "
                   f"(x{_num(e2e['speedup_vs_paper'], 2)} vs 4.1)  Dice disc {_num(acc.get('dice_disc'), 4)} "
-                  f"cup {_num(acc.get('dice_cup'), 4)}")
+                  f"cup {_num(acc.get('dice_cup'), 4)}  pipelined with outputs {_num(piped.get('throughput_fps'), 2)} img/s")
         else:
             print(f"  {r['id']:<50} {r['status']}: {r.get('reason')}")
     if verdict["passed"]:

@@ -29,7 +29,7 @@ from rfnet.common.postprocess import Segmentation
 from rfnet.common.progress import track
 from rfnet.common.segment import STAGES as CORE_STAGES
 from rfnet.common.segment import Segmenter
-from runtime.pipeline import Pipeline
+from runtime.pipeline import ImageResult, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -222,22 +222,39 @@ def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float
 
 
 def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int,
-                        *, threshold: float = 0.5) -> dict[str, Any]:
+                        *, threshold: float = 0.5, outputs: Path | None = None) -> dict[str, Any]:
     """End-to-end throughput as deployed: ``runtime.pipeline.Pipeline`` (decoding in a
-    background thread overlapping inference, ``batch`` images per call) over all images once.
+    background thread overlapping inference, ``batch`` images per call) over all images once;
+    with ``outputs`` (a folder), the runtime's default files are written there too, as
+    ``runtime/infer.py`` writes them (``runtime.writer.BackgroundWriter``: REFUGE map, JPEG
+    overlay, then results.csv).
 
     Returns ``{"status", "batch_size", "images", "failed_images", "wall_s", "throughput_fps",
-    "speedup_vs_paper"}``; FPS = processed images / wall time, start to last CDR.
+    "speedup_vs_paper", "outputs"}``; FPS = processed images / wall time, start to the last CDR
+    (with outputs: to the last file and results.csv written).
     """
+    from runtime.outputs import DEFAULT_SAVE, OutputWriter, output_names
+    from runtime.writer import BackgroundWriter
+
     pipe = Pipeline(backend, info, batch_size=batch, threshold=threshold)
+    paths = [im.path for im in images]
+    names = output_names(paths)
     t0 = time.perf_counter()
+    writer = BackgroundWriter(OutputWriter(outputs, DEFAULT_SAVE)) if outputs is not None else None
     ok = failed = 0
-    for outcome in pipe.run([im.path for im in images]):
-        if outcome.ok:  # the pipeline computed its CDRs already
+    for outcome in pipe.run(paths):
+        if isinstance(outcome, ImageResult):  # the pipeline computed its CDRs already
             ok += 1
+            if writer is not None:
+                writer.submit(names[outcome.index], outcome)
         else:
             failed += 1
+    if writer is not None:
+        unwritten = writer.close()
+        writer.writer.write_csv()
+        ok, failed = ok - len(unwritten), failed + len(unwritten)
     wall = time.perf_counter() - t0
     fps = ok / wall if wall > 0 and ok else None
     return {"status": "ok", "batch_size": pipe.batch_size, "images": ok, "failed_images": failed,
-            "wall_s": wall, "throughput_fps": fps, "speedup_vs_paper": speedup(fps)}
+            "wall_s": wall, "throughput_fps": fps, "speedup_vs_paper": speedup(fps),
+            "outputs": ",".join(DEFAULT_SAVE) if outputs is not None else "none"}

@@ -130,13 +130,14 @@ def markdown(report: dict[str, Any]) -> str:
         "Latencies are p50 / p90 / p99 milliseconds per image. End to end = decode + preprocess + model + "
         "postprocess + CDR, one image at a time; model only = the backend call on a preprocessed batch of 1. "
         "Throughputs per batch size bN: model only = N / mean call time; pipelined = images / wall time through "
-        "runtime.pipeline (decoding overlaps inference). Peak RSS is the process's resident peak while the runner "
+        "runtime.pipeline (decoding overlaps inference); + outputs = the same with the runtime's default files "
+        "written by its background writer (REFUGE map, JPEG overlay, results.csv). Peak RSS is the process's resident peak while the runner "
         "ran (it includes libraries loaded by earlier runners, e.g. PyTorch); (+N) is what this runner added.",
         "",
         "| model | backend | precision | end-to-end ms | model-only ms | FPS (e2e) | x P100 | model-only img/s |"
-        " pipelined e2e img/s | peak RSS MB | GPU MB | Dice disc | Dice cup | dDice disc / cup |"
+        " pipelined e2e img/s | + outputs img/s | peak RSS MB | GPU MB | Dice disc | Dice cup | dDice disc / cup |"
         " agreement disc / cup | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in report["results"]:
@@ -145,7 +146,7 @@ def markdown(report: dict[str, Any]) -> str:
             "-" if not par.get("checked") else ("pass" if par.get("passed") else "**FAIL**"))
         if r["status"] != "ok":
             lines.append(f"| {r['model_name']} | {r['runner']} | {r.get('precision') or '-'} | "
-                         f"{r['status']}: {r.get('reason', '')} |  |  |  |  |  |  |  |  |  |  |  | {verdict} |")
+                         f"{r['status']}: {r.get('reason', '')} |  |  |  |  |  |  |  |  |  |  |  |  | {verdict} |")
             continue
         e2e, acc, mem = r["end_to_end"], r["accuracy"], r["memory"]
         mo1 = r["model_only"].get("1", {})
@@ -155,12 +156,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['model_name']} | {r['runner']} | {r['precision']} | {_pct(e2e['latency_ms'])} | "
             f"{_pct(mo1.get('latency_ms_per_image')) if mo1.get('status') == 'ok' else 'not run'} | "
             f"{_f(e2e['fps'], 2)} | {_f(e2e['speedup_vs_paper'], 2)} | {_throughput(r['model_only'])} | "
-            f"{_throughput(r.get('pipeline'))} | "
+            f"{_throughput(r.get('pipeline'))} | {_throughput(r.get('pipeline_outputs'))} | "
             f"{_f(mem.get('peak_rss_mb'), 0)} (+{_f(mem.get('peak_rss_increase_mb'), 0)}) | {_f(mem.get('gpu_peak_mb'), 0)} | {_f(acc.get('dice_disc'), 4)} | "
             f"{_f(acc.get('dice_cup'), 4)} | {_f(d.get('disc'), 4)} / {_f(d.get('cup'), 4)} | "
             f"{_f(a.get('disc'), 4)} / {_f(a.get('cup'), 4)} | {verdict} |"
         )
-        for what, key in (("model only", "model_only"), ("pipelined", "pipeline")):
+        for what, key in (("model only", "model_only"), ("pipelined", "pipeline"),
+                          ("pipelined + outputs", "pipeline_outputs")):
             for b, entry in (r.get(key) or {}).items():
                 if entry.get("status") != "ok":
                     notes.append(f"- `{r['id']}` {what}, batch {b}: {entry.get('status')}: {entry.get('reason')}")

@@ -146,7 +146,8 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
             providers = [CUDA_PROVIDER, CPU_PROVIDER]
         else:
             providers = [CPU_PROVIDER]
-        return OnnxRuntimeBackend(spec.model, providers=providers, intra_op_threads=threads)
+        # no spin-waiting threads, as runtime/infer.py runs it (they would starve the pipeline's threads)
+        return OnnxRuntimeBackend(spec.model, providers=providers, intra_op_threads=threads, spinning=False)
     if r in TRT_RUNNERS:
         from runtime.backends import trt_pycuda
 

@@ -25,7 +25,9 @@ from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
 from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
-from runtime.outputs import SAVE_CHOICES, OutputWriter, output_names, parse_save, prepare_output_dir
+from runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, OutputWriter, output_names, parse_save,
+                             prepare_output_dir)
+from runtime.writer import BackgroundWriter
 from rfnet.common.contract import ModelMetadata
 from runtime.pipeline import ImageFailure, ImageResult, Pipeline
 
@@ -52,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="images per inference call")
     p.add_argument(
         "--save",
-        default=",".join(SAVE_CHOICES),
-        help=f"comma-separated outputs to write: {','.join(SAVE_CHOICES)} (or all); summary.json is always written",
+        default=",".join(DEFAULT_SAVE),
+        help=f"comma-separated outputs to write: {','.join(SAVE_CHOICES)} (or all); summary.json is always written. "
+        "masks = separate disc/cup PNGs (the REFUGE map already holds both)",
     )
+    p.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default=OVERLAY_FORMATS[0],
+                   help="overlay file format (PNG is lossless but costs more than the model to encode)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
@@ -64,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT: replay a CUDA graph captured per input shape (needs cuda-python); falls back to "
                    "plain execution when capture fails, and summary.json says which ran")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
+    p.add_argument("--spin", action="store_true",
+                   help="ONNX Runtime: let idle intra-op threads spin-wait (off by default: they would take the "
+                        "cores the decode and writer threads need)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -122,6 +130,7 @@ def _summary(
             "threshold": args.threshold,
             "ellipse": bool(args.ellipse),
             "save": sorted(parse_save(args.save)),
+            "overlay_format": args.overlay_format,
             "cuda_graph_requested": bool(args.cuda_graph),  # what actually ran: "cuda_graph" below
         },
         "cuda_graph": backend.cuda_graph_report(),  # None, or {requested, used, replays, captured_shapes, note}
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, paths, save = _check_args(args)
     except (RFNetError, OSError) as exc:  # nothing loaded, nothing written
         return _error(str(exc))
-    backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=args.threads)
+    backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=args.threads,
+                             spinning=args.spin)
     try:
         backend.load()
         pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = prepare_output_dir(args.output, args.overwrite)
         except (RFNetError, OSError) as exc:
             return _error(str(exc))
-        return _run(args, backend, kind, pipeline.info, pipeline, paths, OutputWriter(out_dir, save))
+        return _run(args, backend, kind, pipeline.info, pipeline, paths, OutputWriter(out_dir, save, args.overlay_format))
 
 
 def _check_args(args: argparse.Namespace) -> tuple[str, list[Path], frozenset[str]]:
@@ -205,6 +215,7 @@ def _run(
     interrupted = False
     t0 = time.perf_counter()
     outcomes = pipeline.run(paths)
+    background = BackgroundWriter(writer)  # files are written off this loop
     try:
         # a bar on a terminal; elsewhere the line logged below is the stage's one line
         for outcome in track(outcomes, desc="segment", total=len(paths), unit="img", enabled=not args.no_progress,
@@ -213,18 +224,14 @@ def _run(
                 failures.append(outcome)
                 log.warning("%s", outcome.error)
                 continue
-            try:
-                writer.write(names[outcome.index], outcome)
-            except (OSError, ValueError) as exc:
-                failures.append(ImageFailure(outcome.index, outcome.path, f"{outcome.path}: cannot write outputs: {exc}"))
-                continue
-            outcome.image = np.empty((0, 0, 3), np.uint8)  # the overlay is written; free the pixels
+            background.submit(names[outcome.index], outcome)
             results.append(outcome)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: writing the results of the %d images processed so far", len(results))
     finally:
         outcomes.close()  # type: ignore[attr-defined]  # stops the decode thread
+        results, failures = _drop_unwritten(results, failures, background.close())
     wall = time.perf_counter() - t0
     writer.write_csv()
     summary = _summary(args, backend, kind, info, pipeline, results, failures, len(paths), wall, interrupted)
@@ -238,6 +245,15 @@ def _run(
             print(f"  {f.error}", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
+
+
+def _drop_unwritten(results: list[ImageResult], failures: list[ImageFailure], unwritten: list[ImageFailure]
+                    ) -> tuple[list[ImageResult], list[ImageFailure]]:
+    """Images whose files could not be written move from the results to the failures."""
+    for f in unwritten:
+        log.warning("%s", f.error)
+    bad = {f.index for f in unwritten}
+    return [r for r in results if r.index not in bad], failures + unwritten
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
 def create_backend(model: str | Path, backend: str = "auto", **options: Any) -> Backend:
     """Construct (not load) the backend for ``model``.
 
-    Options: ``cuda_graph`` (TensorRT), ``providers`` and ``intra_op_threads`` (ONNX Runtime);
+    Options: ``cuda_graph`` (TensorRT), ``providers``, ``intra_op_threads`` and ``spinning`` (ONNX Runtime);
     options that do not apply to the chosen backend are ignored.
     """
     kind = resolve_backend(model, backend)
@@ -75,5 +75,6 @@ def create_backend(model: str | Path, backend: str = "auto", **options: Any) -> 
     from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(
-        model, providers=options.get("providers"), intra_op_threads=options.get("intra_op_threads")
+        model, providers=options.get("providers"), intra_op_threads=options.get("intra_op_threads"),
+        spinning=options.get("spinning"),
     )

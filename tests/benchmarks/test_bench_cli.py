@@ -71,7 +71,10 @@ def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path,
         assert mo["speedup_vs_paper"] == pytest.approx(mo["throughput_fps"] / 4.1, rel=1e-9)
         pipe = ref["pipeline"][b]
         assert pipe["status"] == "ok" and pipe["images"] == 4 and pipe["failed_images"] == 0
-        assert pipe["throughput_fps"] == pytest.approx(4 / pipe["wall_s"], rel=1e-9)
+        assert pipe["throughput_fps"] == pytest.approx(4 / pipe["wall_s"], rel=1e-9) and pipe["outputs"] == "none"
+        written = ref["pipeline_outputs"][b]  # the same with the runtime's default files written
+        assert written["status"] == "ok" and written["images"] == 4 and written["failed_images"] == 0
+        assert written["outputs"] == "refuge,overlay,csv" and written["throughput_fps"] > 0
     mem = ref["memory"]
     assert mem["peak_rss_mb"] > 10 and mem["peak_rss_mb"] >= mem["rss_before_mb"] - 1.0
     assert mem["gpu_peak_mb"] is None or mem["gpu_peak_mb"] >= 0

@@ -82,6 +82,6 @@ def test_base_wheel_runs_the_runtime_without_torch(tmp_path: Path, contract_onnx
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_processed"] == 4 and summary["num_failed"] == 0 and summary["backend"] == "onnxruntime"
-    assert len(list((out / "masks").glob("*_disc.png"))) == 4
+    assert len(list((out / "refuge").glob("*.bmp"))) == 4 and len(list((out / "overlay").glob("*.jpg"))) == 4
     # and the log went through its one line per stage (no progress-bar fragments in a pipe)
     assert "\r" not in proc.stderr and "images processed" in proc.stderr

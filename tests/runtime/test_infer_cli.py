@@ -43,7 +43,8 @@ def reference(model: Path, image_path: Path):
 def test_folder_end_to_end(contract_onnx: Path, image_dir: Path, tmp_path: Path, contract) -> None:
     out = tmp_path / "out"
     # batch 3 over 4 images: one full and one partial batch; no progress bar in tests
-    rc = main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--batch", "3", "--no-progress"])
+    rc = main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--batch", "3",
+               "--save", "all", "--overlay-format", "png", "--no-progress"])
     assert rc == 0
     rows = read_csv(out / "results.csv")
     assert sorted(rows) == ["a_wide", "b_tall", "c_square", "d_big"]
@@ -82,6 +83,31 @@ def test_folder_end_to_end(contract_onnx: Path, image_dir: Path, tmp_path: Path,
     assert summary["model_info"]["input_size"] == 128
     assert summary["cdr"]["vcdr"]["mean"] == pytest.approx(np.mean([float(r["vcdr"]) for r in rows.values()]), abs=1e-6)
     assert not list(out.rglob("*.tmp")), "atomic writes leave no temporaries"
+
+
+def test_default_outputs_write_each_mask_once_and_a_jpeg_overlay(contract_onnx: Path, image_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "default"
+    assert main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["overlay", "refuge", "results.csv", "summary.json"]
+    assert sorted(p.name for p in (out / "overlay").iterdir()) == ["a_wide.jpg", "b_tall.jpg", "c_square.jpg", "d_big.jpg"]
+    assert read_image(out / "overlay" / "d_big.jpg").shape == read_image(image_dir / "d_big.png").shape
+    assert json.loads((out / "summary.json").read_text())["settings"]["overlay_format"] == "jpg"
+
+
+def test_an_image_whose_outputs_cannot_be_written_fails_alone(contract_onnx: Path, image_dir: Path,
+                                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Writing happens in a background thread; a write error still fails that image (and only it)."""
+    out = tmp_path / "blocked"
+    (out / "refuge" / "b_tall.bmp").mkdir(parents=True)  # a folder where the file should go
+    rc = main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--overwrite",
+               "--no-progress"])
+    assert rc == 1
+    assert "b_tall" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_processed"] == 3 and summary["num_failed"] == 1
+    assert "cannot write outputs" in summary["failed"][0]["error"]
+    assert sorted(read_csv(out / "results.csv")) == ["a_wide", "c_square", "d_big"]
 
 
 def test_single_file_and_save_subset(contract_onnx: Path, image_dir: Path, tmp_path: Path) -> None:

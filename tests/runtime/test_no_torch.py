@@ -73,4 +73,4 @@ def test_script_entry_point_runs(contract_onnx: Path, image_dir: Path, tmp_path:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert (out / "masks" / "a_wide_disc.png").is_file()
+    assert (out / "refuge" / "a_wide.bmp").is_file() and (out / "overlay" / "a_wide.jpg").is_file()
