@@ -11,7 +11,7 @@ project (and the torch-free runtime) depends on. ``quantize_static`` ships with 
 onnxruntime we already have, runs its calibration on the CPU and gives us control over
 which nodes stay float. ModelOpt remains an optional extra (``pip install '.[modelopt]'``).
 
-Two targets (``--target``, :data:`TARGETS`): ``tensorrt`` (the default, below) and
+Two targets (``--target``, ``export/qdq_targets.py``): ``tensorrt`` (the default, below) and
 ``onnxruntime``, for ONNX Runtime's CPU provider: uint8 activations, float consumers reading the
 DequantizeLinear, so that every quantized Conv/Gemm runs as QLinearConv/QGemm (U8S8) and the
 only layout Transposes move 8-bit data at the edges of the integer regions (checked on ONNX
@@ -62,6 +62,7 @@ from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, mo
 from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
 from export.int8_eval import dataset_fold_images, evaluate, print_eval
 from export.compare import EvalImage, folder_images, synthetic_images
+from export.qdq_targets import FLOAT_CONSUMERS, TARGETS, narrow_layers
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import KEY_QUANTIZATION
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
@@ -80,33 +81,6 @@ ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
 #: ONNX Runtime CPU speed (they are memory-bound). The measurements behind the choice are in
 #: docs/results.md ("INT8 on this fold").
 DEFAULT_FLOAT_INPUT_LAYERS = 13
-#: ``QuantizeOptions.float_consumers``: "dequantized" -- a float consumer of a quantized layer's
-#: output reads the DequantizeLinear of its (one, shared) QuantizeLinear, so the layer's output
-#: feeds only the QuantizeLinear and ONNX Runtime's CPU provider fuses DQ -> Conv/Gemm -> Q into
-#: QLinearConv/QGemm (int8 in, int8 out). "rerouted" -- such consumers read the unrounded float
-#: output (one Q/DQ pair per quantized consumer): what TensorRT's explicit quantization does, but
-#: ONNX Runtime then runs that layer in float behind a DequantizeLinear (no integer kernel).
-FLOAT_CONSUMERS: tuple[str, ...] = ("dequantized", "rerouted")
-#: DEFAULT_OP_TYPES without ConvTranspose: ONNX Runtime's CPU provider has no integer kernel for
-#: it (it would run in float on rounded weights).
-ORT_INTEGER_OP_TYPES: tuple[str, ...] = tuple(t for t in DEFAULT_OP_TYPES if t != "ConvTranspose")
-#: Per deployment target: the quantization settings that run fast and accurately there.
-#: ``tensorrt`` (the default): symmetric int8 activations (TensorRT takes only zero point 0),
-#: float consumers rerouted to unrounded tensors, the stem and blocks 0-5 float (measured in
-#: docs/results.md). ``onnxruntime`` (the CPU): uint8 activations (ONNX Runtime's x86 integer
-#: kernels are U8S8; with int8 activations it converts a Q/DQ pair to uint8 only when the tensor
-#: has one consumer, and a layer whose input and output types then differ stays float), float
-#: consumers read the DequantizeLinear (so every quantized layer fuses into QLinearConv/QGemm),
-#: every layer but the narrow ones (<16 output channels: the stem, the RPN and box-head logits and
-#: deltas), the mask head's last 2 and its ConvTranspose in int8.
-#: Its model does not build with TensorRT (uint8 activations); measured in docs/benchmarks.md.
-TARGETS: dict[str, dict[str, object]] = {
-    "tensorrt": {"activations": "int8", "float_consumers": "rerouted",
-                 "float_input_layers": DEFAULT_FLOAT_INPUT_LAYERS, "min_int8_channels": 0},
-    "onnxruntime": {"activations": "uint8", "float_consumers": "dequantized", "float_input_layers": 0,
-                    "min_int8_channels": 16, "op_types": ORT_INTEGER_OP_TYPES},
-}
-
 
 @dataclass
 class QuantizeOptions:
@@ -126,7 +100,7 @@ class QuantizeOptions:
     # How float consumers (RoiAlign, FPN Add, Resize, decoding, ...) of a quantized layer's output
     # read it (FLOAT_CONSUMERS); "dequantized" lets ONNX Runtime run the layer as QLinearConv/QGemm.
     float_consumers: str = "rerouted"
-    # Conv-like layers with fewer output channels stay float (0 = none); see TARGETS.
+    # Conv-like layers with fewer output channels stay float (0 = none); see export/qdq_targets.py.
     min_int8_channels: int = 0
     # "int8": symmetric int8 activations (zero point 0), what TensorRT takes. "uint8": asymmetric
     # uint8 activations, what ONNX Runtime's x86 integer kernels (U8S8) take directly.
@@ -206,35 +180,6 @@ def nodes_kept_float(model: onnx.ModelProto, opts: QuantizeOptions) -> list[str]
     excluded += [n.name for n in model.graph.node
                  if n.op_type in ACTIVATIONS and n.input and producers.get(n.input[0]) in chosen]
     return sorted(set(excluded))
-
-
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(onnx.helper.get_attribute_value(a))
-    return default
-
-
-def narrow_layers(model: onnx.ModelProto, min_channels: int) -> list[str]:
-    """Conv / ConvTranspose / Gemm / MatMul nodes with a constant weight of fewer than
-    ``min_channels`` output channels (0 or 1: none)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    out: list[str] = []
-    for n in model.graph.node:
-        if n.op_type not in onnx_inspect.CONV_LIKE or len(n.input) < 2 or n.input[1] not in inits:
-            continue
-        dims = list(inits[n.input[1]].dims)
-        if n.op_type == "Conv":
-            channels = dims[0]
-        elif n.op_type == "ConvTranspose":
-            channels = dims[1] * max(1, _int_attr(n, "group", 1))
-        elif n.op_type == "Gemm":
-            channels = dims[0] if _int_attr(n, "transB", 0) else dims[-1]
-        else:  # MatMul [K, N]
-            channels = dims[-1]
-        if channels < min_channels:
-            out.append(n.name)
-    return out
 
 
 def reroute_float_consumers(model: onnx.ModelProto, quantized: set[str], *, keep_quantized_outputs: bool = False) -> int:

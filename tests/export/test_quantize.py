@@ -13,6 +13,7 @@ from export import quantize
 from export.onnx_inspect import head_compute_nodes, qdq_report, tail_compute_nodes
 from export.onnx_meta import load_metadata
 from export.compare import cpu_backend
+from rfnet.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +241,19 @@ def test_entropy_calibration_clips_outliers_minmax_does_not(tmp_path: Path) -> N
     assert 2.0 < ranges["entropy"]["y"][1] < 25.0
     # The conv output (Relu input) shares the Relu output's range, so the pair folds into one scale.
     assert ranges["entropy"]["c"] == ranges["entropy"]["y"]
+
+
+def test_narrow_layers_and_targets() -> None:
+    from export.qdq_targets import narrow_layers
+
+    model = _toy_mask_graph()  # 2-channel convs, a Gemm with 1 output (transB)
+    assert narrow_layers(model, 0) == []
+    assert narrow_layers(model, 2) == ["box/cls"]
+    assert set(narrow_layers(model, 16)) == {"backbone/conv1", "head/conv2", "head/predictor", "box/cls"}
+    ort = quantize.QuantizeOptions.for_target("onnxruntime", float_mask_layers=None, method="minmax")
+    assert (ort.activations, ort.float_consumers, ort.min_int8_channels, ort.target) == ("uint8", "dequantized", 16,
+                                                                                        "onnxruntime")
+    assert "ConvTranspose" not in ort.op_types and ort.float_mask_layers == 2  # None keeps the default
+    assert quantize.QuantizeOptions.for_target("tensorrt") == quantize.QuantizeOptions()
+    with pytest.raises(UsageError, match="--target must be one of"):
+        quantize.QuantizeOptions.for_target("tflite")
