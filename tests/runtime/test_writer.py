@@ -1,0 +1,52 @@
+"""runtime/writer.py: the background writer writes every submitted result, isolates failures, frees images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfnet.common.imageio import read_mask
+from rfnet.common.metrics import to_refuge_seg
+from rfnet.common.postprocess import Segmentation
+from runtime.outputs import OutputWriter, refuge_map
+from runtime.pipeline import ImageResult
+from runtime.writer import BackgroundWriter
+
+
+def _result(i: int, h: int = 30, w: int = 40) -> ImageResult:
+    disc = np.zeros((h, w), bool)
+    disc[5:20, 10:30] = True
+    cup = np.zeros((h, w), bool)
+    cup[9:15, 15:25] = True
+    seg = Segmentation(disc, cup, np.array([10, 5, 30, 20], np.float32), 0.9, window=(4, 21, 9, 31))
+    cdr = {"vcdr": 0.4, "vcdr_extent": 0.4, "hcdr": 0.5, "area_cdr": 0.2}
+    return ImageResult(i, Path(f"img{i}.png"), np.full((h, w, 3), 100, np.uint8), seg, cdr, 1.0)
+
+
+def test_writes_everything_and_frees_the_images(tmp_path: Path) -> None:
+    results = [_result(i) for i in range(6)]
+    with BackgroundWriter(OutputWriter(tmp_path, ("masks", "refuge", "overlay", "csv")), queue_size=2) as bg:
+        for r in results:
+            bg.submit(f"n{r.index}", r)
+    assert bg.close() == []  # idempotent
+    assert sorted(p.name for p in (tmp_path / "overlay").iterdir()) == [f"n{i}.jpg" for i in range(6)]
+    assert all(r.image.size == 0 for r in results)  # written, pixels freed
+    seg = results[0].segmentation
+    np.testing.assert_array_equal(read_mask(tmp_path / "refuge" / "n0.bmp"), refuge_map(seg))
+    np.testing.assert_array_equal(refuge_map(seg), to_refuge_seg(seg.disc, seg.cup))  # the window changes nothing
+    np.testing.assert_array_equal(read_mask(tmp_path / "masks" / "n0_cup.png") == 255, seg.cup)
+    assert bg.writer.write_csv() is not None and len(bg.writer.rows) == 6
+    with pytest.raises(RuntimeError, match="closed"):
+        bg.submit("late", _result(9))
+
+
+def test_a_failed_write_is_reported_and_the_rest_written(tmp_path: Path) -> None:
+    (tmp_path / "refuge" / "n1.bmp").mkdir(parents=True)  # a folder where the file should go
+    bg = BackgroundWriter(OutputWriter(tmp_path, ("refuge",)))
+    for i in range(3):
+        bg.submit(f"n{i}", _result(i))
+    failures = bg.close()
+    assert [f.index for f in failures] == [1] and "cannot write outputs" in failures[0].error
+    assert (tmp_path / "refuge" / "n0.bmp").is_file() and (tmp_path / "refuge" / "n2.bmp").is_file()
+    assert sorted(i for i, _ in bg.writer.rows) == [0, 2]
