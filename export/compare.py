@@ -60,7 +60,7 @@ def run_onnx(path: str | os.PathLike[str], images: Sequence[np.ndarray], *, thre
         core = Segmenter(backend, batch_size=whole_batch(backend, len(images)))
         tensors, lbs = zip(*(core.preprocess(im) for im in images))
         outputs = core.infer(np.stack(tensors))
-        segs = [core.finish(outputs, i, lb).segmentation for i, lb in enumerate(lbs)]
+        segs = [core.finish(outputs, i, lb, core.measure(im)).segmentation for i, (lb, im) in enumerate(zip(lbs, images))]
         fps = model_fps(backend, tensors[0], iters=fps_iters) if fps_iters > 0 else None
     return ModelRun(outputs, segs, fps)
 

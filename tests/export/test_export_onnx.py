@@ -15,7 +15,7 @@ from export.graph_checks import roialign_attribute_issues
 from export.onnx_inspect import custom_domain_nodes
 from export.onnx_meta import get_metadata, load_metadata
 from rfnet.common.contract import REQUIRED_KEYS
-from export.parity import EvalImage, align_to_reference, folder_images
+from export.compare import EvalImage, align_to_reference, folder_images
 
 K = 10
 M = 56
