@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -134,8 +134,10 @@ def synthetic_images(num: int, seed: int = 0, size: int = 512) -> list[EvalImage
     return out
 
 
-def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> list[EvalImage]:
-    """Images of ``folder`` (or of ``folder/images`` when that exists), sorted, at most ``num``.
+def folder_images(folder: str | os.PathLike[str], num: int | None = None,
+                  names: Collection[str] | None = None) -> list[EvalImage]:
+    """Images of ``folder`` (or of ``folder/images`` when that exists), sorted, at most ``num``;
+    with ``names``, only the images with those stems.
 
     Ground truth is attached when ``folder/masks/<stem>.png`` holds a REFUGE-style map
     (0 cup, 128 rim, 255 background), the layout ``rfnet.data.synthetic``'s CLI writes.
@@ -150,6 +152,8 @@ def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> lis
     paths = list_images(img_dir)
     if not paths:
         raise FileNotFoundError(f"{img_dir}: no images found")
+    if names is not None:
+        paths = [p for p in paths if p.stem in names]
     paths = paths[:num] if num else paths
     mask_dir = root / "masks"
     out = []

@@ -21,9 +21,11 @@ Writes to ``--out`` (atomically, file by file):
 * ``overlays/<name>.jpg``: disc (green) and cup (blue) contours on the image, the
   prediction beside the ground truth; "not gradable: <reason>" written on it when so.
 
-Prints a table of mean +- std per metric, over all images and over gradable ones. Unreadable items are skipped and counted
-(``--strict`` fails instead). Exit status (``rfnet.common.cli.ExitCode``): 0 ok, 1 a bad item in
---strict mode, 2 bad arguments or inputs (data root, checkpoint, output folder).
+Prints a table of mean +- std per metric, over all images and over gradable ones, and the
+gradable rate. Unreadable items are skipped and counted (``--strict`` fails instead). Exit
+status (``rfnet.common.cli.ExitCode``): 0 ok, 1 a bad item in --strict mode, 2 bad arguments or
+inputs (data root, checkpoint, output folder). ``--min-score`` overrides the checkpoint's minimum
+disc score (``grading.min_disc_score``).
 """
 from __future__ import annotations
 
