@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections import Counter
 import platform
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +39,6 @@ from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
 from runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
 from runtime.manifest import sha256_file
 from runtime.outputs import SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir
-from rfnet.common.contract import ModelMetadata
 from runtime.pipeline import ImageFailure, Pipeline
 
 log = logging.getLogger("runtime.infer")
