@@ -2,11 +2,18 @@
 
 Layout of the output folder::
 
-    masks/<name>_disc.png, masks/<name>_cup.png   uint8 0/255 at the original size
-    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background
-    overlay/<name>.png                            contours (disc green, cup blue) on the image
+    masks/<name>_disc.png, masks/<name>_cup.png   uint8 0/255 at the original size (gradable images)
+    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background (gradable images)
+    overlay/<name>.png                            contours (disc green, cup blue) on the image; for an
+                                                  image that is not gradable: no contours, "not gradable: <reason>"
     results.csv                                   one row per processed image
     summary.json                                  run settings, timings, failures
+    progress.jsonl                                the images done so far, for --resume (runtime/journal.py)
+
+An image that is not gradable (``rfnet.common.gradability``) gets a results.csv row with
+``gradable`` 0, its ``reason`` and ``message``, and empty CDR cells; no masks and no REFUGE map
+are written for it (they would carry a segmentation no confident disc backs) unless
+``--save`` names ``ungradable`` too (for review).
 
 Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an
 interrupted run never leaves a half-written image or table behind.
@@ -26,20 +33,27 @@ import numpy as np
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
-from rfnet.common.viz import overlay
+from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
+from runtime.journal import Journal, Record
 from runtime.pipeline import ImageResult
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
+#: Also write the masks, REFUGE map and contour overlay of images that are not gradable (to
+#: review what the model saw; results.csv still leaves their CDR cells empty). Not in "all".
+UNGRADABLE = "ungradable"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
-#: results.csv columns. vcdr is REFUGE's (max column count ratio), vcdr_extent the
-#: row-extent ratio; the disc box is in original pixels; latency_ms is the backend time of
-#: the image's batch divided by the images in it.
+#: results.csv columns. gradable 1/0 with the reason code and message when 0 (the CDR cells
+#: are then empty); vcdr is REFUGE's (max column count ratio), vcdr_extent the row-extent
+#: ratio; the disc box is in original pixels; latency_ms is the backend time of the image's
+#: batch divided by the images in it.
 CSV_COLUMNS = (
     "name",
     "file",
+    "gradable",
+    "reason",
     "vcdr",
     "vcdr_extent",
     "hcdr",
@@ -52,17 +66,21 @@ CSV_COLUMNS = (
     "disc_found",
     "cup_low_confidence",
     "latency_ms",
+    "message",
 )
+CDR_COLUMNS = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
 
 
 def parse_save(text: str) -> frozenset[str]:
-    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (UsageError, a ValueError, on unknown)."""
+    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice of :data:`SAVE_CHOICES`;
+    :data:`UNGRADABLE` may be added (UsageError, a ValueError, on unknown)."""
     items = {s.strip().lower() for s in text.split(",") if s.strip()}
-    if items == {"all"}:
-        return frozenset(SAVE_CHOICES)
-    unknown = sorted(items - set(SAVE_CHOICES))
+    if "all" in items:
+        items = (items - {"all"}) | set(SAVE_CHOICES)
+    unknown = sorted(items - set(SAVE_CHOICES) - {UNGRADABLE})
     if unknown or not items:
-        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
+        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all, "
+                         f"plus {UNGRADABLE}")
     return frozenset(items)
 
 
@@ -115,15 +133,50 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 
 class OutputWriter:
-    """Writes per-image files as results arrive and the tables at the end."""
+    """Writes per-image files as results arrive and the tables at the end.
 
-    def __init__(self, out_dir: Path, save: Iterable[str]) -> None:
+    With a ``journal``, each image's :class:`~runtime.journal.Record` is appended to it once
+    its files are written (``--resume`` skips the images listed there).
+    """
+
+    def __init__(self, out_dir: Path, save: Iterable[str], journal: Journal | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.save = frozenset(save)
         self.rows: list[tuple[int, dict[str, Any]]] = []
+        self.records: list[Record] = []
+        self.journal = journal
+
+    def restore(self, records: Iterable[Record]) -> None:
+        """Take over the records of an earlier, interrupted run (their ``index`` set)."""
+        for rec in records:
+            self.records.append(rec)
+            self.rows.append((rec.index, rec.row))
 
     def write(self, name: str, result: ImageResult) -> list[Path]:
-        """Write the per-image files selected by ``save`` and record the CSV row."""
+        """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
+        if result.gradable or UNGRADABLE in self.save:
+            written = self._write_files(name, result)
+        else:
+            written = self._write_ungradable(name, result)
+        row = self._row(name, result)
+        self.rows.append((result.index, row))
+        rec = Record(str(result.path), name, row, result.gradable, result.grade.reason, result.cdr,
+                     result.latency_ms, dict(result.timings), result.index)
+        self.records.append(rec)
+        if self.journal is not None:
+            self.journal.append(rec)
+        return written
+
+    def _write_ungradable(self, name: str, result: ImageResult) -> list[Path]:
+        """No masks or REFUGE map; the overlay says why (no contours)."""
+        if "overlay" not in self.save:
+            return []
+        path = self.out_dir / "overlay" / f"{name}.png"
+        empty = np.zeros(result.image.shape[:2], bool)
+        write_image(path, draw_contours(result.image, empty, empty, label=f"not gradable: {result.grade.reason}"))
+        return [path]
+
+    def _write_files(self, name: str, result: ImageResult) -> list[Path]:
         seg = result.segmentation
         written: list[Path] = []
         if "masks" in self.save:
@@ -139,14 +192,19 @@ class OutputWriter:
             path = self.out_dir / "overlay" / f"{name}.png"
             write_image(path, overlay(result.image, seg.disc, seg.cup))
             written.append(path)
+        return written
+
+    @staticmethod
+    def _row(name: str, result: ImageResult) -> dict[str, Any]:
+        """The results.csv row; empty CDR cells when not gradable."""
+        seg, cdr = result.segmentation, result.cdr
         box = [float(v) for v in np.asarray(seg.box, dtype=np.float64).reshape(4)]
-        row = {
+        return {
             "name": name,
             "file": str(result.path),
-            "vcdr": _f(result.cdr["vcdr"]),
-            "vcdr_extent": _f(result.cdr["vcdr_extent"]),
-            "hcdr": _f(result.cdr["hcdr"]),
-            "area_cdr": _f(result.cdr["area_cdr"]),
+            "gradable": int(result.gradable),
+            "reason": result.grade.reason,
+            **{k: ("" if cdr is None else _f(cdr[k])) for k in CDR_COLUMNS},
             "disc_x0": f"{box[0]:.2f}",
             "disc_y0": f"{box[1]:.2f}",
             "disc_x1": f"{box[2]:.2f}",
@@ -155,9 +213,8 @@ class OutputWriter:
             "disc_found": int(seg.found),
             "cup_low_confidence": int(seg.cup_fallback),
             "latency_ms": f"{result.latency_ms:.3f}",
+            "message": result.grade.message,
         }
-        self.rows.append((result.index, row))
-        return written
 
     def write_csv(self) -> Path | None:
         """results.csv sorted by input order (None when "csv" is not in ``save``)."""
