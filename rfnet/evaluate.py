@@ -43,7 +43,7 @@ import numpy as np
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
-from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
+from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import draw_contours, overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
@@ -237,6 +237,7 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         "ungradable": [{"name": r["name"], "reason": r["reason"]} for r in result.rows if not r["gradable"]],
         "metrics": _stats(result.summary),
         "metrics_gradable": _stats(result.gradable_summary),
+        "vcdr_agreement": vcdr_agreement(result.rows),
         "glaucoma_classification": classification,
         "skipped": result.skipped,
         "no_disc_detected": result.no_disc,
@@ -247,11 +248,26 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
     print(f"gradable: {result.n_gradable} of {len(result.rows)} images ({result.gradable_rate:.1%})"
           + (" - not gradable: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))
              if result.reasons else ""))
+    for ref, agree in summary["vcdr_agreement"].items():  # type: ignore[union-attr]
+        if agree["n"]:
+            print(f"vCDR vs the {ref} (gradable, n = {agree['n']}): MAE {agree['mae']:.4f}, "
+                  f"Pearson r {agree['pearson']:.4f}")
     if classification is not None:
         print(
             f"glaucoma (predicted vCDR as risk, n = {int(classification['n'])}): AUC {classification['auc']:.4f}, "
             f"sensitivity at 85% specificity {classification['sensitivity_at_85_specificity']:.4f}"
         )
+
+
+def vcdr_agreement(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """REFUGE vCDR of the gradable images against the ground-truth masks' and, where the dataset
+    has them (Drishti-GS), the experts' mean CDR: MAE and Pearson correlation."""
+    out = {}
+    for ref, key in (("masks", "vcdr_gt"), ("experts", "expert_cdr")):
+        pairs = [(float(r["vcdr_pred"]), float(r[key])) for r in rows
+                 if r.get("gradable", True) and r.get("vcdr_pred", "") != "" and r.get(key, "") not in ("", None)]
+        out[ref] = cdr_agreement([p for p, _ in pairs], [g for _, g in pairs])
+    return out
 
 
 def _stats(summary: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:

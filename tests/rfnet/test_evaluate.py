@@ -109,6 +109,7 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
     assert summary["ungradable_reasons"] == {"image_too_small": 3}
     assert sorted(u["name"] for u in summary["ungradable"]) == ["e0", "e1", "e2"]
     assert summary["glaucoma_classification"] is None  # no labels in this folder
+    assert summary["vcdr_agreement"]["masks"]["n"] == 0  # no gradable image: no CDR to compare
 
 
 def test_evaluate_strict_fails_on_the_broken_file(checkpoint: Path, eval_data: Path, tmp_path: Path,
@@ -154,3 +155,17 @@ def test_evaluate_fold_scores_exactly_the_held_out_names(checkpoint: Path, tmp_p
         assert sorted(r["name"] for r in csv.DictReader(fh)) == sorted(held_out)
     assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(root),
                           "--fold", "5", "--folds", "5", "--out", str(tmp_path / "bad"), *EVAL]) == 2
+
+
+def test_vcdr_agreement_uses_gradable_rows_with_values() -> None:
+    from rfnet.evaluate import vcdr_agreement
+
+    rows = [
+        {"gradable": 1, "vcdr_pred": 0.5, "vcdr_gt": 0.4, "expert_cdr": 0.45},
+        {"gradable": 1, "vcdr_pred": 0.7, "vcdr_gt": 0.8, "expert_cdr": ""},
+        {"gradable": 1, "vcdr_pred": 0.6, "vcdr_gt": 0.6, "expert_cdr": 0.65},
+        {"gradable": 0, "vcdr_pred": "", "vcdr_gt": 0.9, "expert_cdr": 0.9},
+    ]
+    a = vcdr_agreement(rows)
+    assert a["masks"]["n"] == 3 and a["masks"]["mae"] == pytest.approx(0.2 / 3)
+    assert a["experts"]["n"] == 2 and a["experts"]["mae"] == pytest.approx(0.05)
