@@ -40,7 +40,7 @@ def test_table_pools_folds_and_writes_cases(tmp_path: Path, capsys: pytest.Captu
     assert float(pooled[6 + 1]) == pytest.approx((0.1 + 0.1 + 0.05) / 3, abs=1e-4)  # vCDR MAE vs masks, gradable only
     assert float(pooled[8 + 1]) == pytest.approx(np.corrcoef([0.5, 0.7, 0.3], [0.45, 0.75, 0.3])[0, 1], abs=1e-4)
     names = sorted(p.name for p in (tmp_path / "img").iterdir())
-    assert names[0].startswith("cv_best_b1") and any(n.startswith("cv_worst_b2") for n in names)
+    assert {n.split("_cup")[0] for n in names} == {"cv_best_b1", "cv_best_a1", "cv_worst_b2", "cv_worst_a2"}
     assert (tmp_path / "cv.json").is_file()
 
 
