@@ -183,6 +183,8 @@ class _Session:
                         if dist_info.enabled else None)
         self.loader = _make_loader(self.tds, t.batch_size, workers, self.generator, self.sampler)
         self.iters_per_epoch = len(self.loader)
+        if t.iterations > 0:
+            t.epochs = max(1, math.ceil(t.iterations / self.iters_per_epoch))
         self.scheduler = WarmupStepLR(self.optimizer, self.iters_per_epoch, t.lr_step_epochs, t.lr_gamma,
                                       t.warmup_iters, schedule=t.lr_schedule,
                                       total_iters=self.iters_per_epoch * t.epochs)
