@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=None,
                    help="minimum disc score of a gradable image (default: the checkpoint's grading.min_disc_score)")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup (post-processing option)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     p.add_argument("--no-segmentations", action="store_true", help="do not write REFUGE BMPs")
     p.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
@@ -210,7 +212,7 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
             write_image(ov_dir / f"{stem}.jpg", image)
 
     result = evaluate_dataset(
-        model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse,
+        model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse, tta=args.tta,
         progress=not args.no_progress, desc="evaluate", on_case=write_case, min_score=args.min_score,
     )
     atomic_write_text(out / "per_image.csv", _csv_text(result.rows, CASE_COLUMNS))
@@ -229,6 +231,7 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         "threshold": args.threshold,
         "min_disc_score": cfg.grading.min_disc_score if args.min_score is None else args.min_score,
         "ellipse": bool(args.ellipse),
+        "tta": bool(args.tta),
         "n_items": len(ds),
         "n_evaluated": len(result.rows),
         "n_gradable": result.n_gradable,

@@ -138,11 +138,13 @@ def predict_dataset(
     progress: bool = True,
     desc: str = "predict",
     min_score: float | None = None,
+    tta: bool = False,
 ) -> Iterator[tuple[Sample, SegmentedImage]]:
     """Yield ``(sample, result)`` for every loadable item of ``dataset`` in order: the core's
     :class:`~rfnet.common.segment.SegmentedImage` (segmentation, verdict, CDRs when gradable).
 
-    ``min_score`` overrides the model's minimum disc score (``cfg.grading.min_disc_score``).
+    ``min_score`` overrides the model's minimum disc score (``cfg.grading.min_disc_score``);
+    ``tta`` also runs the mirrored images (:mod:`rfnet.common.tta`).
 
     ``dataset`` needs ``len``, ``get(i) -> Sample | None`` (``None``: a bad item the dataset
     recorded; it raises instead when strict) and ``bad_names``: any :class:`rfnet.data.base.FundusDataset`.
@@ -153,7 +155,7 @@ def predict_dataset(
     pending: list[Sample] = []
     with TorchBackend.from_model(model, cfg, device) as backend:
         core = Segmenter(backend, batch_size=max(1, batch_size), threshold=threshold, ellipse=ellipse,
-                         min_score=min_score)
+                         min_score=min_score, tta=tta)
 
         def flush() -> Iterator[tuple[Sample, SegmentedImage]]:
             yield from zip(pending, core.process_batch([s.image for s in pending]))
@@ -214,14 +216,16 @@ def evaluate_dataset(
     desc: str = "evaluate",
     on_case: Callable[[Sample, Segmentation, dict[str, Any]], None] | None = None,
     min_score: float | None = None,
+    tta: bool = False,
 ) -> EvalResult:
     """Predict and score every item of ``dataset``; ``on_case(sample, seg, row)`` is called per
     image (evaluation writes its BMPs and overlays there; ``row["gradable"]`` is the verdict).
-    ``min_score`` overrides the model's minimum disc score. See :class:`EvalResult`."""
+    ``min_score`` overrides the model's minimum disc score; ``tta`` adds the mirrored view.
+    See :class:`EvalResult`."""
     result = EvalResult()
     for sample, done in predict_dataset(
         model, dataset, cfg, device, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
-        progress=progress, desc=desc, min_score=min_score,
+        progress=progress, desc=desc, min_score=min_score, tta=tta,
     ):
         row = case_row(sample, done)
         if not done.segmentation.found:

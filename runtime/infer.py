@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=None,
                    help="minimum disc score of a gradable image (default: the model's rfnet.min_disc_score)")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --output: skip the images its progress.jsonl lists "
@@ -154,6 +156,7 @@ def _summary(
             "threshold": args.threshold,
             "min_disc_score": pipeline.min_score,
             "ellipse": bool(args.ellipse),
+            "tta": bool(args.tta),
             "save": sorted(parse_save(args.save)),
             "cuda_graph_requested": bool(args.cuda_graph),  # what actually ran: "cuda_graph" below
         },
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend.load()
         pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
-                            ellipse=args.ellipse, prefetch=args.prefetch, min_score=args.min_score)
+                            ellipse=args.ellipse, prefetch=args.prefetch, min_score=args.min_score, tta=args.tta)
     except RFNetError as exc:  # a missing library, a foreign or stale model, bad metadata
         backend.close()
         return _error(str(exc))
@@ -243,7 +246,7 @@ def _run_header(args: argparse.Namespace, kind: str, pipeline: Pipeline) -> dict
     """What a resumed run must share with the interrupted one (the journal's first line)."""
     return {"model": str(args.model), "model_sha256": sha256_file(args.model), "backend": kind,
             "input": str(args.input), "recursive": bool(args.recursive), "threshold": args.threshold,
-            "min_disc_score": pipeline.min_score, "ellipse": bool(args.ellipse),
+            "min_disc_score": pipeline.min_score, "ellipse": bool(args.ellipse), "tta": bool(args.tta),
             "save": sorted(parse_save(args.save))}
 
 

@@ -98,6 +98,7 @@ class Pipeline(Segmenter):
         ellipse: fit ellipses to disc and cup.
         prefetch: decoded images buffered ahead of inference.
         min_score: minimum disc score of a gradable result (default: the model's ``rfnet.min_disc_score``).
+        tta: also run each image mirrored left-right and merge (:mod:`rfnet.common.tta`).
     """
 
     def __init__(
@@ -110,9 +111,10 @@ class Pipeline(Segmenter):
         ellipse: bool = False,
         prefetch: int = 4,
         min_score: float | None = None,
+        tta: bool = False,
     ) -> None:
         super().__init__(backend, info, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
-                         min_score=min_score)
+                         min_score=min_score, tta=tta)
         self.prefetch = max(1, prefetch)
 
     # -- decode thread ---------------------------------------------------------------------

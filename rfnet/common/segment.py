@@ -32,6 +32,7 @@ from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, me
 from rfnet.common.gradability import Grade, ImageQuality, check_min_score, grade, measure_image
 from rfnet.common.metrics import cdr_report
 from rfnet.common.postprocess import Segmentation, postprocess
+from rfnet.common.tta import merge_mirrored, mirror
 from rfnet.common.preprocess import Letterbox, preprocess
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,13 @@ class Segmenter:
         keep_prob: keep the pasted probability maps in each :class:`Segmentation`.
         min_score: minimum disc score of a gradable result (default: the model's
             ``rfnet.min_disc_score``, :attr:`ModelMetadata.min_disc_score`).
+        tta: also run every image mirrored left-right and merge the top detections
+            (:mod:`rfnet.common.tta`; twice the model time).
     """
 
     def __init__(self, backend: Backend, info: ModelMetadata | None = None, *, batch_size: int = 1,
                  threshold: float = 0.5, ellipse: bool = False, keep_prob: bool = False,
-                 min_score: float | None = None) -> None:
+                 min_score: float | None = None, tta: bool = False) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         if min_score is not None:
@@ -149,6 +152,7 @@ class Segmenter:
         self.ellipse = ellipse
         self.keep_prob = keep_prob
         self.min_score = self.info.min_disc_score if min_score is None else float(min_score)
+        self.tta = tta
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained."""
@@ -168,6 +172,13 @@ class Segmenter:
         n = int(tensors.shape[0])
         if n == 0:
             raise ValueError("infer needs at least one image")
+        out = self._infer_chunks(tensors)
+        if self.tta:
+            out, _ = merge_mirrored(out, self._infer_chunks(mirror(tensors)), int(tensors.shape[-1]))
+        return out
+
+    def _infer_chunks(self, tensors: np.ndarray) -> dict[str, np.ndarray]:
+        n = int(tensors.shape[0])
         parts: list[tuple[np.ndarray, ...]] = []
         for start in range(0, n, self.batch_size):
             chunk = np.asarray(tensors[start : start + self.batch_size], dtype=self.spec.dtype)
