@@ -28,7 +28,6 @@ tie swaps, and a detection without a counterpart fails the check.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -146,15 +145,16 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     dynamic_axes = None
     if batch is None:
         dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
+    # torch.onnx.export is typed to take a path; a private temporary folder keeps the output atomic.
+    with torch.no_grad(), warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # Tracer warnings about Python ints taken from shapes are expected: shapes are static.
         warnings.simplefilter("ignore")
+        raw = Path(tmp) / "traced.onnx"
         torch.onnx.export(
-            model, (example,), buf, opset_version=opset, dynamo=False, input_names=[INPUT_NAME],
+            model, (example,), raw, opset_version=opset, dynamo=False, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
-    proto = onnx.load_from_string(buf.getvalue())
+        proto = onnx.load(str(raw))
     if do_simplify:
         proto = simplify(proto)
     if batch is None:
