@@ -19,40 +19,27 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
+from rfnet.common.segment import SegmentedImage
 from rfnet.common.viz import overlay
 from rfnet.errors import UsageError
+from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
 from runtime.pipeline import ImageResult
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
-#: results.csv columns. vcdr is REFUGE's (max column count ratio), vcdr_extent the
-#: row-extent ratio; the disc box is in original pixels; latency_ms is the backend time of
-#: the image's batch divided by the images in it.
-CSV_COLUMNS = (
-    "name",
-    "file",
-    "vcdr",
-    "vcdr_extent",
-    "hcdr",
-    "area_cdr",
-    "disc_x0",
-    "disc_y0",
-    "disc_x1",
-    "disc_y1",
-    "score",
-    "disc_found",
-    "cup_low_confidence",
-    "latency_ms",
-)
+#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields` (vcdr is
+#: REFUGE's max column count ratio, vcdr_extent the row-extent ratio, the disc box in original
+#: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in it.
+CSV_COLUMNS = ("name", "file", *FIELD_NAMES, "latency_ms")
 
 
 def parse_save(text: str) -> frozenset[str]:
@@ -124,40 +111,37 @@ class OutputWriter:
 
     def write(self, name: str, result: ImageResult) -> list[Path]:
         """Write the per-image files selected by ``save`` and record the CSV row."""
-        seg = result.segmentation
+        written = self.write_images(name, result.segmentation.disc, result.segmentation.cup, result.image)
+        core = result.core if result.core is not None else SegmentedImage(result.segmentation, result.cdr)
+        self.add_row(result.index, name, result.path, result_fields(core), result.latency_ms)
+        return written
+
+    def write_images(self, name: str, disc: np.ndarray, cup: np.ndarray, image: np.ndarray | None) -> list[Path]:
+        """masks/, refuge/ and overlay/ files of one image as selected by ``save`` (bool masks
+        [H,W]; ``image``, RGB uint8 [H,W,3], is needed for the overlay only)."""
         written: list[Path] = []
         if "masks" in self.save:
-            for kind, mask in (("disc", seg.disc), ("cup", seg.cup)):
+            for kind, mask in (("disc", disc), ("cup", cup)):
                 path = self.out_dir / "masks" / f"{name}_{kind}.png"
                 write_image(path, np.where(mask, 255, 0).astype(np.uint8))
                 written.append(path)
         if "refuge" in self.save:
             path = self.out_dir / "refuge" / f"{name}.bmp"
-            write_image(path, to_refuge_seg(seg.disc, seg.cup))
+            write_image(path, to_refuge_seg(disc, cup))
             written.append(path)
         if "overlay" in self.save:
+            if image is None:
+                raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.png"
-            write_image(path, overlay(result.image, seg.disc, seg.cup))
+            write_image(path, overlay(image, disc, cup))
             written.append(path)
-        box = [float(v) for v in np.asarray(seg.box, dtype=np.float64).reshape(4)]
-        row = {
-            "name": name,
-            "file": str(result.path),
-            "vcdr": _f(result.cdr["vcdr"]),
-            "vcdr_extent": _f(result.cdr["vcdr_extent"]),
-            "hcdr": _f(result.cdr["hcdr"]),
-            "area_cdr": _f(result.cdr["area_cdr"]),
-            "disc_x0": f"{box[0]:.2f}",
-            "disc_y0": f"{box[1]:.2f}",
-            "disc_x1": f"{box[2]:.2f}",
-            "disc_y1": f"{box[3]:.2f}",
-            "score": _f(seg.score),
-            "disc_found": int(seg.found),
-            "cup_low_confidence": int(seg.cup_fallback),
-            "latency_ms": f"{result.latency_ms:.3f}",
-        }
-        self.rows.append((result.index, row))
         return written
+
+    def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
+                latency_ms: float) -> None:
+        """Record the results.csv row of input ``index`` from its field values (:mod:`runtime.fields`)."""
+        self.rows.append((index, {"name": name, "file": str(file), **format_fields(values),
+                                  "latency_ms": f"{latency_ms:.3f}"}))
 
     def write_csv(self) -> Path | None:
         """results.csv sorted by input order (None when "csv" is not in ``save``)."""
@@ -176,7 +160,3 @@ class OutputWriter:
         path = self.out_dir / SUMMARY_JSON
         atomic_write_json(path, summary)
         return path
-
-
-def _f(v: float) -> str:
-    return f"{float(v):.6f}"

@@ -26,7 +26,7 @@ from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import ImageReadError, read_image
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.preprocess import Letterbox
-from rfnet.common.segment import Segmenter
+from rfnet.common.segment import SegmentedImage, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class ImageResult:
     cdr: dict[str, float]
     latency_ms: float  # backend time of its batch divided by the images in it
     timings: dict[str, float] = field(default_factory=dict)  # ms: decode, preprocess, postprocess, cdr
+    core: SegmentedImage | None = field(default=None, repr=False)  # the core's result: what runtime.fields reads
 
     @property
     def ok(self) -> bool:
@@ -185,4 +186,4 @@ class Pipeline(Segmenter):
                 yield ImageFailure(it.index, it.path, f"{it.path}: post-processing failed: {type(exc).__name__}: {exc}")
                 continue
             timings = {"decode": it.decode_ms, "preprocess": it.preprocess_ms, **done.timings}
-            yield ImageResult(it.index, it.path, it.image, done.segmentation, done.cdr, latency_ms, timings)
+            yield ImageResult(it.index, it.path, it.image, done.segmentation, done.cdr, latency_ms, timings, done)
