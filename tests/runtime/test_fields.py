@@ -1,0 +1,58 @@
+"""runtime/fields.py: one definition of the result fields for results.csv and the server's outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rfnet.common.metrics import cdr_report
+from rfnet.common.postprocess import Segmentation
+from rfnet.common.segment import SegmentedImage
+from runtime.fields import (FIELD_NAMES, RESULT_FIELDS, empty_fields, fields_from_outputs, fields_to_arrays,
+                            format_fields, result_fields)
+from runtime.outputs import CSV_COLUMNS
+from runtime.serving import output_specs
+
+
+def core_result() -> SegmentedImage:
+    disc = np.zeros((40, 60), bool)
+    disc[10:31, 20:45] = True
+    cup = np.zeros_like(disc)
+    cup[15:24, 28:37] = True
+    seg = Segmentation(disc, cup, np.array([19.6, 9.55, 45.25, 31.004], np.float32), 0.8765432,
+                       cup_fallback=True)
+    return SegmentedImage(seg, cdr_report(disc, cup))
+
+
+def test_csv_columns_and_server_outputs_come_from_the_field_table() -> None:
+    assert CSV_COLUMNS == ("name", "file", *FIELD_NAMES, "latency_ms")
+    names = [n for n, _ in output_specs()]
+    assert names[: len(FIELD_NAMES)] == list(FIELD_NAMES)
+    assert {"disc_mask", "cup_mask", "latency_ms", "error"} <= set(names)
+    # the results.csv columns of runtime/infer.py before the table existed, in that order
+    assert FIELD_NAMES == ("vcdr", "vcdr_extent", "hcdr", "area_cdr", "disc_x0", "disc_y0", "disc_x1", "disc_y1",
+                           "score", "disc_found", "cup_low_confidence")
+
+
+def test_values_and_text() -> None:
+    r = core_result()
+    values = result_fields(r)
+    assert list(values) == list(FIELD_NAMES)
+    assert values["vcdr"] == pytest.approx(r.cdr["vcdr"]) and isinstance(values["disc_found"], int)
+    text = format_fields(values)
+    assert text["disc_x0"] == "19.60" and text["score"] == "0.876543"
+    assert text["disc_found"] == "1" and text["cup_low_confidence"] == "1"
+    assert text["vcdr"] == f"{r.cdr['vcdr']:.6f}"
+
+
+def test_wire_round_trip_gives_the_same_text() -> None:
+    """What the server sends (fields_to_arrays) and the client reads back (fields_from_outputs)
+    formats to exactly the text runtime/infer.py writes for the same core result."""
+    rows = [result_fields(core_result()), empty_fields()]
+    arrays = fields_to_arrays(rows)
+    for f in RESULT_FIELDS:
+        assert arrays[f.name].shape == (2, 1)
+    for i, row in enumerate(rows):
+        back = fields_from_outputs(arrays.get, i)
+        assert format_fields(back) == format_fields(row)
+    with pytest.raises(ValueError, match="lacks the field 'vcdr'"):
+        fields_from_outputs(lambda name: None)
