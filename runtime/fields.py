@@ -20,7 +20,7 @@ Values travel at full precision (FP64), so the text a client writes equals the t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def empty_fields() -> dict[str, Value]:
     return {f.name: zero[f.kind] for f in RESULT_FIELDS}
 
 
-def fields_to_arrays(rows: list[Mapping[str, Value]]) -> dict[str, np.ndarray]:
+def fields_to_arrays(rows: Sequence[Mapping[str, Value]]) -> dict[str, np.ndarray]:
     """Rows of values -> one array [N,1] per field in its wire dtype (strings as UTF-8 bytes)."""
     out: dict[str, np.ndarray] = {}
     for f in RESULT_FIELDS:
