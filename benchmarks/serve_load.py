@@ -124,7 +124,7 @@ def drive(args: argparse.Namespace, url: str, data: list[bytes], refs: list[dict
     """``--requests`` requests from ``--concurrency`` threads; per request: latency and verdict."""
     lock = threading.Lock()
     next_id = [0]
-    rec: dict[str, list[Any]] = {"latency_ms": [], "failed": [], "errors": [], "different": []}
+    rec: dict[str, Any] = {"latency_ms": [], "failed": [], "errors": [], "different": []}
     deadline = time.monotonic() + args.time_limit
 
     def worker() -> None:

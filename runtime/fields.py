@@ -15,7 +15,9 @@ from this table:
 A field added here (a verdict, a reason, another ratio) appears in results.csv, in the
 server's model configuration and in the client's CSV without touching any of them.
 Values travel at full precision (FP64), so the text a client writes equals the text
-``runtime/infer.py`` writes for the same core result.
+``runtime/infer.py`` writes for the same core result. A ``float`` or ``str`` field may have no
+value (``None``, e.g. a CDR that must not be reported): an empty results.csv cell, NaN or an
+empty string on the wire.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from rfnet.common.segment import SegmentedImage
 
-Value = Union[float, int, str]
+Value = Union[float, int, str, None]
 
 #: Field kinds and their numpy dtypes on the wire (Triton FP64, INT32, BYTES).
 KINDS: dict[str, Any] = {"float": np.float64, "int": np.int32, "str": np.object_}
@@ -83,14 +85,17 @@ def result_fields(result: SegmentedImage) -> dict[str, Value]:
 
 
 def format_fields(values: Mapping[str, Value]) -> dict[str, str]:
-    """Field values -> their results.csv text (KeyError names a missing field)."""
-    return {f.name: format(_coerce(f, values[f.name]), f.fmt) for f in RESULT_FIELDS}
+    """Field values -> their results.csv text, "" for no value (KeyError names a missing field)."""
+    out: dict[str, str] = {}
+    for f in RESULT_FIELDS:
+        v = _coerce(f, values[f.name])
+        out[f.name] = "" if v is None else format(v, f.fmt)
+    return out
 
 
 def empty_fields() -> dict[str, Value]:
-    """Placeholder values of a failed item (0, 0.0, "")."""
-    zero: dict[str, Value] = {"float": 0.0, "int": 0, "str": ""}
-    return {f.name: zero[f.kind] for f in RESULT_FIELDS}
+    """Placeholder values of a failed item: no value (NaN / "" on the wire), 0 for ``int`` fields."""
+    return {f.name: 0 if f.kind == "int" else None for f in RESULT_FIELDS}
 
 
 def fields_to_arrays(rows: Sequence[Mapping[str, Value]]) -> dict[str, np.ndarray]:
@@ -99,7 +104,9 @@ def fields_to_arrays(rows: Sequence[Mapping[str, Value]]) -> dict[str, np.ndarra
     for f in RESULT_FIELDS:
         vals = [row[f.name] for row in rows]
         if f.kind == "str":
-            out[f.name] = np.array([[str(v).encode("utf-8")] for v in vals], dtype=np.object_)
+            out[f.name] = np.array([[("" if v is None else str(v)).encode("utf-8")] for v in vals], dtype=np.object_)
+        elif f.kind == "float":
+            out[f.name] = np.array([np.nan if v is None else v for v in vals], dtype=np.float64).reshape(-1, 1)
         else:
             out[f.name] = np.array(vals, dtype=KINDS[f.kind]).reshape(-1, 1)
     return out
@@ -118,8 +125,14 @@ def fields_from_outputs(get: Callable[[str], np.ndarray | None], i: int = 0) -> 
 
 
 def _coerce(f: ResultField, v: Any) -> Value:
+    """A value in the field's Python type; None stays None ("float": NaN from the wire is None)."""
+    if v is None:
+        if f.kind == "int":
+            raise ValueError(f"field {f.name!r} (int) has no value")
+        return None
     if f.kind == "str":
         return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
     if f.kind == "int":
         return int(v)
-    return float(v)
+    x = float(v)
+    return None if np.isnan(x) else x

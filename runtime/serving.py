@@ -17,7 +17,7 @@ each result field      FP64 /  [1]    :data:`runtime.fields.RESULT_FIELDS`: vcdr
 =====================  ======  =====  ===================================================
 
 The masks are the PNG files ``runtime/infer.py`` writes to ``masks/`` (same encoder, same
-bytes). A failed item has ``error`` set, zero / empty fields and empty masks; the other items
+bytes). A failed item has ``error`` set, no values (NaN / "" / 0) and empty masks; the other items
 of the request and of the batch are unaffected.
 """
 from __future__ import annotations

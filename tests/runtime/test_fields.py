@@ -56,3 +56,13 @@ def test_wire_round_trip_gives_the_same_text() -> None:
         assert format_fields(back) == format_fields(row)
     with pytest.raises(ValueError, match="lacks the field 'vcdr'"):
         fields_from_outputs(lambda name: None)
+
+
+def test_a_missing_value_is_an_empty_cell_and_nan_on_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CDR that must not be reported (a non-gradable image) is empty in results.csv, not 0."""
+    values = {**result_fields(core_result()), "vcdr": None}
+    assert format_fields(values)["vcdr"] == ""
+    arrays = fields_to_arrays([values])
+    assert np.isnan(arrays["vcdr"][0, 0])
+    assert fields_from_outputs(arrays.get)["vcdr"] is None
+    assert format_fields(fields_from_outputs(arrays.get)) == format_fields(values)
