@@ -279,3 +279,7 @@ def _save(writer: OutputWriter, index: int, name: str, path: Path, answer: Answe
         return f"cannot write outputs: {exc}"
     writer.add_row(index, name, path, answer.values, answer.latency_ms)
     return ""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

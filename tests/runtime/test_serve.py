@@ -5,7 +5,11 @@ nvidia-pytriton wheel is missing (``make test-serve`` runs them in .venv-serve).
 from __future__ import annotations
 
 import csv
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,3 +157,30 @@ def test_start_and_stop_cleanly(contract_onnx: Path, tmp_path: Path, images: lis
     for port in ports:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, port
+
+
+def test_documented_commands_end_to_end(contract_onnx: Path, images: list[Path], tmp_path: Path) -> None:
+    """``python -m runtime.serve`` in its own process answers ``python -m runtime.client`` and exits 0 on SIGTERM."""
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--model", str(contract_onnx), "--address",
+                               "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
+                               str(metrics)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/rfnet/ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        done = subprocess.run([sys.executable, "-m", "runtime.client", "--url", f"grpc://127.0.0.1:{grpc}", "--output",
+                               str(tmp_path / "out"), "--no-progress", str(images[0])], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert list(read_rows(tmp_path / "out" / "results.csv")) == ["a_wide"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "server.log").read_text()[-2000:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,10 @@ def test_client_errors_exit_2_and_write_nothing(tmp_path: Path, monkeypatch: pyt
     assert client.main(["--url", "h:1", "--output", str(out), str(img)]) == ExitCode.USAGE
     assert "tritonclient[http] is not installed" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["-m", "runtime.serve"], ["-m", "runtime.client"], ["benchmarks/serve_load.py"]])
+def test_documented_commands_run(command: list[str]) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, *command, "--help"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
