@@ -25,6 +25,7 @@ import contextlib
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -156,7 +157,16 @@ class RFNetServer:
             raise
         return self
 
-    def _start_triton(self) -> None:
+    def _start_triton(self, attempts: int = 2) -> None:
+        """Start Triton with the model bound; ``attempts`` tries.
+
+        Why more than one: with several instances, the Triton stub of each further instance waits
+        a hard-coded 1 s (PyTriton 0.7, ``get_config_from_handshake_server``) for the first
+        instance's stub to open its handshake socket, after that stub has spawned its tensor-store
+        process. On a CPU starved by other jobs that took longer and the start failed (seen once
+        in the test suite at load average 8.6); a second start, with the instances already
+        loaded, costs only Triton's own start-up.
+        """
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
@@ -164,22 +174,31 @@ class RFNetServer:
         config = TritonConfig(http_address=self.address, http_port=self.ports["http"], grpc_address=self.address,
                               grpc_port=self.ports["grpc"], metrics_address=self.address,
                               metrics_port=self.ports["metrics"], exit_timeout_secs=self.exit_timeout_s)
-        self._triton = Triton(config=config, workspace=self.workspace)
-        self._triton.bind(
-            model_name=self.model_name,
-            infer_func=[batch(_infer_fn(s)) for s in self.services],
-            inputs=[Tensor(name=IMAGE_INPUT, dtype=np.bytes_, shape=(1,))],
-            outputs=[Tensor(name=name, dtype=dtype, shape=(1,)) for name, dtype in output_specs()],
-            config=ModelConfig(max_batch_size=self.settings.max_batch_size,
-                               batcher=DynamicBatcher(max_queue_delay_microseconds=self.max_queue_delay_us)),
-            strict=True,
-        )
-        try:
-            with _python_library_path():
-                self._triton.run()
-        except Exception as exc:  # PyTriton's own errors, TimeoutError: say what failed, keep the type ours
-            raise ServerStartError(f"Triton Inference Server did not start ({type(exc).__name__}: {exc}); "
-                                   f"run with -v for its log") from exc
+        for attempt in range(1, attempts + 1):
+            self._triton = Triton(config=config, workspace=self.workspace)
+            self._triton.bind(
+                model_name=self.model_name,
+                infer_func=[batch(_infer_fn(s)) for s in self.services],
+                inputs=[Tensor(name=IMAGE_INPUT, dtype=np.bytes_, shape=(1,))],
+                outputs=[Tensor(name=name, dtype=dtype, shape=(1,)) for name, dtype in output_specs()],
+                config=ModelConfig(max_batch_size=self.settings.max_batch_size,
+                                   batcher=DynamicBatcher(max_queue_delay_microseconds=self.max_queue_delay_us)),
+                strict=True,
+            )
+            try:
+                with _python_library_path():
+                    self._triton.run()
+                return
+            except Exception as exc:  # PyTriton's own errors, TimeoutError: say what failed, keep the type ours
+                self._triton.stop()
+                self._triton = None
+                if self.workspace is not None:  # did not exist before: PyTriton's files only (stop() may leave them)
+                    shutil.rmtree(self.workspace, ignore_errors=True)
+                if attempt == attempts:
+                    raise ServerStartError(f"Triton Inference Server did not start ({type(exc).__name__}: {exc}); "
+                                           f"run with -v for its log") from exc
+                log.warning("Triton Inference Server did not start (%s: %s); starting it again",
+                            type(exc).__name__, exc)
 
     def is_alive(self) -> bool:
         return self._triton is not None and bool(self._triton.is_alive())
