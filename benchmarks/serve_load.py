@@ -63,7 +63,9 @@ def reference(model: Path, paths: list[Path], threads: int | None, work: Path) -
     for i, p in enumerate(paths):  # one folder, infer.py's input order = ours
         os.symlink(p.resolve(), src / f"{i:05d}{p.suffix.lower()}")
     out = work / "reference"
-    argv = ["--model", str(model), "--input", str(src), "--output", str(out), "--save", "csv,masks", "--no-progress"]
+    # ungradable: the masks of every image (the server sends them for each; the verdict is a field)
+    argv = ["--model", str(model), "--input", str(src), "--output", str(out), "--save", "csv,masks,ungradable",
+            "--no-progress"]
     if threads:
         argv += ["--threads", str(threads)]
     if infer_main(argv) != ExitCode.OK:

@@ -157,6 +157,26 @@ class TrainConfig:
     sync_bn: bool = False
 
 
+#: Provisional minimum disc score until cross-validation calibrates it (docs/design.md,
+#: "Gradability"): half the lowest score a real disc has been seen with (0.03, drishtiGS_002 held
+#: out in fold 2 of an earlier light model). Also the value for models exported before
+#: ``rfnet.min_disc_score`` existed.
+DEFAULT_MIN_DISC_SCORE = 0.015
+
+
+@dataclass
+class GradingConfig:
+    """When a result may carry a CDR (``rfnet.common.gradability``): the model-specific part.
+
+    ``min_disc_score`` is a property of the trained weights: derive it with
+    ``python -m rfnet.grading_calibration`` from held-out scores (cross-validation) and set it
+    with ``--set grading.min_disc_score=X`` (training) or ``--min-disc-score X`` (export). It is
+    exported as ``rfnet.min_disc_score``.
+    """
+
+    min_disc_score: float = DEFAULT_MIN_DISC_SCORE
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to build, train and deploy one RF-Net variant."""
@@ -171,6 +191,7 @@ class ModelConfig:
     mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,8 +7,9 @@ Each image file is sent as it is on disk (one request per image, ``--concurrency
 flight, so the server's dynamic batcher can group them). The output folder gets results.csv
 with the columns of ``runtime/infer.py`` (the result fields of ``runtime/fields.py``;
 ``latency_ms`` is the server's backend time per image, as in infer.py), masks/, refuge/ and
-overlay/ as selected by ``--save`` (the masks are the server's PNGs), and a summary.json of
-this run. Needs ``tritonclient[http,grpc]`` (the ``[serve]`` extra).
+overlay/ as selected by ``--save`` (the masks are the server's PNGs; as infer.py, none for an
+image that is not gradable unless ``--save`` adds ``ungradable``), and a summary.json of this run.
+Needs ``tritonclient[http,grpc]`` (the ``[serve]`` extra).
 
 Exit status: 0 all images answered; 1 some images failed (unreadable locally, refused by the
 server, or the request failed; listed); 2 usage, no server or model at the URL, missing
@@ -36,7 +37,7 @@ from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
 from runtime.errors import DeploymentError
 from runtime.fields import Value, fields_from_outputs
-from runtime.outputs import SAVE_CHOICES, OutputWriter, output_names, parse_save, prepare_output_dir
+from runtime.outputs import SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir
 from runtime.serving import CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_NAME, decode_mask, output_specs
 
 log = logging.getLogger("runtime.client")
@@ -137,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="for a URL without a scheme (default http)")
     p.add_argument("--output", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
     p.add_argument("--model-name", default=MODEL_NAME)
-    p.add_argument("--save", default=",".join(SAVE_CHOICES), help=f"comma-separated: {','.join(SAVE_CHOICES)} or all")
+    p.add_argument("--save", default=",".join(SAVE_CHOICES),
+                   help=f"comma-separated: {','.join(SAVE_CHOICES)} or all; as runtime/infer.py, masks and REFUGE maps "
+                   f"are written for gradable images only unless {UNGRADABLE} is added"),
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--recursive", action="store_true", help="search folders recursively")
@@ -250,6 +253,7 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
         "server": f"{protocol}://{url}", "model_name": args.model_name, "settings": {"concurrency": args.concurrency,
                                                                                      "save": sorted(writer.save)},
         "num_images": len(paths), "num_processed": len(writer.rows), "num_failed": len(failures),
+        "num_gradable": sum(1 for _, row in writer.rows if row["gradable"] == "1"),
         "failed": [{"file": str(paths[i]), "error": e} for i, e in sorted(failures)], "interrupted": interrupted,
         "server_latency_ms_mean": float(np.mean(latencies)) if latencies else None,
         "wall_time_s": round(wall, 3), "images_per_s": round(len(writer.rows) / wall, 3) if wall > 0 else None,
@@ -267,14 +271,18 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
 
 
 def _save(writer: OutputWriter, index: int, name: str, path: Path, answer: Answer) -> str:
-    """Write one answer's files and CSV row; the error text ("" when written)."""
+    """Write one answer's files (as runtime/infer.py: masks and REFUGE map for a gradable image, or
+    with ``--save ...,ungradable``) and CSV row; the error text ("" when written)."""
     if answer.error:
         return answer.error
     try:
-        disc = decode_mask(answer.disc_png, f"{path}: disc mask")
-        cup = decode_mask(answer.cup_png, f"{path}: cup mask")
         image = read_image(path) if "overlay" in writer.save else None
-        writer.write_images(name, disc, cup, image)
+        if answer.values["gradable"] or UNGRADABLE in writer.save:
+            disc = decode_mask(answer.disc_png, f"{path}: disc mask")
+            cup = decode_mask(answer.cup_png, f"{path}: cup mask")
+            writer.write_images(name, disc, cup, image)
+        else:  # as runtime/infer.py: no masks or REFUGE map, an overlay that says why
+            writer.write_ungradable(name, image, str(answer.values["reason"]))
     except (OSError, ValueError) as exc:  # ImageReadError is a ValueError
         return f"cannot write outputs: {exc}"
     writer.add_row(index, name, path, answer.values, answer.latency_ms)

@@ -5,30 +5,47 @@ is reported as, in column order: each field's name, its kind (``float``, ``int``
 how it is read from the core result and how it is written as text. Every consumer derives
 from this table:
 
-* ``runtime/infer.py`` (``runtime.outputs.OutputWriter``): the results.csv columns between
-  ``file`` and ``latency_ms``, formatted with :func:`format_fields`;
+* ``runtime/infer.py`` (``runtime.outputs.OutputWriter``): the results.csv columns after
+  ``file`` (``latency_ms`` goes before the free-text ``message``, which stays last),
+  formatted with :func:`format_fields`;
 * ``runtime/serve.py``: one Triton output per field (``float`` -> FP64, ``int`` -> INT32,
   ``str`` -> BYTES, UTF-8), filled with :func:`result_fields`;
 * ``runtime/client.py``: reads those outputs back (:func:`fields_from_outputs`) and writes the
   same results.csv rows with :func:`format_fields`.
 
-A field added here (a verdict, a reason, another ratio) appears in results.csv, in the
+A field added here (another ratio, another measure) appears in results.csv, in the
 server's model configuration and in the client's CSV without touching any of them.
 Values travel at full precision (FP64), so the text a client writes equals the text
 ``runtime/infer.py`` writes for the same core result. A ``float`` or ``str`` field may have no
-value (``None``, e.g. a CDR that must not be reported): an empty results.csv cell, NaN or an
-empty string on the wire.
+value (``None``): an empty results.csv cell, NaN or an empty string on the wire. The CDR fields
+of an image that is not gradable (:mod:`rfnet.common.gradability`: ``gradable`` 0, its
+``reason`` and ``message``) have none, so no consumer can report a CDR for it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
-from rfnet.common.segment import SegmentedImage
+from rfnet.common.gradability import Grade
+from rfnet.common.postprocess import Segmentation
 
 Value = Union[float, int, str, None]
+
+
+class CoreResult(Protocol):
+    """What the fields are read from: :class:`rfnet.common.segment.SegmentedImage` (the core's
+    result) or ``runtime.pipeline.ImageResult``, which carries the same three."""
+
+    @property
+    def segmentation(self) -> Segmentation: ...
+
+    @property
+    def grade(self) -> Grade: ...
+
+    @property
+    def cdr(self) -> dict[str, float] | None: ...  # None when not gradable
 
 #: Field kinds and their numpy dtypes on the wire (Triton FP64, INT32, BYTES).
 KINDS: dict[str, Any] = {"float": np.float64, "int": np.int32, "str": np.object_}
@@ -48,20 +65,25 @@ class ResultField:
 
     name: str
     kind: str
-    get: Callable[[SegmentedImage], Value]
+    get: Callable[[CoreResult], Value]
     fmt: str
     doc: str
 
 
-def _box(i: int) -> Callable[[SegmentedImage], Value]:
+def _box(i: int) -> Callable[[CoreResult], Value]:
     return lambda r: float(np.asarray(r.segmentation.box, dtype=np.float64).reshape(4)[i])
 
 
-def _cdr(key: str) -> Callable[[SegmentedImage], Value]:
-    return lambda r: float(r.cdr[key])
+def _cdr(key: str) -> Callable[[CoreResult], Value]:
+    """A CDR, or no value when the image is not gradable (the core then computes none)."""
+    return lambda r: None if r.cdr is None else float(r.cdr[key])
 
 
 RESULT_FIELDS: tuple[ResultField, ...] = (
+    ResultField("gradable", "int", lambda r: int(r.grade.gradable), "d",
+                "1 when a CDR may be reported; 0: not gradable, the CDR fields have no value"),
+    ResultField("reason", "str", lambda r: r.grade.reason, "s",
+                "why not gradable (a reason code of rfnet.common.gradability), empty when gradable"),
     ResultField("vcdr", "float", _cdr("vcdr"), ".6f", "vertical CDR, REFUGE's definition (max column counts)"),
     ResultField("vcdr_extent", "float", _cdr("vcdr_extent"), ".6f", "vertical CDR from the masks' row extents"),
     ResultField("hcdr", "float", _cdr("hcdr"), ".6f", "horizontal CDR"),
@@ -74,12 +96,13 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("disc_found", "int", lambda r: int(r.segmentation.found), "d", "1 when a disc was segmented"),
     ResultField("cup_low_confidence", "int", lambda r: int(r.segmentation.cup_fallback), "d",
                 "1 when the cup came from the relative fallback threshold (worth a second look)"),
+    ResultField("message", "str", lambda r: r.grade.message, "s", "why not gradable, for a person to read"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in RESULT_FIELDS)
 
 
-def result_fields(result: SegmentedImage) -> dict[str, Value]:
+def result_fields(result: CoreResult) -> dict[str, Value]:
     """The value of every field of :data:`RESULT_FIELDS` for one core result, in order."""
     return {f.name: f.get(result) for f in RESULT_FIELDS}
 

@@ -2,11 +2,18 @@
 
 Layout of the output folder::
 
-    masks/<name>_disc.png, masks/<name>_cup.png   uint8 0/255 at the original size
-    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background
-    overlay/<name>.png                            contours (disc green, cup blue) on the image
+    masks/<name>_disc.png, masks/<name>_cup.png   uint8 0/255 at the original size (gradable images)
+    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background (gradable images)
+    overlay/<name>.png                            contours (disc green, cup blue) on the image; for an
+                                                  image that is not gradable: no contours, "not gradable: <reason>"
     results.csv                                   one row per processed image
     summary.json                                  run settings, timings, failures
+    progress.jsonl                                the images done so far, for --resume (runtime/journal.py)
+
+An image that is not gradable (``rfnet.common.gradability``) gets a results.csv row with
+``gradable`` 0, its ``reason`` and ``message``, and empty CDR cells; no masks and no REFUGE map
+are written for it (they would carry a segmentation no confident disc backs) unless
+``--save`` names ``ungradable`` too (for review).
 
 Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an
 interrupted run never leaves a half-written image or table behind.
@@ -26,30 +33,40 @@ import numpy as np
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
-from rfnet.common.segment import SegmentedImage
-from rfnet.common.viz import overlay
+from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
 from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
+from runtime.journal import Journal, Record
 from runtime.pipeline import ImageResult
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
+#: Also write the masks, REFUGE map and contour overlay of images that are not gradable (to
+#: review what the model saw; results.csv still leaves their CDR cells empty). Not in "all".
+UNGRADABLE = "ungradable"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
-#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields` (vcdr is
-#: REFUGE's max column count ratio, vcdr_extent the row-extent ratio, the disc box in original
-#: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in it.
-CSV_COLUMNS = ("name", "file", *FIELD_NAMES, "latency_ms")
+#: Result fields written after latency_ms: the free-text message stays the last column.
+TRAILING_FIELDS = ("message",)
+#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields`
+#: (gradable 1/0 with the reason code and message when 0, the CDR cells then empty; vcdr is
+#: REFUGE's max column count ratio, vcdr_extent the row-extent ratio; the disc box in original
+#: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in
+#: it, before the message.
+CSV_COLUMNS = ("name", "file", *(n for n in FIELD_NAMES if n not in TRAILING_FIELDS), "latency_ms",
+               *TRAILING_FIELDS)
 
 
 def parse_save(text: str) -> frozenset[str]:
-    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (UsageError, a ValueError, on unknown)."""
+    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice of :data:`SAVE_CHOICES`;
+    :data:`UNGRADABLE` may be added (UsageError, a ValueError, on unknown)."""
     items = {s.strip().lower() for s in text.split(",") if s.strip()}
-    if items == {"all"}:
-        return frozenset(SAVE_CHOICES)
-    unknown = sorted(items - set(SAVE_CHOICES))
+    if "all" in items:
+        items = (items - {"all"}) | set(SAVE_CHOICES)
+    unknown = sorted(items - set(SAVE_CHOICES) - {UNGRADABLE})
     if unknown or not items:
-        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
+        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all, "
+                         f"plus {UNGRADABLE}")
     return frozenset(items)
 
 
@@ -102,19 +119,50 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 
 class OutputWriter:
-    """Writes per-image files as results arrive and the tables at the end."""
+    """Writes per-image files as results arrive and the tables at the end.
 
-    def __init__(self, out_dir: Path, save: Iterable[str]) -> None:
+    With a ``journal``, each image's :class:`~runtime.journal.Record` is appended to it once
+    its files are written (``--resume`` skips the images listed there).
+    """
+
+    def __init__(self, out_dir: Path, save: Iterable[str], journal: Journal | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.save = frozenset(save)
         self.rows: list[tuple[int, dict[str, Any]]] = []
+        self.records: list[Record] = []
+        self.journal = journal
+
+    def restore(self, records: Iterable[Record]) -> None:
+        """Take over the records of an earlier, interrupted run (their ``index`` set)."""
+        for rec in records:
+            self.records.append(rec)
+            self.rows.append((rec.index, rec.row))
 
     def write(self, name: str, result: ImageResult) -> list[Path]:
-        """Write the per-image files selected by ``save`` and record the CSV row."""
-        written = self.write_images(name, result.segmentation.disc, result.segmentation.cup, result.image)
-        core = result.core if result.core is not None else SegmentedImage(result.segmentation, result.cdr)
-        self.add_row(result.index, name, result.path, result_fields(core), result.latency_ms)
+        """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
+        if result.gradable or UNGRADABLE in self.save:
+            written = self.write_images(name, result.segmentation.disc, result.segmentation.cup, result.image)
+        else:
+            written = self.write_ungradable(name, result.image, result.grade.reason)
+        row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
+        rec = Record(str(result.path), name, row, result.gradable, result.grade.reason, result.cdr,
+                     result.latency_ms, dict(result.timings), result.index)
+        self.records.append(rec)
+        if self.journal is not None:
+            self.journal.append(rec)
         return written
+
+    def write_ungradable(self, name: str, image: np.ndarray | None, reason: str) -> list[Path]:
+        """The files of an image that is not gradable: no masks or REFUGE map; the overlay (RGB
+        uint8 [H,W,3] ``image``, needed for it only) has no contours and says why."""
+        if "overlay" not in self.save:
+            return []
+        if image is None:
+            raise ValueError(f"{name}: the overlay needs the image")
+        path = self.out_dir / "overlay" / f"{name}.png"
+        empty = np.zeros(image.shape[:2], bool)
+        write_image(path, draw_contours(image, empty, empty, label=f"not gradable: {reason}"))
+        return [path]
 
     def write_images(self, name: str, disc: np.ndarray, cup: np.ndarray, image: np.ndarray | None) -> list[Path]:
         """masks/, refuge/ and overlay/ files of one image as selected by ``save`` (bool masks
@@ -138,10 +186,12 @@ class OutputWriter:
         return written
 
     def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
-                latency_ms: float) -> None:
-        """Record the results.csv row of input ``index`` from its field values (:mod:`runtime.fields`)."""
-        self.rows.append((index, {"name": name, "file": str(file), **format_fields(values),
-                                  "latency_ms": f"{latency_ms:.3f}"}))
+                latency_ms: float) -> dict[str, Any]:
+        """Record (and return) the results.csv row of input ``index`` from its field values
+        (:mod:`runtime.fields`); a CDR without a value is an empty cell."""
+        row = {"name": name, "file": str(file), **format_fields(values), "latency_ms": f"{latency_ms:.3f}"}
+        self.rows.append((index, row))
+        return row
 
     def write_csv(self) -> Path | None:
         """results.csv sorted by input order (None when "csv" is not in ``save``)."""

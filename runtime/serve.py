@@ -5,8 +5,9 @@
 
 One Triton model (``rfnet``) takes encoded image files (one per request item, BYTES [1]) and
 returns per image the result fields of ``runtime/fields.py`` (the results.csv columns of
-``runtime/infer.py``), the disc and cup masks as PNG bytes, the latency and an error message
-(empty when the item succeeded): the wire format is in ``runtime/serving.py``. Results come
+``runtime/infer.py``: the gradability verdict, and the CDRs only for a gradable image), the disc
+and cup masks as PNG bytes, the latency and an error message (empty when the item succeeded):
+the wire format is in ``runtime/serving.py``. Results come
 from the same core as ``runtime/infer.py`` (``rfnet.common.segment.Segmenter``), so they are
 identical. Triton's dynamic batcher groups concurrent requests into batches of up to
 ``--max-batch-size``; each model instance (``--instances``) loads the backend once.
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--model-name", default=MODEL_NAME, help="the Triton model name")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="minimum disc score of a gradable image, as runtime/infer.py (default: the model's "
+                   "rfnet.min_disc_score)")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay CUDA graphs")
@@ -277,11 +281,14 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
                          "per GPU (CUDA_VISIBLE_DEVICES=N); see README, 'Serving'")
     if not 0.0 <= args.threshold < 1.0:
         raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
+        raise UsageError(f"--min-score must be in [0, 1), got {args.min_score}")
     if args.max_queue_delay_us < 0 or args.max_image_pixels < 0:
         raise UsageError("--max-queue-delay-us and --max-image-pixels must be >= 0")
     return ServeSettings(model=args.model, backend=kind, max_batch_size=args.max_batch_size,
-                         threshold=args.threshold, ellipse=args.ellipse, threads=args.threads,
-                         cuda_graph=args.cuda_graph, max_image_pixels=args.max_image_pixels or None)
+                         threshold=args.threshold, ellipse=args.ellipse, min_score=args.min_score,
+                         threads=args.threads, cuda_graph=args.cuda_graph,
+                         max_image_pixels=args.max_image_pixels or None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,10 @@ The wire format, used by ``runtime/serve.py`` and ``runtime/client.py``:
 tensor                 dtype   dims   per request item (batch dimension first, [N,1])
 =====================  ======  =====  ===================================================
 ``image`` (input)      BYTES   [1]    the encoded image file (JPEG, PNG, BMP, TIFF)
-each result field      FP64 /  [1]    :data:`runtime.fields.RESULT_FIELDS`: vcdr, vcdr_extent,
-                       INT32 /        hcdr, area_cdr, disc box, score, disc_found,
-                       BYTES          cup_low_confidence, ... (``float`` / ``int`` / ``str``)
+each result field      FP64 /  [1]    :data:`runtime.fields.RESULT_FIELDS`: gradable, reason,
+                       INT32 /        vcdr, vcdr_extent, hcdr, area_cdr, disc box, score,
+                       BYTES          disc_found, cup_low_confidence, message (``float`` /
+                                      ``int`` / ``str``)
 ``disc_mask``          BYTES  [1]    PNG, 8-bit grey, 255 disc / 0 elsewhere, original size
 ``cup_mask``           BYTES  [1]    PNG, 8-bit grey, 255 cup / 0 elsewhere, original size
 ``latency_ms``         FP64   [1]    backend time of the item's batch / images in it
@@ -17,8 +18,12 @@ each result field      FP64 /  [1]    :data:`runtime.fields.RESULT_FIELDS`: vcdr
 =====================  ======  =====  ===================================================
 
 The masks are the PNG files ``runtime/infer.py`` writes to ``masks/`` (same encoder, same
-bytes). A failed item has ``error`` set, no values (NaN / "" / 0) and empty masks; the other items
-of the request and of the batch are unaffected.
+bytes). An image that is not gradable (the verdict of ``rfnet.common.gradability``, with the
+model's ``rfnet.min_disc_score`` or ``--min-score`` as infer.py) is a succeeded item with
+``gradable`` 0, its ``reason`` and ``message``, and NaN CDR fields; its masks are still sent (a
+client writes them only on request, for review, as infer.py's ``--save ungradable``). A failed
+item has ``error`` set, no values (NaN / "" / 0) and empty masks; the other items of the request
+and of the batch are unaffected.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import cv2
 import numpy as np
 
 from rfnet.common.backend import Backend, BackendError
+from rfnet.common.gradability import ImageQuality
 from rfnet.common.imageio import ImageReadError, decode_image
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.segment import Segmenter
@@ -85,6 +91,8 @@ class ServeSettings:
         backend: ``auto``, ``onnxruntime`` or ``tensorrt`` (``runtime.backends.BACKENDS``).
         max_batch_size: images per backend call (Triton's dynamic batcher fills up to this).
         threshold, ellipse: as ``runtime/infer.py``'s ``--threshold`` / ``--ellipse``.
+        min_score: minimum disc score of a gradable image, as infer.py's ``--min-score`` (None:
+            the model's ``rfnet.min_disc_score``).
         threads: ONNX Runtime intra-op threads (None: its default).
         cuda_graph: TensorRT CUDA graphs.
         max_image_pixels: a request image declaring more pixels is refused (None: no limit).
@@ -95,6 +103,7 @@ class ServeSettings:
     max_batch_size: int = 8
     threshold: float = 0.5
     ellipse: bool = False
+    min_score: float | None = None
     threads: int | None = None
     cuda_graph: bool = False
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
@@ -126,7 +135,8 @@ class SegmentService:
         backend = create_backend(s.model, s.backend, cuda_graph=s.cuda_graph, intra_op_threads=s.threads)
         try:
             backend.load()
-            return backend, Segmenter(backend, batch_size=s.max_batch_size, threshold=s.threshold, ellipse=s.ellipse)
+            return backend, Segmenter(backend, batch_size=s.max_batch_size, threshold=s.threshold, ellipse=s.ellipse,
+                                      min_score=s.min_score)
         except BaseException:
             backend.close()
             raise
@@ -158,12 +168,12 @@ class SegmentService:
 
     def _run(self, items: list[bytes]) -> dict[str, np.ndarray]:
         errors: dict[int, str] = {}
-        ok: list[tuple[int, np.ndarray, Letterbox]] = []
+        ok: list[tuple[int, np.ndarray, Letterbox, ImageQuality]] = []
         for i, data in enumerate(items):
             try:
                 rgb = decode_image(data, "image", max_pixels=self.settings.max_image_pixels)
                 tensor, lb = self.segmenter.preprocess(rgb)
-                ok.append((i, tensor, lb))
+                ok.append((i, tensor, lb, self.segmenter.measure(rgb)))
             except ImageReadError as exc:
                 errors[i] = str(exc)
             except Exception as exc:  # cv2.error or MemoryError on an absurd image: this item only
@@ -172,13 +182,13 @@ class SegmentService:
         if ok:
             t0 = time.perf_counter()
             try:
-                outputs = self.segmenter.infer(np.stack([t for _, t, _ in ok]))
+                outputs = self.segmenter.infer(np.stack([t for _, t, _, _ in ok]))
             except (BackendError, ValueError) as exc:  # ContractError is a ValueError
-                return _assemble(len(items), {}, {**errors, **{i: f"inference failed: {exc}" for i, _, _ in ok}})
+                return _assemble(len(items), {}, {**errors, **{i: f"inference failed: {exc}" for i, *_ in ok}})
             latency = (time.perf_counter() - t0) * 1e3 / len(ok)
-            for j, (i, _, lb) in enumerate(ok):
+            for j, (i, _, lb, quality) in enumerate(ok):
                 try:
-                    res = self.segmenter.finish(outputs, j, lb)
+                    res = self.segmenter.finish(outputs, j, lb, quality)
                     seg = res.segmentation
                     done[i] = (result_fields(res), encode_mask(seg.disc), encode_mask(seg.cup), latency)
                 except Exception as exc:

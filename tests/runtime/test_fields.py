@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rfnet.common.gradability import GRADABLE, Grade, ImageQuality
 from rfnet.common.metrics import cdr_report
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.segment import SegmentedImage
@@ -12,25 +13,33 @@ from runtime.fields import (FIELD_NAMES, RESULT_FIELDS, empty_fields, fields_fro
 from runtime.outputs import CSV_COLUMNS
 from runtime.serving import output_specs
 
+CDR = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
 
-def core_result() -> SegmentedImage:
+
+def core_result(gradable: bool = True) -> SegmentedImage:
+    """A gradable result, or the same segmentation judged not gradable (then the core computes no CDR)."""
     disc = np.zeros((40, 60), bool)
     disc[10:31, 20:45] = True
     cup = np.zeros_like(disc)
     cup[15:24, 28:37] = True
     seg = Segmentation(disc, cup, np.array([19.6, 9.55, 45.25, 31.004], np.float32), 0.8765432,
                        cup_fallback=True)
-    return SegmentedImage(seg, cdr_report(disc, cup))
+    quality = ImageQuality(40, 60, 200.0, 30.0)
+    if gradable:
+        return SegmentedImage(seg, GRADABLE, cdr_report(disc, cup), quality)
+    return SegmentedImage(seg, Grade(False, "image_too_small", "the short side, 40 px, is below 256 px"), None,
+                          quality)
 
 
 def test_csv_columns_and_server_outputs_come_from_the_field_table() -> None:
-    assert CSV_COLUMNS == ("name", "file", *FIELD_NAMES, "latency_ms")
+    # results.csv as runtime/infer.py has written it since the verdict: the free-text message last
+    assert CSV_COLUMNS == ("name", "file", "gradable", "reason", "vcdr", "vcdr_extent", "hcdr", "area_cdr", "disc_x0",
+                           "disc_y0", "disc_x1", "disc_y1", "score", "disc_found", "cup_low_confidence", "latency_ms",
+                           "message")
+    assert set(CSV_COLUMNS) == {"name", "file", "latency_ms", *FIELD_NAMES}
     names = [n for n, _ in output_specs()]
     assert names[: len(FIELD_NAMES)] == list(FIELD_NAMES)
     assert {"disc_mask", "cup_mask", "latency_ms", "error"} <= set(names)
-    # the results.csv columns of runtime/infer.py before the table existed, in that order
-    assert FIELD_NAMES == ("vcdr", "vcdr_extent", "hcdr", "area_cdr", "disc_x0", "disc_y0", "disc_x1", "disc_y1",
-                           "score", "disc_found", "cup_low_confidence")
 
 
 def test_values_and_text() -> None:
@@ -44,18 +53,30 @@ def test_values_and_text() -> None:
     assert text["vcdr"] == f"{r.cdr['vcdr']:.6f}"
 
 
+def test_not_gradable_has_the_verdict_and_no_cdr() -> None:
+    values = result_fields(core_result(gradable=False))
+    assert (values["gradable"], values["reason"]) == (0, "image_too_small") and "256 px" in str(values["message"])
+    assert all(values[k] is None for k in CDR)
+    text = format_fields(values)
+    assert all(text[k] == "" for k in CDR) and text["gradable"] == "0" and text["score"] == "0.876543"
+    ok = format_fields(result_fields(core_result()))
+    assert (ok["gradable"], ok["reason"], ok["message"]) == ("1", "", "")
+
+
 def test_wire_round_trip_gives_the_same_text() -> None:
     """What the server sends (fields_to_arrays) and the client reads back (fields_from_outputs)
     formats to exactly the text runtime/infer.py writes for the same core result."""
-    rows = [result_fields(core_result()), empty_fields()]
+    rows = [result_fields(core_result()), result_fields(core_result(gradable=False)), empty_fields()]
     arrays = fields_to_arrays(rows)
+    assert np.isnan(arrays["vcdr"][1, 0]) and bytes(arrays["reason"][1, 0]) == b"image_too_small"
     for f in RESULT_FIELDS:
-        assert arrays[f.name].shape == (2, 1)
+        assert arrays[f.name].shape == (3, 1)
     for i, row in enumerate(rows):
         back = fields_from_outputs(arrays.get, i)
         assert format_fields(back) == format_fields(row)
-    with pytest.raises(ValueError, match="lacks the field 'vcdr'"):
-        fields_from_outputs(lambda name: None)
+    # a server from before the verdict sends no gradable / reason / message: refused, not read as gradable
+    with pytest.raises(ValueError, match="lacks the field 'gradable'"):
+        fields_from_outputs(lambda name: None if name in ("gradable", "reason", "message") else arrays[name])
 
 
 def test_a_missing_value_is_an_empty_cell_and_nan_on_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,7 +89,7 @@ def test_single_file_and_save_subset(contract_onnx: Path, image_dir: Path, tmp_p
     rc = main(["--model", str(contract_onnx), "--input", str(image_dir / "c_square.bmp"), "--output", str(out),
                "--save", "refuge", "--no-progress"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["refuge", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["progress.jsonl", "refuge", "summary.json"]
     assert [p.name for p in (out / "refuge").iterdir()] == ["c_square.bmp"]
 
 

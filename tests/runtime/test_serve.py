@@ -1,6 +1,6 @@
 """The real Triton Inference Server (PyTriton) in-process on free ports: answers equal to
-runtime/infer.py's over HTTP and gRPC, error items for bad images, health, metrics, dynamic
-batching, and a clean shutdown. Marked ``serve``: skipped with the reason where the
+runtime/infer.py's over HTTP and gRPC (an ungradable image too: its verdict, no CDR), error items
+for bad images, health, metrics, dynamic batching, and a clean shutdown. Marked ``serve``: skipped with the reason where the
 nvidia-pytriton wheel is missing (``make test-serve`` runs them in .venv-serve)."""
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from runtime.serving import ServeSettings
 
 pytestmark = pytest.mark.serve
 
-SPECS = (("a_wide.png", 90, 150, 200), ("b_tall.jpg", 160, 100, 90), ("c_square.bmp", 96, 96, 140),
+#: gradable fundus-like images (sizes, red values); the last is far larger than the model input
+SPECS = (("a_wide.png", 270, 450, 200), ("b_tall.jpg", 480, 300, 90), ("c_square.bmp", 288, 288, 140),
          ("d_huge.png", 1800, 2400, 60))
+CDR = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
 
 
 def free_port() -> int:
@@ -61,22 +63,42 @@ def read_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def files(folder: Path) -> dict[str, bytes]:
+    """The per-image files (masks/, refuge/, overlay/): not the tables, nor infer.py's --resume journal."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.suffix != ".json"
-            and p.name != "results.csv" and p.is_file()}
+            and p.name not in ("results.csv", "progress.jsonl") and p.is_file()}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_client_writes_what_infer_writes(server: RFNetServer, contract_onnx: Path, images: list[Path],
                                          tmp_path: Path, protocol: str) -> None:
+    # a uniform grey image: not gradable (image_too_flat), though the contract model finds a disc in it
+    assert cv2.imwrite(str(images[0].parent / "e_grey.png"), np.full((512, 512, 3), 128, np.uint8))
     ref, got = tmp_path / "ref", tmp_path / "got"
     assert infer_main(["--model", str(contract_onnx), "--input", str(images[0].parent), "--output", str(ref),
                        "--no-progress"]) == 0
     url = f"{protocol}://{server.urls[protocol]}"
     assert client_main(["--url", url, "--output", str(got), "--no-progress", str(images[0].parent)]) == 0
     rows = read_rows(got / "results.csv")
-    assert sorted(rows) == ["a_wide", "b_tall", "c_square", "d_huge"]
+    assert sorted(rows) == ["a_wide", "b_tall", "c_square", "d_huge", "e_grey"]
     assert rows == read_rows(ref / "results.csv")
-    assert files(got) == files(ref) and len(files(got)) == 4 * 4  # masks x2, refuge, overlay per image
+    grey = rows["e_grey"]
+    assert (grey["gradable"], grey["reason"]) == ("0", "image_too_flat") and grey["message"]
+    assert all(grey[k] == "" for k in CDR) and all(rows[n]["gradable"] == "1" and rows[n]["vcdr"] for n in rows
+                                                    if n != "e_grey")
+    # masks x2, refuge, overlay per gradable image; the grey one only an overlay that says why
+    assert files(got) == files(ref) and len(files(got)) == 4 * 4 + 1 and "overlay/e_grey.png" in files(got)
+
+
+def test_an_ungradable_answer_has_the_verdict_and_no_cdr(server: RFNetServer) -> None:
+    grey = cv2.imencode(".png", np.full((512, 512, 3), 128, np.uint8))[1].tobytes()
+    client = TritonSegmentClient(server.urls["grpc"], "grpc")
+    try:
+        answer = client.segment(grey)
+    finally:
+        client.close()
+    assert answer.error == "" and (answer.values["gradable"], answer.values["reason"]) == (0, "image_too_flat")
+    assert all(answer.values[k] is None for k in CDR)  # NaN on the wire, never a number
+    assert answer.values["disc_found"] == 1 and answer.disc_png  # the masks still come, for review
 
 
 def test_bad_images_are_error_items_and_the_server_lives_on(server: RFNetServer, images: list[Path]) -> None:

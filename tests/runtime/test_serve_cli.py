@@ -35,10 +35,19 @@ def test_serve_usage_errors_exit_2_before_loading_anything(tmp_path: Path, contr
         "--instances > 1 with a TensorRT engine": ["--model", str(engine), "--instances", "2"],
         "--threshold must be in [0, 1)": ["--model", str(contract_onnx), "--threshold", "1.5"],
         "--max-batch-size must be >= 1": ["--model", str(contract_onnx), "--max-batch-size", "0"],
+        "--min-score must be in [0, 1)": ["--model", str(contract_onnx), "--min-score", "1.5"],
     }
     for message, argv in cases.items():
         assert serve.main(argv) == ExitCode.USAGE, argv
         assert message in capsys.readouterr().err
+
+
+def test_serve_min_score_reaches_the_settings(contract_onnx: Path) -> None:
+    """The gate of runtime/infer.py: the model's rfnet.min_disc_score unless --min-score says otherwise."""
+    parser = serve.build_parser()
+    assert serve.settings_from_args(parser.parse_args(["--model", str(contract_onnx)])).min_score is None
+    got = serve.settings_from_args(parser.parse_args(["--model", str(contract_onnx), "--min-score", "0.25"]))
+    assert got.min_score == 0.25
 
 
 def test_serve_without_pytriton_names_the_extra(contract_onnx: Path, monkeypatch: pytest.MonkeyPatch,

@@ -1,5 +1,6 @@
 """runtime/serving.py without Triton: one model instance turns encoded images into the fields and
-masks runtime/infer.py writes, and a bad item costs only that item."""
+masks runtime/infer.py writes (the same gradability verdict: no CDR for an ungradable image), and
+a bad item costs only that item."""
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,11 @@ from runtime.fields import FIELD_NAMES, fields_from_outputs, format_fields
 from runtime.infer import main as infer_main
 from runtime.serving import CUP_MASK, DISC_MASK, ERROR, LATENCY, SegmentService, ServeSettings, decode_mask, output_specs
 
-#: sizes and grey values; the last is far larger than the 128-px model input (letterboxed down)
-SPECS = (("a_wide.png", 90, 150, 200), ("b_tall.jpg", 160, 100, 90), ("c_square.bmp", 96, 96, 140),
+#: sizes and red values of gradable fundus-like images; the last is far larger than the 128-px
+#: model input (letterboxed down)
+SPECS = (("a_wide.png", 270, 450, 200), ("b_tall.jpg", 480, 300, 90), ("c_square.bmp", 288, 288, 140),
          ("d_huge.png", 1800, 2400, 60))
+CDR = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
 
 
 def items(arrays: dict[str, np.ndarray], n: int) -> list[dict]:
@@ -35,12 +38,25 @@ def images(tmp_path: Path, contract) -> list[Path]:
     return contract.write_images(tmp_path / "images", SPECS)
 
 
-def test_same_fields_and_masks_as_infer_cli(contract_onnx: Path, images: list[Path], tmp_path: Path) -> None:
-    out = tmp_path / "ref"
-    assert infer_main(["--model", str(contract_onnx), "--input", str(images[0].parent), "--output", str(out),
-                       "--save", "csv,masks", "--no-progress"]) == 0
+def add_grey(folder: Path) -> Path:
+    """A uniform grey image: not gradable (image_too_flat), though the contract model finds a disc in it."""
+    path = folder / "e_grey.png"
+    assert cv2.imwrite(str(path), np.full((512, 512, 3), 128, np.uint8))
+    return path
+
+
+def reference(model: Path, folder: Path, out: Path, *extra: str) -> dict[str, dict[str, str]]:
+    """runtime/infer.py's results.csv rows by name (masks of every image, ungradable ones too)."""
+    assert infer_main(["--model", str(model), "--input", str(folder), "--output", str(out),
+                       "--save", "csv,masks,ungradable", "--no-progress", *extra]) == 0
     with open(out / "results.csv", newline="") as fh:
-        ref = {row["name"]: row for row in csv.DictReader(fh)}
+        return {row["name"]: row for row in csv.DictReader(fh)}
+
+
+def test_same_fields_and_masks_as_infer_cli(contract_onnx: Path, images: list[Path], tmp_path: Path) -> None:
+    images = [*images, add_grey(images[0].parent)]
+    out = tmp_path / "ref"
+    ref = reference(contract_onnx, images[0].parent, out)
     service = SegmentService(ServeSettings(contract_onnx, max_batch_size=3))
     try:
         arrays = service(np.array([[p.read_bytes()] for p in images], dtype=object))
@@ -57,14 +73,35 @@ def test_same_fields_and_masks_as_infer_cli(contract_onnx: Path, images: list[Pa
         assert got["disc"] == (out / "masks" / f"{p.stem}_disc.png").read_bytes()
         assert got["cup"] == (out / "masks" / f"{p.stem}_cup.png").read_bytes()
         assert decode_mask(got["disc"], "disc").shape == cv2.imread(str(p)).shape[:2]
+    verdicts = [(g["values"]["gradable"], g["values"]["reason"]) for g in items(arrays, len(images))]
+    assert verdicts == [(1, "")] * 4 + [(0, "image_too_flat")]
+    grey = items(arrays, len(images))[-1]["values"]
+    assert grey["message"] and grey["disc_found"] == 1  # the model did answer; no CDR is reported
+    assert all(grey[k] is None for k in CDR) and np.isnan(arrays["vcdr"][-1, 0])
+    assert all(ref["e_grey"][k] == "" for k in CDR)
+
+
+def test_min_score_gates_as_infer_does(contract_onnx: Path, images: list[Path], tmp_path: Path) -> None:
+    """ServeSettings.min_score (--min-score) overrides the model's rfnet.min_disc_score, as infer.py's
+    --min-score: the contract model's 0.9 disc is then not gradable."""
+    ref = reference(contract_onnx, images[0].parent, tmp_path / "ref", "--min-score", "0.95")
+    service = SegmentService(ServeSettings(contract_onnx, min_score=0.95))
+    try:
+        got = items(service(np.array([[p.read_bytes()] for p in images], dtype=object)), len(images))
+    finally:
+        service.close()
+    for p, g in zip(images, got):
+        assert (g["values"]["gradable"], g["values"]["reason"]) == (0, "low_disc_score")
+        assert all(g["values"][k] is None for k in CDR)
+        assert format_fields(g["values"]) == {k: ref[p.stem][k] for k in FIELD_NAMES}, p.name
 
 
 def test_bad_items_get_an_error_and_the_rest_an_answer(contract_onnx: Path, images: list[Path]) -> None:
     good = images[0].read_bytes()
     jpeg = images[1].read_bytes()
-    big = cv2.imencode(".png", np.full((400, 300, 3), 128, np.uint8))[1].tobytes()
+    big = cv2.imencode(".png", np.full((500, 600, 3), 128, np.uint8))[1].tobytes()
     batch = [good, b"not an image at all", jpeg[: len(jpeg) // 2], b"", big, jpeg]
-    service = SegmentService(ServeSettings(contract_onnx, max_batch_size=4, max_image_pixels=100_000))
+    service = SegmentService(ServeSettings(contract_onnx, max_batch_size=4, max_image_pixels=200_000))
     try:
         got = items(service(np.array([[b] for b in batch], dtype=object)), len(batch))
         again = items(service(np.array([[good]], dtype=object)), 1)  # the instance still works
@@ -74,7 +111,7 @@ def test_bad_items_get_an_error_and_the_rest_an_answer(contract_onnx: Path, imag
     assert "not a readable image" in got[1]["error"]
     assert "truncated JPEG" in got[2]["error"]
     assert "empty" in got[3]["error"]
-    assert "300 x 400 = 120,000 pixels, over the limit of 100,000" in got[4]["error"]
+    assert "600 x 500 = 300,000 pixels, over the limit of 200,000" in got[4]["error"]
     for g in got[1:5]:
         assert g["disc"] == b"" and g["cup"] == b"" and g["values"] is None
     assert got[0]["values"] == again[0]["values"] and got[0]["values"]["disc_found"] == 1
