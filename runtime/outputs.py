@@ -26,7 +26,7 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
+from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
 from runtime.journal import Journal, Record
 from runtime.pipeline import ImageResult
 
@@ -45,30 +46,15 @@ UNGRADABLE = "ungradable"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
-#: results.csv columns. gradable 1/0 with the reason code and message when 0 (the CDR cells
-#: are then empty); vcdr is REFUGE's (max column count ratio), vcdr_extent the row-extent
-#: ratio; the disc box is in original pixels; latency_ms is the backend time of the image's
-#: batch divided by the images in it.
-CSV_COLUMNS = (
-    "name",
-    "file",
-    "gradable",
-    "reason",
-    "vcdr",
-    "vcdr_extent",
-    "hcdr",
-    "area_cdr",
-    "disc_x0",
-    "disc_y0",
-    "disc_x1",
-    "disc_y1",
-    "score",
-    "disc_found",
-    "cup_low_confidence",
-    "latency_ms",
-    "message",
-)
-CDR_COLUMNS = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
+#: Result fields written after latency_ms: the free-text message stays the last column.
+TRAILING_FIELDS = ("message",)
+#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields`
+#: (gradable 1/0 with the reason code and message when 0, the CDR cells then empty; vcdr is
+#: REFUGE's max column count ratio, vcdr_extent the row-extent ratio; the disc box in original
+#: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in
+#: it, before the message.
+CSV_COLUMNS = ("name", "file", *(n for n in FIELD_NAMES if n not in TRAILING_FIELDS), "latency_ms",
+               *TRAILING_FIELDS)
 
 
 def parse_save(text: str) -> frozenset[str]:
@@ -155,11 +141,10 @@ class OutputWriter:
     def write(self, name: str, result: ImageResult) -> list[Path]:
         """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
         if result.gradable or UNGRADABLE in self.save:
-            written = self._write_files(name, result)
+            written = self.write_images(name, result.segmentation.disc, result.segmentation.cup, result.image)
         else:
-            written = self._write_ungradable(name, result)
-        row = self._row(name, result)
-        self.rows.append((result.index, row))
+            written = self.write_ungradable(name, result.image, result.grade.reason)
+        row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
         rec = Record(str(result.path), name, row, result.gradable, result.grade.reason, result.cdr,
                      result.latency_ms, dict(result.timings), result.index)
         self.records.append(rec)
@@ -167,54 +152,46 @@ class OutputWriter:
             self.journal.append(rec)
         return written
 
-    def _write_ungradable(self, name: str, result: ImageResult) -> list[Path]:
-        """No masks or REFUGE map; the overlay says why (no contours)."""
+    def write_ungradable(self, name: str, image: np.ndarray | None, reason: str) -> list[Path]:
+        """The files of an image that is not gradable: no masks or REFUGE map; the overlay (RGB
+        uint8 [H,W,3] ``image``, needed for it only) has no contours and says why."""
         if "overlay" not in self.save:
             return []
+        if image is None:
+            raise ValueError(f"{name}: the overlay needs the image")
         path = self.out_dir / "overlay" / f"{name}.png"
-        empty = np.zeros(result.image.shape[:2], bool)
-        write_image(path, draw_contours(result.image, empty, empty, label=f"not gradable: {result.grade.reason}"))
+        empty = np.zeros(image.shape[:2], bool)
+        write_image(path, draw_contours(image, empty, empty, label=f"not gradable: {reason}"))
         return [path]
 
-    def _write_files(self, name: str, result: ImageResult) -> list[Path]:
-        seg = result.segmentation
+    def write_images(self, name: str, disc: np.ndarray, cup: np.ndarray, image: np.ndarray | None) -> list[Path]:
+        """masks/, refuge/ and overlay/ files of one image as selected by ``save`` (bool masks
+        [H,W]; ``image``, RGB uint8 [H,W,3], is needed for the overlay only)."""
         written: list[Path] = []
         if "masks" in self.save:
-            for kind, mask in (("disc", seg.disc), ("cup", seg.cup)):
+            for kind, mask in (("disc", disc), ("cup", cup)):
                 path = self.out_dir / "masks" / f"{name}_{kind}.png"
                 write_image(path, np.where(mask, 255, 0).astype(np.uint8))
                 written.append(path)
         if "refuge" in self.save:
             path = self.out_dir / "refuge" / f"{name}.bmp"
-            write_image(path, to_refuge_seg(seg.disc, seg.cup))
+            write_image(path, to_refuge_seg(disc, cup))
             written.append(path)
         if "overlay" in self.save:
+            if image is None:
+                raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.png"
-            write_image(path, overlay(result.image, seg.disc, seg.cup))
+            write_image(path, overlay(image, disc, cup))
             written.append(path)
         return written
 
-    @staticmethod
-    def _row(name: str, result: ImageResult) -> dict[str, Any]:
-        """The results.csv row; empty CDR cells when not gradable."""
-        seg, cdr = result.segmentation, result.cdr
-        box = [float(v) for v in np.asarray(seg.box, dtype=np.float64).reshape(4)]
-        return {
-            "name": name,
-            "file": str(result.path),
-            "gradable": int(result.gradable),
-            "reason": result.grade.reason,
-            **{k: ("" if cdr is None else _f(cdr[k])) for k in CDR_COLUMNS},
-            "disc_x0": f"{box[0]:.2f}",
-            "disc_y0": f"{box[1]:.2f}",
-            "disc_x1": f"{box[2]:.2f}",
-            "disc_y1": f"{box[3]:.2f}",
-            "score": _f(seg.score),
-            "disc_found": int(seg.found),
-            "cup_low_confidence": int(seg.cup_fallback),
-            "latency_ms": f"{result.latency_ms:.3f}",
-            "message": result.grade.message,
-        }
+    def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
+                latency_ms: float) -> dict[str, Any]:
+        """Record (and return) the results.csv row of input ``index`` from its field values
+        (:mod:`runtime.fields`); a CDR without a value is an empty cell."""
+        row = {"name": name, "file": str(file), **format_fields(values), "latency_ms": f"{latency_ms:.3f}"}
+        self.rows.append((index, row))
+        return row
 
     def write_csv(self) -> Path | None:
         """results.csv sorted by input order (None when "csv" is not in ``save``)."""
@@ -233,7 +210,3 @@ class OutputWriter:
         path = self.out_dir / SUMMARY_JSON
         atomic_write_json(path, summary)
         return path
-
-
-def _f(v: float) -> str:
-    return f"{float(v):.6f}"
