@@ -1,15 +1,17 @@
 # Two commands do all the set-up on a fresh machine (Python >= 3.10):
 #   make demo   generated fundus images -> brief training -> ONNX -> ONNX Runtime (CPU) -> masks, CDR, overlays, FPS
-#   make test   the test suite
+#   make test   the test suite (then make test-serve: the Triton server's tests in their own venv)
 # The package's base install (`pip install .`) is the torch-free runtime; make demo adds the
 # [train] and [export] extras, make test the [dev] extra (everything plus the test tools).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+VENV_SERVE ?= .venv-serve
+PY_SERVE := $(VENV_SERVE)/bin/python
 DEMO_DIR ?= demo_out
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: install demo test typecheck wheelhouse clean
+.PHONY: install demo test test-serve typecheck wheelhouse clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,21 @@ demo: $(VENV)/.installed-demo
 test: install wheelhouse
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory typecheck
+	$(MAKE) --no-print-directory test-serve
+
+# The serving environment has its own venv: nvidia-pytriton pins numpy<2 (and so OpenCV 4.x), while
+# .venv stays on numpy 2. It is what a server gets (the [serve] extra, no torch) plus what the
+# torch-free tests need (onnx builds their model, pytest, scipy, the TensorRT stubs); in it, the Triton
+# tests (marker serve, skipped in .venv) and the torch-free runtime / shared tests run.
+$(VENV_SERVE)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_SERVE)
+	$(PY_SERVE) -m pip install --upgrade pip
+	$(PY_SERVE) -m pip install -e ".[serve]" "onnx>=1.15" "pytest>=7.4" "scipy>=1.10"
+	$(PY_SERVE) -m pip install --no-deps tensorrt-stubs
+	touch $@
+
+test-serve: $(VENV_SERVE)/.installed
+	$(PY_SERVE) -m pytest -q tests/runtime tests/rfnet/common
 
 # mypy against the TensorRT 10.x stubs; export.trt_typing_stubs repairs the published stubs into build/typings
 # (as published they lack py.typed and do not parse, so mypy would silently treat tensorrt as Any).
@@ -52,4 +69,4 @@ typecheck: install
 	$(PY) -m mypy --config-file mypy.ini
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_SERVE) $(DEMO_DIR) .pytest_cache .mypy_cache

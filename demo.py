@@ -158,10 +158,16 @@ def _print_summary(out: Path, checkpoint: Path, onnx_path: Path, infer_dir: Path
         f"RF-Net demo finished in {seconds / 60:.1f} min. Results:",
         f"  checkpoint       {checkpoint}",
         f"  ONNX model       {onnx_path}",
-        f"  per-image CSV    {infer_dir / 'results.csv'}  (vCDR both definitions, hCDR, area CDR, box, score, latency)",
+        f"  per-image CSV    {infer_dir / 'results.csv'}  (gradable + reason, vCDR both definitions, hCDR, area CDR, "
+        "box, score, latency)",
         f"  summary          {infer_dir / 'summary.json'}",
         f"  masks            {infer_dir}/refuge/ (REFUGE BMPs: disc and cup)   overlays {infer_dir}/overlay/",
     ]
+    grading = summary.get("gradability")
+    if grading:
+        reasons = ", ".join(f"{k} {v}" for k, v in grading["reasons"].items())
+        lines.append(f"  gradable         {grading['num_gradable']} of {summary.get('num_processed')} images"
+                     + (f" (not gradable: {reasons}; their CDR cells are empty)" if reasons else ""))
     if (out / "run" / "curves.png").exists():
         lines.append(f"  training curves  {out / 'run' / 'curves.png'}")
     if fps:

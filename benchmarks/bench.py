@@ -361,7 +361,8 @@ def _print_results(results: list[dict[str, Any]], verdict: dict[str, Any]) -> in
             piped = (r.get("pipeline_outputs") or {}).get("1") or {}
             print(f"  {r['id']:<50} {r['precision']:>4}  e2e {_num(e2e['fps'], 2)} FPS "
                   f"(x{_num(e2e['speedup_vs_paper'], 2)} vs 4.1)  Dice disc {_num(acc.get('dice_disc'), 4)} "
-                  f"cup {_num(acc.get('dice_cup'), 4)}  pipelined with outputs {_num(piped.get('throughput_fps'), 2)} img/s")
+                  f"cup {_num(acc.get('dice_cup'), 4)}  gradable {(acc.get('gradable') or {}).get('images', '-')}"
+                  f"/{acc.get('images_scored', '-')}  pipelined with outputs {_num(piped.get('throughput_fps'), 2)} img/s")
         else:
             print(f"  {r['id']:<50} {r['status']}: {r.get('reason')}")
     if verdict["passed"]:

@@ -6,6 +6,10 @@ shared core (:class:`rfnet.common.segment.Segmenter`, which times the other stag
 1, sequentially, so the latency of each image is the time a user waits for its CDR. Dice is
 computed after the clock stops.
 
+Dice and IoU are taken over every image; the vCDR error over the images the core finds
+gradable (``rfnet.common.gradability``: the others have no CDR), whose count and reasons the
+accuracy report gives.
+
 Ground-truth and reference masks are kept bit-packed (1 bit per pixel), so a few hundred
 full-size fundus images fit in memory.
 """
@@ -25,10 +29,9 @@ from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
 from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.metrics import agreement, case_metrics, summarize
-from rfnet.common.postprocess import Segmentation
 from rfnet.common.progress import track
 from rfnet.common.segment import STAGES as CORE_STAGES
-from rfnet.common.segment import Segmenter
+from rfnet.common.segment import SegmentedImage, Segmenter
 from runtime.pipeline import ImageResult, Pipeline
 
 log = logging.getLogger(__name__)
@@ -95,13 +98,13 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
     return out, [str(p) for p in ds.problems]
 
 
-def _one_image(core: Segmenter, path: Path) -> tuple[Segmentation, dict[str, float]]:
-    """Run one image through the whole path; ``(Segmentation, milliseconds per stage of STAGES)``."""
+def _one_image(core: Segmenter, path: Path) -> tuple[SegmentedImage, dict[str, float]]:
+    """Run one image through the whole path; ``(result, milliseconds per stage of STAGES)``."""
     t0 = time.perf_counter()
     image = read_image(path)
     decode_ms = (time.perf_counter() - t0) * 1e3
     (done,) = core.process_batch([image])
-    return done.segmentation, {"decode": decode_ms, **done.timings}
+    return done, {"decode": decode_ms, **done.timings}
 
 
 def end_to_end(
@@ -140,14 +143,17 @@ def end_to_end(
     tally = _Tally(reference, keep_masks)
     for item in track(images, desc=f"end-to-end {label}", unit="img", enabled=progress):
         try:
-            seg, ms = _one_image(core, item.path)
+            done, ms = _one_image(core, item.path)
         except BackendUnavailableError:
             raise
         except (BackendError, ValueError, RuntimeError, OSError) as exc:
             tally.failures.append({"image": str(item.path), "error": f"{type(exc).__name__}: {exc}"})
             continue
-        tally.add(item, seg, ms)
-    return tally.timing(n_warm), summarize_accuracy(tally.rows, tally.agree, len(images)), tally.kept
+        tally.add(item, done, ms)
+    accuracy = summarize_accuracy(tally.rows, tally.agree, len(images))
+    accuracy["gradable"] = {"images": len(tally.rows) - sum(tally.reasons.values()),
+                            "reasons": dict(sorted(tally.reasons.items()))}
+    return tally.timing(n_warm), accuracy, tally.kept
 
 
 @dataclass
@@ -162,8 +168,10 @@ class _Tally:
     agree: list[dict[str, float]] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     kept: dict[str, PackedMasks] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # not gradable: count per reason
 
-    def add(self, item: GTImage, seg: Segmentation, ms: dict[str, float]) -> None:
+    def add(self, item: GTImage, done: SegmentedImage, ms: dict[str, float]) -> None:
+        seg = done.segmentation
         self.totals.append(sum(ms.values()))
         for s in STAGES:
             self.stages[s].append(ms[s])
@@ -172,7 +180,11 @@ class _Tally:
             self.failures.append({"image": str(item.path),
                                   "error": f"mask shape {seg.disc.shape} != ground truth {gt_disc.shape}"})
             return
-        self.rows.append(case_metrics(seg.disc, seg.cup, gt_disc, gt_cup))
+        row = case_metrics(seg.disc, seg.cup, gt_disc, gt_cup)
+        if not done.gradable:  # no CDR for it: its CDR errors stay out of the means
+            row = {k: v for k, v in row.items() if not k.endswith(("_pred", "_ae"))}
+            self.reasons[done.grade.reason] = self.reasons.get(done.grade.reason, 0) + 1
+        self.rows.append(row)
         if self.reference is not None and item.name in self.reference:
             ref_disc, ref_cup = self.reference[item.name].unpack()
             self.agree.append({"disc": agreement(seg.disc, ref_disc), "cup": agreement(seg.cup, ref_cup)})

@@ -118,8 +118,8 @@ class BuildPlan:
 
         Min-max by default: on the Drishti-trained light model the KL-entropy threshold search
         (2048-bin histogram, the algorithm of IInt8EntropyCalibrator2, run through ONNX Runtime)
-        clipped activations so hard that disc Dice fell from 0.92 to 0.47, while min-max stayed
-        within 1.5 points. DLA accepts only IInt8EntropyCalibrator2, so a DLA build uses it.
+        clipped activations far harder than min-max (docs/results.md, "INT8"). DLA accepts only
+        IInt8EntropyCalibrator2, so a DLA build uses it.
         """
         return "entropy2" if self.dla_core is not None or self.calib_method == "entropy" else "minmax"
 

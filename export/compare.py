@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def run_onnx(path: str | os.PathLike[str], images: Sequence[np.ndarray], *, thre
         core = Segmenter(backend, batch_size=whole_batch(backend, len(images)))
         tensors, lbs = zip(*(core.preprocess(im) for im in images))
         outputs = core.infer(np.stack(tensors))
-        segs = [core.finish(outputs, i, lb).segmentation for i, lb in enumerate(lbs)]
+        segs = [core.finish(outputs, i, lb, core.measure(im)).segmentation for i, (lb, im) in enumerate(zip(lbs, images))]
         fps = model_fps(backend, tensors[0], iters=fps_iters) if fps_iters > 0 else None
     return ModelRun(outputs, segs, fps)
 
@@ -102,19 +102,6 @@ def mask_agreement(a: Sequence[Segmentation], b: Sequence[Segmentation]) -> Mask
     )
 
 
-def binary_mask_dice(masks_a: np.ndarray, masks_b: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    """Dice of the raw mask outputs binarised at ``threshold``, over the non-padded slots.
-
-    Args:
-        masks_a, masks_b: [B,K,2,S,S] probabilities from two backends.
-        scores: [B,K] scores of the reference backend; slots with score 0 are padding.
-    """
-    valid = np.asarray(scores) > 0
-    if not valid.any():
-        valid = np.ones_like(valid, dtype=bool)
-    return agreement(masks_a[valid] > threshold, masks_b[valid] > threshold)
-
-
 def max_abs_diffs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     """Max absolute difference per output name present in both (NaN-aware: NaN -> inf)."""
     diffs = {}
@@ -147,8 +134,10 @@ def synthetic_images(num: int, seed: int = 0, size: int = 512) -> list[EvalImage
     return out
 
 
-def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> list[EvalImage]:
-    """Images of ``folder`` (or of ``folder/images`` when that exists), sorted, at most ``num``.
+def folder_images(folder: str | os.PathLike[str], num: int | None = None,
+                  names: Collection[str] | None = None) -> list[EvalImage]:
+    """Images of ``folder`` (or of ``folder/images`` when that exists), sorted, at most ``num``;
+    with ``names``, only the images with those stems.
 
     Ground truth is attached when ``folder/masks/<stem>.png`` holds a REFUGE-style map
     (0 cup, 128 rim, 255 background), the layout ``rfnet.data.synthetic``'s CLI writes.
@@ -163,6 +152,8 @@ def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> lis
     paths = list_images(img_dir)
     if not paths:
         raise FileNotFoundError(f"{img_dir}: no images found")
+    if names is not None:
+        paths = [p for p in paths if p.stem in names]
     paths = paths[:num] if num else paths
     mask_dir = root / "masks"
     out = []
@@ -173,42 +164,3 @@ def folder_images(folder: str | os.PathLike[str], num: int | None = None) -> lis
             item.disc, item.cup = from_refuge_seg(read_mask(mask_path))
         out.append(item)
     return out
-
-
-def align_to_reference(
-    ref: dict[str, np.ndarray], other: dict[str, np.ndarray], score_tol: float = 1e-4
-) -> tuple[dict[str, np.ndarray], int]:
-    """Reorder ``other``'s K detection slots per image to match ``ref`` where scores tie.
-
-    Outputs are sorted by score; two detections whose scores differ by less than float
-    noise (an untrained or weakly trained model has many) may come out in either order
-    from two backends. Each ``ref`` slot is paired with the unused ``other`` slot whose
-    score is within ``score_tol`` and whose box is closest (the same slot on ties). Slots
-    without a partner keep their position, so a real difference still shows in the diffs.
-
-    Args:
-        ref, other: ``{"boxes" [B,K,4], "scores" [B,K], "masks" [B,K,2,S,S]}``.
-    Returns:
-        (reordered copy of ``other``, number of slots that moved).
-    """
-    rs, os_ = np.asarray(ref["scores"]), np.asarray(other["scores"])
-    rb, ob = np.asarray(ref["boxes"]), np.asarray(other["boxes"])
-    out = {k: np.array(v, copy=True) for k, v in other.items()}
-    moved = 0
-    for b in range(rs.shape[0]):
-        k = rs.shape[1]
-        used: set[int] = set()
-        perm: list[int] = []
-        for i in range(k):
-            cands = [j for j in range(k) if j not in used and abs(float(rs[b, i]) - float(os_[b, j])) <= score_tol]
-            if cands:
-                j = min(cands, key=lambda j: (float(np.abs(rb[b, i] - ob[b, j]).max()), abs(j - i)))
-            else:
-                j = i if i not in used else min(set(range(k)) - used)
-            used.add(j)
-            perm.append(j)
-        moved += sum(1 for i, j in enumerate(perm) if i != j)
-        for name in out:
-            if out[name].ndim >= 2 and out[name].shape[1] == k:
-                out[name][b] = np.asarray(other[name])[b][perm]
-    return out, moved

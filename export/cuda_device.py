@@ -12,6 +12,8 @@ Two optional backends, tried in this order, both imported lazily:
 """
 from __future__ import annotations
 
+from export.errors import ExportError
+
 import importlib
 import logging
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "install cuda-python (`pip install cuda-python`) or pycuda (`pip install pycuda`)"
 
 
-class CudaUnavailableError(RuntimeError):
+class CudaUnavailableError(ExportError, RuntimeError):
     """No usable CUDA binding or no GPU; the message says what to install or check."""
 
 

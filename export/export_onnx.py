@@ -19,14 +19,16 @@ at batch 1 and 2; a model whose dynamic-batch graph does not reproduce PyTorch i
 with exit 2. Exit 2 also for bad arguments or inputs, 1 for a graph that breaks the contract
 (``rfnet.common.cli.ExitCode``).
 
-Score ties: detections whose scores differ by float noise (untrained models have many) may
-come out in either order from two backends; the comparison pairs such slots by box before
-taking differences and reports how many it reordered (export/compare.py).
+Score ties: a briefly trained model gives many detections the same score, and which of them
+NMS and the top K keep is decided by float noise, differently in PyTorch and ONNX Runtime. The
+check therefore compares detections as matched sets (export/detection_match.py): above the
+score floor (``--box-min-score``), pairs matched by IoU at equal scores are compared value by
+value, equally scored detections that swapped places with others of a tied score are counted as
+tie swaps, and a detection without a counterpart fails the check.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -42,15 +44,8 @@ import torch
 
 from export import onnx_inspect
 from export.errors import ExportError
-from export.compare import (
-    EvalImage,
-    align_to_reference,
-    binary_mask_dice,
-    cpu_backend,
-    folder_images,
-    max_abs_diffs,
-    synthetic_images,
-)
+from export.compare import EvalImage, cpu_backend, folder_images, max_abs_diffs, synthetic_images
+from export.detection_match import DetectionMatch, match_detections, matched_diffs, matched_mask_dice
 from export.graph_checks import roialign_attribute_issues
 from export.onnx_meta import exporter_versions, write_model_metadata
 from export.onnx_passes import simplify
@@ -157,15 +152,16 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     dynamic_axes = None
     if batch is None:
         dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
+    # torch.onnx.export is typed to take a path; a private temporary folder keeps the output atomic.
+    with torch.no_grad(), warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # Tracer warnings about Python ints taken from shapes are expected: shapes are static.
         warnings.simplefilter("ignore")
+        raw = Path(tmp) / "traced.onnx"
         torch.onnx.export(
-            model, (example,), buf, opset_version=opset, dynamo=False, input_names=[INPUT_NAME],
+            model, (example,), raw, opset_version=opset, dynamo=False, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
-    proto = onnx.load_from_string(buf.getvalue())
+        proto = onnx.load(str(raw))
     if do_simplify:
         proto = simplify(proto)
     if batch is None:
@@ -202,57 +198,51 @@ def _declare_output_shapes(proto: onnx.ModelProto, cfg: ModelConfig) -> None:
 
 @dataclass
 class ParityReport:
-    """ONNX Runtime vs PyTorch on the same preprocessed images."""
+    """ONNX Runtime vs PyTorch on the same preprocessed images, detections as matched sets."""
 
     batch_sizes: list[int]
     num_images: int
-    max_diff: dict[str, float]  # after aligning score ties
-    raw_max_diff: dict[str, float]  # slot by slot, before alignment
-    reordered_slots: int
-    mask_dice: float  # Dice of the binarised (> 0.5) masks over non-padded slots
+    max_diff: dict[str, float]  # over matched detections (scores: and tie swaps)
+    raw_max_diff: dict[str, float]  # slot by slot, unmatched
+    match: DetectionMatch
+    mask_dice: float  # Dice of the binarised (> 0.5) masks of matched detections
 
     def passed(self, atol: float, min_dice: float, score_atol: float, box_atol: float) -> bool:
         d = self.max_diff
-        return d["masks"] <= atol and d["scores"] <= score_atol and d["boxes"] <= box_atol and self.mask_dice >= min_dice
+        return (self.match.verifiable and not self.match.unmatched and d["masks"] <= atol
+                and d["scores"] <= score_atol and d["boxes"] <= box_atol and self.mask_dice >= min_dice)
 
 
 def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalImage], cfg: ModelConfig,
-                 batch_sizes: Sequence[int], threads: int = 0, box_min_score: float = 0.05) -> ParityReport:
+                 batch_sizes: Sequence[int], threads: int = 0, box_min_score: float = 0.05, *,
+                 score_atol: float = 1e-4, box_atol: float = 1e-2, atol: float = 1e-4) -> ParityReport:
     """Run ``items`` through PyTorch and ONNX Runtime in chunks of each batch size; compare.
 
     Both run through the shared core (:meth:`rfnet.common.segment.Segmenter.infer`): the
     model behind :class:`~rfnet.torch_backend.TorchBackend`, the file ``onnx_model`` behind the
-    runtime's ONNX Runtime backend. Boxes are compared only for slots whose PyTorch score is at
-    least ``box_min_score``: among low-confidence candidates (a briefly trained model has many
-    near-duplicates) which one NMS keeps is decided by float noise, and none of them reaches
-    the segmentation. Scores and masks are compared in every slot.
+    runtime's ONNX Runtime backend. The detections scoring at least ``box_min_score`` are
+    compared as matched sets (:func:`export.detection_match.match_detections`): score ties that
+    NMS or the top K resolve differently are tie swaps, not failures; masks within ``atol`` of
+    the 0.5 threshold count as agreeing in the binarised Dice.
     """
     refs: list[dict[str, np.ndarray]] = []
     alts: list[dict[str, np.ndarray]] = []
-    raws: list[dict[str, np.ndarray]] = []
-    moved = 0
     with TorchBackend.from_model(model, cfg) as reference, cpu_backend(onnx_model, threads) as exported:
         for b in batch_sizes:
             ref_core, onnx_core = Segmenter(reference, batch_size=b), Segmenter(exported, batch_size=b)
             tensors = np.stack([ref_core.preprocess(it.image)[0] for it in items])
-            ref, got = ref_core.infer(tensors), onnx_core.infer(tensors)
-            aligned, n = align_to_reference(ref, got)
-            moved += n
-            refs.append(ref)
-            alts.append(aligned)
-            raws.append(got)
+            refs.append(ref_core.infer(tensors))
+            alts.append(onnx_core.infer(tensors))
     cat = lambda outs: {k: np.concatenate([o[k] for o in outs]) for k in OUTPUT_NAMES}  # noqa: E731
-    r, a, raw = cat(refs), cat(alts), cat(raws)
-    low = r["scores"] < box_min_score
-    r["boxes"] = np.where(low[..., None], 0.0, r["boxes"])
-    a["boxes"] = np.where(low[..., None], 0.0, a["boxes"])
+    r, a = cat(refs), cat(alts)
+    match = match_detections(r, a, score_floor=box_min_score, score_atol=score_atol, box_atol=box_atol)
     return ParityReport(
         batch_sizes=list(batch_sizes),
         num_images=len(items),
-        max_diff=max_abs_diffs(r, a),
-        raw_max_diff=max_abs_diffs(r, raw),
-        reordered_slots=moved,
-        mask_dice=binary_mask_dice(r["masks"], a["masks"], r["scores"]),
+        max_diff=matched_diffs(r, a, match),
+        raw_max_diff=max_abs_diffs(r, a),
+        match=match,
+        mask_dice=matched_mask_dice(r, a, match, atol=atol),
     )
 
 
@@ -300,8 +290,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-atol", type=float, default=1e-4, help="max abs score difference allowed (default 1e-4)")
     p.add_argument("--box-atol", type=float, default=1e-2, help="max abs box difference in pixels (default 1e-2)")
     p.add_argument("--box-min-score", type=float, default=0.05,
-                   help="compare boxes of detections scoring at least this (default 0.05); low-confidence "
-                        "near-duplicates are an arbitrary NMS choice and never reach the masks")
+                   help="compare the detections scoring at least this (default 0.05), as matched sets: equal scores "
+                        "matched by IoU; tied scores that NMS or the top K resolve differently are not failures")
+    p.add_argument("--min-disc-score", type=float, default=None,
+                   help="minimum disc score of a gradable result, written as rfnet.min_disc_score (default: the "
+                        "checkpoint's grading.min_disc_score; derive it with python -m rfnet.grading_calibration)")
     p.add_argument("--min-dice", type=float, default=0.999, help="min Dice of the binarised masks (default 0.999)")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic parity images")
@@ -320,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_file():
             raise UsageError(f"{args.checkpoint}: no such checkpoint file")
         model, cfg = load_model_for_export(args.checkpoint, args.top_k)
+        if args.min_disc_score is not None:  # a property of these weights: the metadata carries it
+            if not 0.0 <= args.min_disc_score < 1.0:
+                raise UsageError(f"--min-disc-score must be in [0, 1), got {args.min_disc_score}")
+            cfg.grading.min_disc_score = args.min_disc_score
         items = (folder_images(args.images, args.num_images) if args.images is not None
                  else synthetic_images(args.num_images, args.seed, 512))
         proto = export_model(model, cfg, batch=args.batch, opset=args.opset, do_simplify=not args.no_simplify)
@@ -338,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     write_model_metadata(proto, ModelMetadata.from_config(
         cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint), exporter=exporter))
     data = proto.SerializeToString()
-    log.info("exported %d nodes, opset %d, batch %s", len(proto.graph.node), args.opset,
-             "dynamic" if args.batch is None else args.batch)
+    log.info("exported %d nodes, opset %d, batch %s; rfnet.min_disc_score %g", len(proto.graph.node), args.opset,
+             "dynamic" if args.batch is None else args.batch, cfg.grading.min_disc_score)
     print(onnx_inspect.tensorrt_view(proto))
     if not args.no_parity:
         rc = _report_parity(args, model, cfg, data, items)
@@ -351,6 +348,25 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
+def _print_parity(rep: ParityReport) -> None:
+    """The figures of one parity check, and what the matching found."""
+    m = rep.match
+    print(f"ONNX Runtime vs PyTorch (fp32, {rep.num_images} images, batch {rep.batch_sizes[0]}): max abs diff "
+          + ", ".join(f"{k} {v:.3g}" for k, v in rep.max_diff.items())
+          + f" over {len(m.pairs)} matched detections; binarised-mask Dice {rep.mask_dice:.6f}; "
+          + f"{len(m.ties)} tie swaps; {len(m.unmatched)} unmatched"
+          + (" (slot by slot: " + ", ".join(f"{k} {v:.3g}" for k, v in rep.raw_max_diff.items()) + ")"
+             if m.ties or m.unmatched else ""))
+    for line in m.unmatched[:10]:
+        log.error("  %s", line)
+    if not m.verifiable:
+        log.error("no detection could be matched (every score above the floor is tied): these images cannot show "
+                  "parity; pass other --images or a lower --box-min-score")
+    if m.top_tied:
+        log.warning("images %s: the top detection is tied with other boxes, so which disc is segmented is decided by "
+                    "float noise (in PyTorch as on any backend); a trained model does not do this", m.top_tied)
+
+
 def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelConfig, data: bytes,
                    items: Sequence[EvalImage]) -> int:
     """Parity check(s) of the serialized model; prints the figures, returns the exit code."""
@@ -359,13 +375,11 @@ def _report_parity(args: argparse.Namespace, model: torch.nn.Module, cfg: ModelC
     with tempfile.TemporaryDirectory(prefix="rfnet_export_") as tmp:  # ONNX Runtime loads it as the runtime would
         path = Path(tmp) / args.output.name
         path.write_bytes(data)
-        reports = [parity_check(model, path, items, cfg, [b], box_min_score=args.box_min_score) for b in batch_sizes]
+        reports = [parity_check(model, path, items, cfg, [b], box_min_score=args.box_min_score,
+                                score_atol=args.score_atol, box_atol=args.box_atol, atol=args.atol)
+                   for b in batch_sizes]
     for rep in reports:
-        print(f"ONNX Runtime vs PyTorch (fp32, {rep.num_images} images, batch {rep.batch_sizes[0]}): max abs diff "
-              + ", ".join(f"{k} {v:.3g}" for k, v in rep.max_diff.items())
-              + f"; binarised-mask Dice {rep.mask_dice:.6f}; {rep.reordered_slots} score-tied slots reordered"
-              + (" (slot by slot: " + ", ".join(f"{k} {v:.3g}" for k, v in rep.raw_max_diff.items()) + ")"
-                 if rep.reordered_slots else ""))
+        _print_parity(rep)
     failed = [rep.batch_sizes[0] for rep in reports if not rep.passed(*tol)]
     if failed and args.batch is None:
         log.error("the model does not support a dynamic batch: the dynamic-batch graph differs from PyTorch at "

@@ -67,10 +67,10 @@ def evaluate(fp32_path: Path, int8_path: Path, items: Sequence[EvalImage], threa
 
 def print_eval(title: str, rep: EvalReport) -> None:
     print(f"{title}: {rep.num_images} images")
-    print(f"  INT8 vs FP32 mask agreement Dice: disc {rep.agree_disc:.4f}  cup {rep.agree_cup:.4f}")
+    print(f"  INT8 vs FP32 mask agreement Dice: disc {rep.agree_disc:.6f}  cup {rep.agree_cup:.6f}")
     if rep.gt is not None:
         for prec in ("fp32", "int8"):
-            print(f"  {prec} vs ground truth Dice: disc {rep.gt[prec]['disc']:.4f}  cup {rep.gt[prec]['cup']:.4f}")
+            print(f"  {prec} vs ground truth Dice: disc {rep.gt[prec]['disc']:.6f}  cup {rep.gt[prec]['cup']:.6f}")
     print(f"  ONNX Runtime CPU model FPS (batch as exported): fp32 {rep.fps_fp32:.2f}  int8 {rep.fps_int8:.2f}")
 
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -38,7 +39,7 @@ class SimplifyError(ExportError, RuntimeError):
     """onnxsim failed or crashed; the message says how and what to do."""
 
 
-def _constant_value(model: onnx.ModelProto, name: str) -> object | None:
+def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
     for init in model.graph.initializer:
         if init.name == name:
             return numpy_helper.to_array(init)
@@ -63,9 +64,9 @@ def inline_constant_ifs(model: onnx.ModelProto) -> int:
         target = None
         for idx, node in enumerate(nodes):
             if node.op_type == "If":
-                cond = _constant_value(model, node.input[0])
-                if cond is not None and getattr(cond, "size", 0) == 1:
-                    target = (idx, node, bool(cond.reshape(-1)[0]))  # type: ignore[union-attr]
+                value = _constant_value(model, node.input[0])
+                if value is not None and value.size == 1:
+                    target = (idx, node, bool(value.reshape(-1)[0]))
                     break
         if target is None:
             return inlined

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from export.build_plan import BuildPlan
+from export.errors import ExportError
 from export.trt_calibrator import make_calibrator
 from runtime.backends.trt_io import dims_tuple
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 _SUFFIX = re.compile(r"_\d+$")
 
 
-class BuildError(RuntimeError):
+class BuildError(ExportError, RuntimeError):
     """TensorRT refused to parse, configure or build; the message names the file and the next step."""
 
 

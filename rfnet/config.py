@@ -126,6 +126,9 @@ class TrainConfig:
     """Paper section 4.2: SGD momentum 0.9, lr 0.01 x0.1 every 30 epochs, 100 epochs, batch 4."""
 
     epochs: int = 100
+    # > 0: train for this many iterations instead (epochs = ceil(iterations / iterations per
+    # epoch)), so runs on 40 and on 50 images see the same number of updates.
+    iterations: int = 0
     batch_size: int = 4
     lr: float = 0.01
     momentum: float = 0.9
@@ -157,6 +160,26 @@ class TrainConfig:
     sync_bn: bool = False
 
 
+#: Provisional minimum disc score until cross-validation calibrates it (docs/design.md,
+#: "Gradability"): half the lowest score a real disc has been seen with (0.03, drishtiGS_002 held
+#: out in fold 2 of an earlier light model). Also the value for models exported before
+#: ``rfnet.min_disc_score`` existed.
+DEFAULT_MIN_DISC_SCORE = 0.015
+
+
+@dataclass
+class GradingConfig:
+    """When a result may carry a CDR (``rfnet.common.gradability``): the model-specific part.
+
+    ``min_disc_score`` is a property of the trained weights: derive it with
+    ``python -m rfnet.grading_calibration`` from held-out scores (cross-validation) and set it
+    with ``--set grading.min_disc_score=X`` (training) or ``--min-disc-score X`` (export). It is
+    exported as ``rfnet.min_disc_score``.
+    """
+
+    min_disc_score: float = DEFAULT_MIN_DISC_SCORE
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to build, train and deploy one RF-Net variant."""
@@ -171,6 +194,7 @@ class ModelConfig:
     mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,7 +250,33 @@ def light_config() -> ModelConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "light": light_config}
+def mid_config() -> ModelConfig:
+    """Between light and paper, with the recipe that trains it on a 2-core CPU (docs/results.md).
+
+    MobileNet-v1 width 0.5, FPN 128 channels, a 128-channel mask branch with two convs per
+    stream and two after fusion, masks over the detection box scaled by 1.2 (a disc outline is
+    not cut along a tight box). Training: 1500 iterations, cosine learning rate, bfloat16
+    autocast, flips and quarter turns plus zoom (x1.25), rotation (+-15 degrees), shift (10 %)
+    and colour jitter (20 %).
+    """
+    return ModelConfig(
+        name="mid",
+        backbone=BackboneConfig(width_mult=0.5),
+        fpn=FPNConfig(out_channels=128),
+        rpn=RPNConfig(
+            pre_nms_top_n_train=1000,
+            post_nms_top_n_train=500,
+            pre_nms_top_n_test=300,
+            post_nms_top_n_test=300,
+        ),
+        roi_heads=RoIHeadConfig(representation_size=512, batch_size_per_image=128),
+        mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2),
+        train=TrainConfig(iterations=1500, lr_schedule="cosine", bf16=True, color_jitter=0.2, scale_jitter=0.25,
+                          rotate_deg=15.0, translate=0.1),
+    )
+
+
+PRESETS = {"paper": paper_config, "mid": mid_config, "light": light_config}
 
 
 def get_preset(name: str) -> ModelConfig:

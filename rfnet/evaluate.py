@@ -7,17 +7,25 @@ Writes to ``--out`` (atomically, file by file):
 
 * ``per_image.csv``: name, Dice / IoU of disc and cup, mIoU, vCDR predicted / ground truth
   (REFUGE column-count definition and the extent definition) and absolute error, hCDR, area
-  CDR, detection score, glaucoma label and expert CDR when the dataset has them;
-* ``summary.json``: mean and std per metric, AUC and sensitivity at 85 % specificity of the
-  predicted vCDR when glaucoma labels exist, skipped items and data problems;
+  CDR, detection score, the gradability verdict (``gradable``, ``reason``), glaucoma label and
+  expert CDR when the dataset has them. The predicted CDRs and their errors are empty for an
+  image that is not gradable (``rfnet.common.gradability``);
+* ``summary.json``: mean and std per metric (``metrics``: Dice and IoU over every image, CDR
+  errors over gradable images; ``metrics_gradable``: everything over gradable images), the
+  gradable rate and the count of each reason, AUC and sensitivity at 85 % specificity of the
+  predicted vCDR (gradable images) when glaucoma labels exist, skipped items and data problems;
 * ``segmentation/<name>.bmp``: REFUGE submission format, 8-bit grey at the original image
-  size, 0 = cup, 128 = disc rim, 255 = background (the official evaluator's input);
+  size, 0 = cup, 128 = disc rim, 255 = background (the official evaluator's input). Written for
+  every image, gradable or not, so the evaluator scores the whole set; the ones that are not
+  gradable are listed in per_image.csv and summary.json (``ungradable``);
 * ``overlays/<name>.jpg``: disc (green) and cup (blue) contours on the image, the
-  prediction beside the ground truth.
+  prediction beside the ground truth; "not gradable: <reason>" written on it when so.
 
-Prints a table of mean +- std per metric. Unreadable items are skipped and counted
-(``--strict`` fails instead). Exit status (``rfnet.common.cli.ExitCode``): 0 ok, 1 a bad item in
---strict mode, 2 bad arguments or inputs (data root, checkpoint, output folder).
+Prints a table of mean +- std per metric, over all images and over gradable ones, and the
+gradable rate. Unreadable items are skipped and counted (``--strict`` fails instead). Exit
+status (``rfnet.common.cli.ExitCode``): 0 ok, 1 a bad item in --strict mode, 2 bad arguments or
+inputs (data root, checkpoint, output folder). ``--min-score`` overrides the checkpoint's minimum
+disc score (``grading.min_disc_score``).
 """
 from __future__ import annotations
 
@@ -35,9 +43,9 @@ import numpy as np
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import write_image
-from rfnet.common.metrics import glaucoma_classification, to_refuge_seg
+from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
-from rfnet.common.viz import overlay
+from rfnet.common.viz import draw_contours, overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
 from rfnet.data.splits import held_out_fold
 from rfnet.errors import RFNetError, UsageError
@@ -74,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default 2)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="minimum disc score of a gradable image (default: the checkpoint's grading.min_disc_score)")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup (post-processing option)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     p.add_argument("--no-segmentations", action="store_true", help="do not write REFUGE BMPs")
     p.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
@@ -84,12 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_table(summary: dict[str, tuple[float, float]], n: int) -> str:
-    """Mean +- std per metric as an aligned text table."""
-    lines = [f"{'metric':<26} {'mean':>8} {'std':>8}   (n = {n})"]
+def format_table(summary: dict[str, tuple[float, float]], n: int,
+                 gradable: dict[str, tuple[float, float]] | None = None, n_gradable: int = 0) -> str:
+    """Mean +- std per metric as an aligned text table; with ``gradable``, a second pair of
+    columns over the gradable images (CDR errors exist for those only)."""
+    head = f"{'metric':<26} {'mean':>8} {'std':>8}"
+    if gradable is not None:
+        head += f"   {'gradable':>8} {'std':>8}"
+    lines = [head + f"   (n = {n}" + (f", gradable {n_gradable})" if gradable is not None else ")")]
     for label, key in TABLE:
         mean, std = summary.get(key, (math.nan, math.nan))
-        lines.append(f"{label:<26} {mean:>8.4f} {std:>8.4f}")
+        line = f"{label:<26} {mean:>8.4f} {std:>8.4f}"
+        if gradable is not None:
+            g_mean, g_std = gradable.get(key, (math.nan, math.nan))
+            line += f"   {g_mean:>8.4f} {g_std:>8.4f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -103,7 +124,7 @@ def _csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 def _classification(rows: list[dict[str, Any]]) -> dict[str, float] | None:
-    labelled = [r for r in rows if r.get("label") in (0, 1)]
+    labelled = [r for r in rows if r.get("label") in (0, 1) and r.get("vcdr_pred") is not None]
     if not labelled or len({r["label"] for r in labelled}) < 2:
         return None
     scores = np.array([r["vcdr_pred"] for r in labelled], dtype=np.float64)
@@ -158,6 +179,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     except RuntimeError as exc:  # torch's own message for a malformed device string, or no GPU
         raise UsageError(str(exc)) from None
     ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
+    if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
+        raise UsageError(f"--min-score must be in [0, 1), got {args.min_score}")
     if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
         ds = held_out_fold(ds, args.fold, args.folds, args.seed)
     ckpt_path = Path(args.checkpoint)
@@ -182,11 +205,15 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
         if not args.no_segmentations:
             write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup))
         if not args.no_overlays:
-            write_image(ov_dir / f"{stem}.jpg", overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup))
+            image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup)
+            if not row["gradable"]:
+                image = draw_contours(image, np.zeros(image.shape[:2], bool), np.zeros(image.shape[:2], bool),
+                                      label=f"not gradable: {row['reason']}")
+            write_image(ov_dir / f"{stem}.jpg", image)
 
     result = evaluate_dataset(
-        model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse,
-        progress=not args.no_progress, desc="evaluate", on_case=write_case,
+        model, ds, cfg, device, batch_size=args.batch_size, threshold=args.threshold, ellipse=args.ellipse, tta=args.tta,
+        progress=not args.no_progress, desc="evaluate", on_case=write_case, min_score=args.min_score,
     )
     atomic_write_text(out / "per_image.csv", _csv_text(result.rows, CASE_COLUMNS))
     return result
@@ -202,22 +229,52 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         "split": ds.split,
         "preset": cfg.name,
         "threshold": args.threshold,
+        "min_disc_score": cfg.grading.min_disc_score if args.min_score is None else args.min_score,
         "ellipse": bool(args.ellipse),
+        "tta": bool(args.tta),
         "n_items": len(ds),
         "n_evaluated": len(result.rows),
-        "metrics": {k: {"mean": m, "std": s} for k, (m, s) in sorted(result.summary.items())},
+        "n_gradable": result.n_gradable,
+        "gradable_rate": result.gradable_rate,
+        "ungradable_reasons": dict(sorted(result.reasons.items())),
+        "ungradable": [{"name": r["name"], "reason": r["reason"]} for r in result.rows if not r["gradable"]],
+        "metrics": _stats(result.summary),
+        "metrics_gradable": _stats(result.gradable_summary),
+        "vcdr_agreement": vcdr_agreement(result.rows),
         "glaucoma_classification": classification,
         "skipped": result.skipped,
         "no_disc_detected": result.no_disc,
         "problems": [str(p) for p in ds.problems],
     }
     atomic_write_json(out / "summary.json", _json_safe(summary))
-    print(format_table(result.summary, len(result.rows)))
+    print(format_table(result.summary, len(result.rows), result.gradable_summary, result.n_gradable))
+    print(f"gradable: {result.n_gradable} of {len(result.rows)} images ({result.gradable_rate:.1%})"
+          + (" - not gradable: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))
+             if result.reasons else ""))
+    for ref, agree in summary["vcdr_agreement"].items():  # type: ignore[union-attr]
+        if agree["n"]:
+            print(f"vCDR vs the {ref} (gradable, n = {agree['n']}): MAE {agree['mae']:.4f}, "
+                  f"Pearson r {agree['pearson']:.4f}")
     if classification is not None:
         print(
             f"glaucoma (predicted vCDR as risk, n = {int(classification['n'])}): AUC {classification['auc']:.4f}, "
             f"sensitivity at 85% specificity {classification['sensitivity_at_85_specificity']:.4f}"
         )
+
+
+def vcdr_agreement(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """REFUGE vCDR of the gradable images against the ground-truth masks' and, where the dataset
+    has them (Drishti-GS), the experts' mean CDR: MAE and Pearson correlation."""
+    out = {}
+    for ref, key in (("masks", "vcdr_gt"), ("experts", "expert_cdr")):
+        pairs = [(float(r["vcdr_pred"]), float(r[key])) for r in rows
+                 if r.get("gradable", True) and r.get("vcdr_pred", "") != "" and r.get(key, "") not in ("", None)]
+        out[ref] = cdr_agreement([p for p, _ in pairs], [g for _, g in pairs])
+    return out
+
+
+def _stats(summary: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    return {k: {"mean": m, "std": s} for k, (m, s) in sorted(summary.items())}
 
 
 def _json_safe(obj: Any) -> Any:

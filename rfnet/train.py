@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: Arguments that define a run; on --resume they come from the checkpoint.
 RUN_ARGS = (
     "dataset", "split", "val_split", "val_fraction", "fold", "folds", "seed", "preset", "set",
-    "batch_size", "lr", "lr_step", "warmup_iters",
+    "batch_size", "lr", "lr_step", "warmup_iters", "iterations",
 )
 
 
@@ -88,6 +88,8 @@ examples:
     g.add_argument("--set", action="append", metavar="KEY=VALUE", default=None,
                    help="override a config value, e.g. --set mask_head.pooling=pyramid --set input.size=256 (repeatable)")
     g.add_argument("--epochs", type=int, help="epochs (default: preset, 100)")
+    g.add_argument("--iterations", type=int,
+                   help="train for this many iterations instead of --epochs (epochs = ceil(N / iterations per epoch))")
     g.add_argument("--batch-size", type=int, help="images per batch (default 4)")
     g.add_argument("--lr", type=float, help="base learning rate (default 0.01)")
     g.add_argument("--lr-step", type=int, help="epochs between x0.1 learning-rate steps (default: 30, scaled with --epochs)")
@@ -118,6 +120,10 @@ def resolve_config(args: argparse.Namespace) -> ModelConfig:
     t = cfg.train
     if args.epochs is not None:
         t.epochs = args.epochs
+    if args.iterations is not None:
+        if args.iterations < 1:
+            raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+        t.iterations = args.iterations
     if args.batch_size is not None:
         t.batch_size = args.batch_size
     if args.lr is not None:

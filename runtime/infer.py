@@ -3,9 +3,19 @@
     python runtime/infer.py --model rfnet.engine --input fundus/ --output results/
     python runtime/infer.py --model rfnet.onnx --input 'imgs/*.jpg' --output out --batch 4
 
-Exit status (``rfnet.common.cli.ExitCode``): 0 all images processed; 1 some images failed
-(listed on stderr and in summary.json); 2 usage, model, input or output-folder error, or a
-missing library (nothing written); 130 interrupted (the results so far are written).
+Each image gets a gradability verdict (``rfnet.common.gradability``): an image that is not
+gradable -- no confident, whole, plausible disc, or not a usable fundus photograph -- is listed
+with its reason and empty CDR cells, and summary.json's CDR statistics use gradable images only.
+``--min-score`` overrides the model's minimum disc score (``rfnet.min_disc_score``).
+
+Interrupted or killed runs: ``progress.jsonl`` in the output folder lists every finished image;
+rerun the same command with ``--resume`` to process only the rest (results.csv and summary.json
+then cover all images, each once).
+
+Exit status (``rfnet.common.cli.ExitCode``): 0 all images processed (gradable or not); 1 some
+images failed (listed on stderr and in summary.json); 2 usage, model, input or output-folder
+error, or a missing library (nothing written); 130 interrupted (the results so far are written;
+``--resume`` finishes the rest).
 """
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ import logging
 import platform
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,11 +36,12 @@ from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
 from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
-from runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, OutputWriter, output_names, parse_save,
-                             prepare_output_dir)
+from runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
+from runtime.manifest import sha256_file
+from runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
+                             parse_save, prepare_output_dir)
+from runtime.pipeline import ImageFailure, Pipeline
 from runtime.writer import BackgroundWriter
-from rfnet.common.contract import ModelMetadata
-from runtime.pipeline import ImageFailure, ImageResult, Pipeline
 
 log = logging.getLogger("runtime.infer")
 
@@ -56,13 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--save",
         default=",".join(DEFAULT_SAVE),
         help=f"comma-separated outputs to write: {','.join(SAVE_CHOICES)} (or all); summary.json is always written. "
-        "masks = separate disc/cup PNGs (the REFUGE map already holds both)",
+        "masks = separate disc/cup PNGs (the REFUGE map already holds both). "
+        f"Masks and REFUGE maps are written for gradable images only; add {UNGRADABLE} to write them for the others "
+        "too (for review)",
     )
     p.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default=OVERLAY_FORMATS[0],
                    help="overlay file format (PNG is lossless but costs more than the model to encode)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="minimum disc score of a gradable image (default: the model's rfnet.min_disc_score)")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --output: skip the images its progress.jsonl lists "
+                   "(same model, input and settings required)")
     p.add_argument("--recursive", action="store_true", help="search input folders recursively")
     p.add_argument("--prefetch", type=int, default=4, help="images decoded ahead of inference")
     p.add_argument("--cuda-graph", action="store_true",
@@ -97,38 +118,53 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _cdr_stats(records: Sequence[Record]) -> dict[str, dict[str, float | None]]:
+    """Mean and std of each CDR over the gradable images (the only ones with a CDR)."""
+    cdr: dict[str, dict[str, float | None]] = {}
+    for key in ("vcdr", "vcdr_extent", "hcdr", "area_cdr"):
+        vals = [r.cdr[key] for r in records if r.cdr is not None]
+        cdr[key] = {"mean": _mean(vals), "std": float(np.std(vals)) if vals else None}
+    return cdr
+
+
+def _gradability(records: Sequence[Record], min_score: float) -> dict[str, Any]:
+    reasons = Counter(r.reason for r in records if not r.gradable)
+    return {"min_disc_score": min_score, "num_gradable": sum(1 for r in records if r.gradable),
+            "num_not_gradable": sum(reasons.values()), "reasons": dict(sorted(reasons.items()))}
+
+
 def _summary(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelMetadata,
     pipeline: Pipeline,
-    results: list[ImageResult],
+    records: Sequence[Record],
     failures: list[ImageFailure],
     n_images: int,
     wall_s: float,
     interrupted: bool,
 ) -> dict[str, Any]:
-    cdr: dict[str, dict[str, float | None]] = {}
-    for key in ("vcdr", "vcdr_extent", "hcdr", "area_cdr"):
-        vals = [r.cdr[key] for r in results]
-        cdr[key] = {"mean": _mean(vals), "std": float(np.std(vals)) if vals else None}
+    """summary.json: settings, counts, gradability, CDR statistics (gradable images), timings of
+    the images processed by this invocation (a resumed run's earlier images are counted, not timed)."""
+    new = [r for r in records if not r.resumed]
     timing = {
-        "decode_ms": _mean([r.timings["decode"] for r in results]),
-        "preprocess_ms": _mean([r.timings["preprocess"] for r in results]),
-        "inference_ms": _mean([r.latency_ms for r in results]),
-        "postprocess_ms": _mean([r.timings["postprocess"] for r in results]),
-        "cdr_ms": _mean([r.timings["cdr"] for r in results]),
+        "decode_ms": _mean([r.timings["decode"] for r in new]),
+        "preprocess_ms": _mean([r.timings["preprocess"] for r in new]),
+        "inference_ms": _mean([r.latency_ms for r in new]),
+        "postprocess_ms": _mean([r.timings["postprocess"] for r in new]),
+        "cdr_ms": _mean([r.timings["cdr"] for r in new]),
     }
     return {
         "model": str(args.model),
         "backend": kind,
         "device": backend.device,
-        "model_info": info.deploy_fields(),
+        "model_info": pipeline.info.deploy_fields(),
         "settings": {
             "batch_size": pipeline.batch_size,
             "threshold": args.threshold,
+            "min_disc_score": pipeline.min_score,
             "ellipse": bool(args.ellipse),
+            "tta": bool(args.tta),
             "save": sorted(parse_save(args.save)),
             "overlay_format": args.overlay_format,
             "cuda_graph_requested": bool(args.cuda_graph),  # what actually ran: "cuda_graph" below
@@ -136,15 +172,17 @@ def _summary(
         "cuda_graph": backend.cuda_graph_report(),  # None, or {requested, used, replays, captured_shapes, note}
         "input": str(args.input),
         "num_images": n_images,
-        "num_processed": len(results),
+        "num_processed": len(records),
+        "num_resumed": len(records) - len(new),
         "num_failed": len(failures),
-        "num_no_disc": sum(1 for r in results if not r.segmentation.found),
+        "num_no_disc": sum(1 for r in records if str(r.row.get("disc_found")) == "0"),
+        "gradability": _gradability(records, pipeline.min_score),
         "failed": [{"file": str(f.path), "error": f.error} for f in sorted(failures, key=lambda f: f.index)],
         "interrupted": interrupted,
-        "cdr": cdr,
+        "cdr": _cdr_stats(records),
         "timing_ms_per_image": timing,
         "wall_time_s": round(wall_s, 3),
-        "images_per_s": round(len(results) / wall_s, 3) if wall_s > 0 else None,
+        "images_per_s": round(len(new) / wall_s, 3) if wall_s > 0 else None,
         "versions": _versions(kind),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -167,18 +205,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend.load()
         pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
-                            ellipse=args.ellipse, prefetch=args.prefetch)
+                            ellipse=args.ellipse, prefetch=args.prefetch, min_score=args.min_score, tta=args.tta)
     except RFNetError as exc:  # a missing library, a foreign or stale model, bad metadata
         backend.close()
         return _error(str(exc))
     with backend:
-        log.info("backend %s on %s; model %s (input %d px, batch %d); %d images",
-                 kind, backend.device, args.model, pipeline.info.input_size, pipeline.batch_size, len(paths))
+        log.info("backend %s on %s; model %s (input %d px, batch %d, min disc score %g); %d images",
+                 kind, backend.device, args.model, pipeline.info.input_size, pipeline.batch_size,
+                 pipeline.min_score, len(paths))
+        header = _run_header(args, kind, pipeline)
         try:
-            out_dir = prepare_output_dir(args.output, args.overwrite)
+            restored = _restore(args, header, paths)
+            out_dir = prepare_output_dir(args.output, args.overwrite or bool(restored) or _resumable(args))
+            with Journal(out_dir, header, restored) as journal:
+                writer = OutputWriter(out_dir, save, journal, args.overlay_format)
+                writer.restore(restored)
+                return _run(args, backend, kind, pipeline, paths, writer)
         except (RFNetError, OSError) as exc:
             return _error(str(exc))
-        return _run(args, backend, kind, pipeline.info, pipeline, paths, OutputWriter(out_dir, save, args.overlay_format))
 
 
 def _check_args(args: argparse.Namespace) -> tuple[str, list[Path], frozenset[str]]:
@@ -189,54 +233,97 @@ def _check_args(args: argparse.Namespace) -> tuple[str, list[Path], frozenset[st
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if not 0.0 <= args.threshold < 1.0:
         raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
+        raise UsageError(f"--min-score must be in [0, 1), got {args.min_score}")
     if not args.model.is_file():
         raise UsageError(f"{args.model}: model file not found")
     kind = resolve_backend(args.model, args.backend)
     paths = list_images(args.input, recursive=args.recursive)
     if not paths:
         raise UsageError(f"{args.input}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    if args.output.exists():  # refuse before loading anything; the folder is created only after the model loads
+    # refuse before loading anything; the folder is created only after the model loads
+    if args.output.exists() and not _resumable(args):
         prepare_output_dir(args.output, args.overwrite)
     return kind, paths, save
+
+
+def _resumable(args: argparse.Namespace) -> bool:
+    """--resume into a folder that holds a progress journal."""
+    return bool(args.resume) and journal_path(args.output).is_file()
+
+
+def _run_header(args: argparse.Namespace, kind: str, pipeline: Pipeline) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (the journal's first line)."""
+    return {"model": str(args.model), "model_sha256": sha256_file(args.model), "backend": kind,
+            "input": str(args.input), "recursive": bool(args.recursive), "threshold": args.threshold,
+            "min_disc_score": pipeline.min_score, "ellipse": bool(args.ellipse), "tta": bool(args.tta),
+            "save": sorted(parse_save(args.save)), "overlay_format": args.overlay_format}
+
+
+def _restore(args: argparse.Namespace, header: dict[str, Any], paths: Sequence[Path]) -> list[Record]:
+    """The finished images of the interrupted run in --output (``--resume``), indexed into ``paths``."""
+    if not _resumable(args):
+        if args.resume:
+            log.info("%s: no progress journal; nothing to resume, starting afresh", args.output)
+        return []
+    old, records = read_journal(args.output)
+    check_same_run(old, header, journal_path(args.output))
+    index = {str(p): i for i, p in enumerate(paths)}
+    by_file: dict[str, Record] = {}
+    for rec in records:  # one record per file (the latest), for files still in the input
+        if rec.file in index:
+            rec.index = index[rec.file]
+            by_file[rec.file] = rec
+    if len(by_file) < len({r.file for r in records}):
+        log.warning("%s: %d journalled image(s) are no longer in the input and are left out",
+                    args.output, len({r.file for r in records}) - len(by_file))
+    log.info("resuming: %d of %d images already done in %s", len(by_file), len(paths), args.output)
+    return list(by_file.values())
 
 
 def _run(
     args: argparse.Namespace,
     backend: Backend,
     kind: str,
-    info: ModelMetadata,
     pipeline: Pipeline,
     paths: Sequence[Path],
     writer: OutputWriter,
 ) -> int:
     names = output_names(paths)
-    results: list[ImageResult] = []
+    done = {r.file for r in writer.records}
+    todo = [(i, p) for i, p in enumerate(paths) if str(p) not in done]
     failures: list[ImageFailure] = []
     interrupted = False
     t0 = time.perf_counter()
-    outcomes = pipeline.run(paths)
+    outcomes = pipeline.run([p for _, p in todo])
     background = BackgroundWriter(writer)  # files are written off this loop
     try:
         # a bar on a terminal; elsewhere the line logged below is the stage's one line
-        for outcome in track(outcomes, desc="segment", total=len(paths), unit="img", enabled=not args.no_progress,
+        for outcome in track(outcomes, desc="segment", total=len(todo), unit="img", enabled=not args.no_progress,
                              summary=False):
+            outcome.index = todo[outcome.index][0]  # position in the whole input list
             if isinstance(outcome, ImageFailure):
                 failures.append(outcome)
                 log.warning("%s", outcome.error)
                 continue
-            background.submit(names[outcome.index], outcome)
-            results.append(outcome)
+            background.submit(names[outcome.index], outcome)  # frees the pixels once written
     except KeyboardInterrupt:
         interrupted = True
-        log.warning("interrupted: writing the results of the %d images processed so far", len(results))
+        log.warning("interrupted: writing the results of the %d images processed so far; rerun with --resume "
+                    "to finish the rest", len(writer.records))
     finally:
         outcomes.close()  # type: ignore[attr-defined]  # stops the decode thread
-        results, failures = _drop_unwritten(results, failures, background.close())
+        for unwritten in background.close():  # images whose files could not be written
+            log.warning("%s", unwritten.error)
+            failures.append(unwritten)
     wall = time.perf_counter() - t0
     writer.write_csv()
-    summary = _summary(args, backend, kind, info, pipeline, results, failures, len(paths), wall, interrupted)
+    summary = _summary(args, backend, kind, pipeline, writer.records, failures, len(paths), wall, interrupted)
     writer.write_summary(summary)
-    log.info("%d/%d images processed in %.2f s; results in %s", len(results), len(paths), wall, writer.out_dir)
+    grading = summary["gradability"]
+    log.info("%d/%d images processed in %.2f s (%d gradable, %d not: %s); results in %s", len(writer.records),
+             len(paths), wall, grading["num_gradable"], grading["num_not_gradable"],
+             ", ".join(f"{k} {v}" for k, v in grading["reasons"].items()) or "-", writer.out_dir)
     if interrupted:
         return ExitCode.INTERRUPTED
     if failures:
@@ -245,15 +332,6 @@ def _run(
             print(f"  {f.error}", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
-
-
-def _drop_unwritten(results: list[ImageResult], failures: list[ImageFailure], unwritten: list[ImageFailure]
-                    ) -> tuple[list[ImageResult], list[ImageFailure]]:
-    """Images whose files could not be written move from the results to the failures."""
-    for f in unwritten:
-        log.warning("%s", f.error)
-    bad = {f.index for f in unwritten}
-    return [r for r in results if r.index not in bad], failures + unwritten
 
 
 if __name__ == "__main__":

@@ -2,18 +2,26 @@
 
 Layout of the output folder::
 
-    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background
-    overlay/<name>.jpg                            contours (disc green, cup blue) on the image (.png on request)
-    masks/<name>_disc.png, masks/<name>_cup.png   on request: 0/255 (1-bit PNG) at the original size
+    refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background (gradable images)
+    overlay/<name>.jpg                            contours (disc green, cup blue) on the image (.png on request);
+                                                  for an image that is not gradable: no contours, "not gradable: <reason>"
+    masks/<name>_disc.png, masks/<name>_cup.png   on request: 0/255 (1-bit PNG) at the original size (gradable images)
     results.csv                                   one row per processed image
     summary.json                                  run settings, timings, failures
+    progress.jsonl                                the images done so far, for --resume (runtime/journal.py)
+
+An image that is not gradable (``rfnet.common.gradability``) gets a results.csv row with
+``gradable`` 0, its ``reason`` and ``message``, and empty CDR cells; no masks and no REFUGE map
+are written for it (they would carry a segmentation no confident disc backs) unless
+``--save`` names ``ungradable`` too (for review).
 
 By default each mask is written once, in the REFUGE map (it holds disc and cup); the separate
 PNGs are ``--save masks`` (or ``all``). Overlays are JPEG (quality 95) unless PNG is asked for:
 PNG-encoding a 3.6 MP photograph costs more than the light model itself (docs/benchmarks.md).
+``runtime.writer`` runs an :class:`OutputWriter` in a background thread, off the inference loop.
+
 Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an
-interrupted run never leaves a half-written image or table behind. ``runtime.writer`` runs an
-:class:`OutputWriter` in a background thread, off the inference loop.
+interrupted run never leaves a half-written image or table behind.
 """
 from __future__ import annotations
 
@@ -23,16 +31,16 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
-from rfnet.common.imageio import write_image
-from rfnet.common.postprocess import Segmentation
-from rfnet.common.viz import overlay
+from rfnet.common.imageio import encode_mask_png, write_image
+from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
+from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
+from runtime.journal import Journal, Record
 from runtime.pipeline import ImageResult
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
@@ -40,38 +48,33 @@ SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
 DEFAULT_SAVE = ("refuge", "overlay", "csv")
 #: Overlay file formats; the first is the default.
 OVERLAY_FORMATS = ("jpg", "png")
+#: Also write the masks, REFUGE map and contour overlay of images that are not gradable (to
+#: review what the model saw; results.csv still leaves their CDR cells empty). Not in "all".
+UNGRADABLE = "ungradable"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
-#: results.csv columns. vcdr is REFUGE's (max column count ratio), vcdr_extent the
-#: row-extent ratio; the disc box is in original pixels; latency_ms is the backend time of
-#: the image's batch divided by the images in it.
-CSV_COLUMNS = (
-    "name",
-    "file",
-    "vcdr",
-    "vcdr_extent",
-    "hcdr",
-    "area_cdr",
-    "disc_x0",
-    "disc_y0",
-    "disc_x1",
-    "disc_y1",
-    "score",
-    "disc_found",
-    "cup_low_confidence",
-    "latency_ms",
-)
+#: Result fields written after latency_ms: the free-text message stays the last column.
+TRAILING_FIELDS = ("message",)
+#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields`
+#: (gradable 1/0 with the reason code and message when 0, the CDR cells then empty; vcdr is
+#: REFUGE's max column count ratio, vcdr_extent the row-extent ratio; the disc box in original
+#: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in
+#: it, before the message.
+CSV_COLUMNS = ("name", "file", *(n for n in FIELD_NAMES if n not in TRAILING_FIELDS), "latency_ms",
+               *TRAILING_FIELDS)
 
 
 def parse_save(text: str) -> frozenset[str]:
-    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice (UsageError, a ValueError, on unknown)."""
+    """``"masks,refuge"`` -> {"masks", "refuge"}; ``"all"`` -> every choice of :data:`SAVE_CHOICES`;
+    :data:`UNGRADABLE` may be added (UsageError, a ValueError, on unknown)."""
     items = {s.strip().lower() for s in text.split(",") if s.strip()}
-    if items == {"all"}:
-        return frozenset(SAVE_CHOICES)
-    unknown = sorted(items - set(SAVE_CHOICES))
+    if "all" in items:
+        items = (items - {"all"}) | set(SAVE_CHOICES)
+    unknown = sorted(items - set(SAVE_CHOICES) - {UNGRADABLE})
     if unknown or not items:
-        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all")
+        raise UsageError(f"--save: unknown {unknown or 'empty list'}; choose from {','.join(SAVE_CHOICES)} or all, "
+                         f"plus {UNGRADABLE}")
     return frozenset(items)
 
 
@@ -124,52 +127,86 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 
 class OutputWriter:
-    """Writes per-image files as results arrive and the tables at the end."""
+    """Writes per-image files as results arrive and the tables at the end.
 
-    def __init__(self, out_dir: Path, save: Iterable[str], overlay_format: str = OVERLAY_FORMATS[0]) -> None:
+    With a ``journal``, each image's :class:`~runtime.journal.Record` is appended to it once
+    its files are written (``--resume`` skips the images listed there).
+    """
+
+    def __init__(self, out_dir: Path, save: Iterable[str], journal: Journal | None = None,
+                 overlay_format: str = OVERLAY_FORMATS[0]) -> None:
         if overlay_format not in OVERLAY_FORMATS:
             raise UsageError(f"overlay format must be one of {OVERLAY_FORMATS}, got {overlay_format!r}")
         self.out_dir = Path(out_dir)
         self.save = frozenset(save)
         self.overlay_format = overlay_format
         self.rows: list[tuple[int, dict[str, Any]]] = []
+        self.records: list[Record] = []
+        self.journal = journal
+
+    def restore(self, records: Iterable[Record]) -> None:
+        """Take over the records of an earlier, interrupted run (their ``index`` set)."""
+        for rec in records:
+            self.records.append(rec)
+            self.rows.append((rec.index, rec.row))
 
     def write(self, name: str, result: ImageResult) -> list[Path]:
-        """Write the per-image files selected by ``save`` and record the CSV row."""
-        seg = result.segmentation
+        """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
+        if result.gradable or UNGRADABLE in self.save:
+            seg = result.segmentation
+            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds())
+        else:
+            written = self.write_ungradable(name, result.image, result.grade.reason)
+        row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
+        rec = Record(str(result.path), name, row, result.gradable, result.grade.reason, result.cdr,
+                     result.latency_ms, dict(result.timings), result.index)
+        self.records.append(rec)
+        if self.journal is not None:
+            self.journal.append(rec)
+        return written
+
+    def write_ungradable(self, name: str, image: np.ndarray | None, reason: str) -> list[Path]:
+        """The files of an image that is not gradable: no masks or REFUGE map; the overlay (RGB
+        uint8 [H,W,3] ``image``, needed for it only) has no contours and says why."""
+        if "overlay" not in self.save:
+            return []
+        if image is None:
+            raise ValueError(f"{name}: the overlay needs the image")
+        path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
+        empty = np.zeros(image.shape[:2], bool)
+        write_image(path, draw_contours(image, empty, empty, label=f"not gradable: {reason}"))
+        return [path]
+
+    def write_images(self, name: str, disc: np.ndarray, cup: np.ndarray, image: np.ndarray | None,
+                     bounds: tuple[int, int, int, int] | None = None) -> list[Path]:
+        """masks/, refuge/ and overlay/ files of one image as selected by ``save`` (bool masks
+        [H,W], empty outside ``bounds`` ``(row0, row1, col0, col1)`` when given; ``image``, RGB
+        uint8 [H,W,3], is needed for the overlay only)."""
         written: list[Path] = []
         if "masks" in self.save:
-            for kind, mask in (("disc", seg.disc), ("cup", seg.cup)):
+            for kind, mask in (("disc", disc), ("cup", cup)):
                 path = self.out_dir / "masks" / f"{name}_{kind}.png"
-                _write_bilevel_png(path, mask)
+                atomic_write_bytes(path, encode_mask_png(mask))
                 written.append(path)
         if "refuge" in self.save:
             path = self.out_dir / "refuge" / f"{name}.bmp"
-            write_image(path, refuge_map(seg))
+            write_image(path, refuge_map(disc, cup, bounds))
             written.append(path)
         if "overlay" in self.save:
+            if image is None:
+                raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
-            write_image(path, overlay(result.image, seg.disc, seg.cup))
+            write_image(path, overlay(image, disc, cup))
             written.append(path)
-        box = [float(v) for v in np.asarray(seg.box, dtype=np.float64).reshape(4)]
-        row = {
-            "name": name,
-            "file": str(result.path),
-            "vcdr": _f(result.cdr["vcdr"]),
-            "vcdr_extent": _f(result.cdr["vcdr_extent"]),
-            "hcdr": _f(result.cdr["hcdr"]),
-            "area_cdr": _f(result.cdr["area_cdr"]),
-            "disc_x0": f"{box[0]:.2f}",
-            "disc_y0": f"{box[1]:.2f}",
-            "disc_x1": f"{box[2]:.2f}",
-            "disc_y1": f"{box[3]:.2f}",
-            "score": _f(seg.score),
-            "disc_found": int(seg.found),
-            "cup_low_confidence": int(seg.cup_fallback),
-            "latency_ms": f"{result.latency_ms:.3f}",
-        }
-        self.rows.append((result.index, row))
         return written
+
+    def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
+                latency_ms: float) -> dict[str, Any]:
+        """Record (and return) the results.csv row of input ``index`` from its field values
+        (:mod:`runtime.fields`); a CDR without a value is an empty cell."""
+        row = {"name": name, "file": str(file), **format_fields(values), "latency_ms": f"{latency_ms:.3f}"}
+        self.rows.append((index, row))
+        return row
 
     def write_csv(self) -> Path | None:
         """results.csv sorted by input order (None when "csv" is not in ``save``)."""
@@ -190,25 +227,13 @@ class OutputWriter:
         return path
 
 
-def refuge_map(seg: Segmentation) -> np.ndarray:
-    """``rfnet.common.metrics.to_refuge_seg(seg.disc, seg.cup)`` (uint8: 0 cup, 128 rim, 255
-    background), touching only the segmentation's window."""
-    y0, y1, x0, x1 = seg.bounds()
-    out = np.full(seg.disc.shape, 255, dtype=np.uint8)
+def refuge_map(disc: np.ndarray, cup: np.ndarray, bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``rfnet.common.metrics.to_refuge_seg(disc, cup)`` (uint8 [H,W]: 0 cup, 128 rim, 255
+    background) of bool masks [H,W], touching only ``bounds`` (row0, row1, col0, col1) outside
+    which both are empty (a :class:`~rfnet.common.postprocess.Segmentation`'s ``bounds()``)."""
+    y0, y1, x0, x1 = bounds if bounds is not None else (0, disc.shape[0], 0, disc.shape[1])
+    out = np.full(disc.shape, 255, dtype=np.uint8)
     win = out[y0:y1, x0:x1]
-    win[seg.disc[y0:y1, x0:x1]] = 128
-    win[seg.cup[y0:y1, x0:x1]] = 0
+    win[np.asarray(disc[y0:y1, x0:x1], dtype=bool)] = 128
+    win[np.asarray(cup[y0:y1, x0:x1], dtype=bool)] = 0
     return out
-
-
-def _write_bilevel_png(path: Path, mask: np.ndarray) -> None:
-    """A bool mask as a 1-bit PNG (reads back as 0/255 uint8), a few times faster to encode than 8-bit."""
-    ok, encoded = cv2.imencode(".png", np.asarray(mask, dtype=bool).view(np.uint8) * np.uint8(255),
-                               [cv2.IMWRITE_PNG_BILEVEL, 1])
-    if not ok:
-        raise ValueError(f"{path}: OpenCV could not encode the mask as PNG")
-    atomic_write_bytes(path, encoded.tobytes())
-
-
-def _f(v: float) -> str:
-    return f"{float(v):.6f}"

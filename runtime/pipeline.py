@@ -23,6 +23,7 @@ import numpy as np
 
 from rfnet.common.backend import Backend, BackendError
 from rfnet.common.contract import ModelMetadata
+from rfnet.common.gradability import Grade, ImageQuality
 from rfnet.common.imageio import ImageReadError, read_image
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.preprocess import Letterbox
@@ -39,13 +40,18 @@ class ImageResult:
     path: Path
     image: np.ndarray  # uint8 [H,W,3] RGB, kept for the overlay
     segmentation: Segmentation
-    cdr: dict[str, float]
+    grade: Grade  # the verdict (rfnet.common.gradability): gradable, reason, message
+    cdr: dict[str, float] | None  # None when not gradable: no CDR is reported
     latency_ms: float  # backend time of its batch divided by the images in it
     timings: dict[str, float] = field(default_factory=dict)  # ms: decode, preprocess, postprocess, cdr
 
     @property
     def ok(self) -> bool:
         return True
+
+    @property
+    def gradable(self) -> bool:
+        return self.grade.gradable
 
 
 @dataclass
@@ -71,6 +77,7 @@ class _Decoded:
     image: np.ndarray | None = None
     tensor: np.ndarray | None = None
     lb: Letterbox | None = None
+    quality: ImageQuality | None = None
     error: str | None = None
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
@@ -90,6 +97,8 @@ class Pipeline(Segmenter):
         threshold: probability threshold of the masks.
         ellipse: fit ellipses to disc and cup.
         prefetch: decoded images buffered ahead of inference.
+        min_score: minimum disc score of a gradable result (default: the model's ``rfnet.min_disc_score``).
+        tta: also run each image mirrored left-right and merge (:mod:`rfnet.common.tta`).
     """
 
     def __init__(
@@ -101,8 +110,11 @@ class Pipeline(Segmenter):
         threshold: float = 0.5,
         ellipse: bool = False,
         prefetch: int = 4,
+        min_score: float | None = None,
+        tta: bool = False,
     ) -> None:
-        super().__init__(backend, info, batch_size=batch_size, threshold=threshold, ellipse=ellipse)
+        super().__init__(backend, info, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
+                         min_score=min_score, tta=tta)
         self.prefetch = max(1, prefetch)
 
     # -- decode thread ---------------------------------------------------------------------
@@ -113,6 +125,7 @@ class Pipeline(Segmenter):
             item.image = read_image(path)
             t1 = time.perf_counter()
             item.tensor, item.lb = self.preprocess(item.image)
+            item.quality = self.measure(item.image)
             item.decode_ms, item.preprocess_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
         except ImageReadError as exc:
             item.error = str(exc)
@@ -178,11 +191,11 @@ class Pipeline(Segmenter):
             return
         latency_ms = (time.perf_counter() - t0) * 1e3 / len(items)
         for i, it in enumerate(items):
-            assert it.image is not None and it.lb is not None
+            assert it.image is not None and it.lb is not None and it.quality is not None
             try:
-                done = self.finish(outputs, i, it.lb)
+                done = self.finish(outputs, i, it.lb, it.quality)
             except Exception as exc:
                 yield ImageFailure(it.index, it.path, f"{it.path}: post-processing failed: {type(exc).__name__}: {exc}")
                 continue
             timings = {"decode": it.decode_ms, "preprocess": it.preprocess_ms, **done.timings}
-            yield ImageResult(it.index, it.path, it.image, done.segmentation, done.cdr, latency_ms, timings)
+            yield ImageResult(it.index, it.path, it.image, done.segmentation, done.grade, done.cdr, latency_ms, timings)

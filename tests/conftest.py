@@ -1,4 +1,4 @@
-"""Markers that skip with a reason: ``cuda``, ``tensorrt``, ``slow``."""
+"""Markers that skip with a reason: ``cuda``, ``tensorrt``, ``serve``, ``slow``."""
 from __future__ import annotations
 
 import importlib
@@ -30,6 +30,20 @@ def _tensorrt_reason() -> str | None:
     return None
 
 
+def _serve_reason() -> str | None:
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
+        return f"the nvidia-pytriton wheel is built for Linux x86_64 / aarch64 only, not {platform.system()} {platform.machine()}"
+    try:
+        for mod in ("pytriton.triton", "tritonclient.http", "tritonclient.grpc"):
+            importlib.import_module(mod)
+    except Exception as exc:
+        return (f"serving libraries not importable here ({type(exc).__name__}: {exc}); `make test-serve` runs these "
+                f"tests in .venv-serve (pip install -e '.[serve]': nvidia-pytriton needs numpy<2)")
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--run-slow") or os.environ.get("RFNET_RUN_SLOW") == "1"
     reasons: dict[str, str | None] = {}
@@ -41,6 +55,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 reasons["cuda"] = torch_cuda_unavailable_reason()
             if reasons["cuda"]:
                 item.add_marker(pytest.mark.skip(reason=reasons["cuda"]))
+        if "serve" in item.keywords:
+            if "serve" not in reasons:
+                reasons["serve"] = _serve_reason()
+            if reasons["serve"]:
+                item.add_marker(pytest.mark.skip(reason=reasons["serve"]))
         if "tensorrt" in item.keywords:
             if "tensorrt" not in reasons:
                 reasons["tensorrt"] = _tensorrt_reason()

@@ -27,5 +27,6 @@ def test_demo_deploys_a_checkpoint_and_reports_where_results_are(tmp_path: Path,
     assert summary["backend"] == "onnxruntime" and summary["num_processed"] == 3
     printed = capsys.readouterr().out
     assert str(out / "inference" / "results.csv") in printed and "images/s" in printed
+    assert f"gradable         {summary['gradability']['num_gradable']} of 3 images" in printed
     # A second run must not overwrite the results without --overwrite.
     assert demo_main(["--out", str(out), "--checkpoint", str(ckpt)]) == 2

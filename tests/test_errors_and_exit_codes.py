@@ -12,12 +12,10 @@ from rfnet.errors import RFNetError
 from runtime.errors import DeploymentError
 
 REPO = Path(__file__).resolve().parents[1]
-#: Modules of the TensorRT build side whose errors are being rebased with the builder split
-#: (export/trt_builder.py, export/cuda_device.py); listed here so the gap stays visible.
-PENDING = {"export.trt_builder", "export.cuda_device"}
-#: CLIs whose main() is being split by their owners (the lead: rfnet.train; the TensorRT side:
-#: export.build), with the literal exit codes they still return.
-PENDING_MAINS = {"rfnet/train.py", "export/build.py"}
+#: Modules whose errors may stand outside the tree (none).
+PENDING: set[str] = set()
+#: CLIs still returning literal exit codes (none).
+PENDING_MAINS: set[str] = set()
 TORCH_MODULES = ("rfnet.model", "rfnet.training", "rfnet.checkpoint", "rfnet.train", "rfnet.predict", "rfnet.evaluate",
                  "rfnet.summary", "rfnet.data.torch_dataset", "export.export_onnx")
 

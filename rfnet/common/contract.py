@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from rfnet.config import CLASS_NAMES, InputConfig, ModelConfig
+from rfnet.config import CLASS_NAMES, DEFAULT_MIN_DISC_SCORE, InputConfig, ModelConfig
 from rfnet.errors import RFNetError
 
 #: The network input: float32 [B,3,S,S], preprocessed (rfnet.common.preprocess).
@@ -49,6 +49,7 @@ KEY_TOP_K = "rfnet.top_k"  # K
 KEY_CLASS_NAMES = "rfnet.class_names"  # JSON list: mask channel order
 KEY_PRECISION = "rfnet.precision"  # one of PRECISIONS
 KEY_MASK_BOX_SCALE = "rfnet.mask_box_scale"  # masks cover each box scaled by this about its centre
+KEY_MIN_DISC_SCORE = "rfnet.min_disc_score"  # below it a detection backs no CDR (rfnet.common.gradability)
 KEY_CHECKPOINT_SHA256 = "rfnet.checkpoint_sha256"
 KEY_CONFIG = "rfnet.config"  # JSON of ModelConfig
 KEY_EXPORTER = "rfnet.exporter"  # JSON: library versions, opset, batch, simplification
@@ -56,7 +57,8 @@ KEY_QUANTIZATION = "rfnet.quantization"  # JSON, INT8 Q/DQ models (export/quanti
 KEY_FP16 = "rfnet.fp16"  # JSON, FP16 models (export/fp16.py)
 
 #: Keys every exported model has (:func:`parse_metadata` rejects a model missing any).
-#: ``rfnet.mask_box_scale`` is optional: models exported before it existed mean 1.0.
+#: ``rfnet.mask_box_scale`` is optional: models exported before it existed mean 1.0;
+#: ``rfnet.min_disc_score`` too: absent means ``rfnet.config.DEFAULT_MIN_DISC_SCORE``.
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
     KEY_PRECISION, KEY_CHECKPOINT_SHA256, KEY_CONFIG, KEY_EXPORTER,
@@ -65,11 +67,11 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #: like the keys without ``rfnet.`` (``input_size``, ``mean``, ...).
 DEPLOY_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
-    KEY_PRECISION, KEY_MASK_BOX_SCALE,
+    KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE,
 )
 #: Keys whose value is a plain string; every other known key holds JSON.
 _PLAIN_KEYS = frozenset({KEY_PRESET, KEY_PRECISION, KEY_CHECKPOINT_SHA256})
-_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE})
+_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE})
 _KNOWN_KEYS = frozenset(REQUIRED_KEYS) | frozenset(DEPLOY_KEYS)
 
 
@@ -104,6 +106,8 @@ class ModelMetadata:
         precision: one of :data:`PRECISIONS`.
         mask_box_scale: masks cover each detection box scaled by this about its centre
             (``mask_head.box_scale``; 1.0 for models exported before the key existed).
+        min_disc_score: a detection scoring below it backs no CDR (``grading.min_disc_score``;
+            ``DEFAULT_MIN_DISC_SCORE`` for models exported before the key existed).
         checkpoint_sha256, config, exporter: provenance (empty in an engine manifest's copy).
         extra: other ``rfnet.*`` strings carried along (``rfnet.quantization``, ``rfnet.fp16``).
     """
@@ -117,6 +121,7 @@ class ModelMetadata:
     class_names: tuple[str, ...]
     precision: str
     mask_box_scale: float = 1.0
+    min_disc_score: float = DEFAULT_MIN_DISC_SCORE
     checkpoint_sha256: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
@@ -138,7 +143,8 @@ class ModelMetadata:
             "preset": cfg.name, "input_size": cfg.input.size, "mean": list(cfg.input.mean),
             "std": list(cfg.input.std), "mask_size": cfg.mask_head.mask_size,
             "top_k": cfg.roi_heads.detections_per_img, "class_names": list(CLASS_NAMES), "precision": precision,
-            "mask_box_scale": cfg.mask_head.box_scale, "checkpoint_sha256": checkpoint_sha256,
+            "mask_box_scale": cfg.mask_head.box_scale, "min_disc_score": cfg.grading.min_disc_score,
+            "checkpoint_sha256": checkpoint_sha256,
             # JSON values, as a parsed model has them (tuples become lists)
             "config": json.loads(json.dumps(cfg.to_dict())), "exporter": json.loads(json.dumps(dict(exporter or {}))),
         }, where=f"config {cfg.name!r}")
@@ -146,7 +152,7 @@ class ModelMetadata:
     def to_strings(self) -> dict[str, str]:
         """The ``rfnet.*`` key -> string mapping written into ``metadata_props`` (the one writer)."""
         values: dict[str, str] = {}
-        for key in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE):
+        for key in (*REQUIRED_KEYS, *sorted(_OPTIONAL_KEYS)):
             value = getattr(self, field_name(key))
             if key in _PLAIN_KEYS:
                 values[key] = str(value)
@@ -178,6 +184,12 @@ def _positive_int(value: Any) -> int:
 def _positive_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
         raise ValueError(f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _probability(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < 1:
+        raise ValueError(f"must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
@@ -224,7 +236,7 @@ def _object(value: Any) -> dict[str, Any]:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "preset": _string, "input_size": _positive_int, "mean": _triple, "std": _std, "mask_size": _positive_int,
     "top_k": _positive_int, "class_names": _class_names, "precision": _precision,
-    "mask_box_scale": _positive_float, "checkpoint_sha256": _string, "config": _object, "exporter": _object,
+    "mask_box_scale": _positive_float, "min_disc_score": _probability, "checkpoint_sha256": _string, "config": _object, "exporter": _object,
 }
 
 

@@ -140,6 +140,21 @@ def vcdr_mae(pred_vcdr: Sequence[float] | np.ndarray, gt_vcdr: Sequence[float] |
     return float(np.mean(np.abs(p - g)))
 
 
+def cdr_agreement(pred: Sequence[float] | np.ndarray, ref: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Agreement of predicted CDRs with reference CDRs (the masks' or the experts'):
+    ``{"n", "mae", "pearson"}``; Pearson is NaN for fewer than 3 pairs or a constant side."""
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    g = np.asarray(ref, dtype=np.float64).reshape(-1)
+    if p.shape != g.shape:
+        raise ValueError(f"need equally many predicted and reference CDRs, got {p.size} and {g.size}")
+    if p.size == 0:
+        return {"n": 0, "mae": math.nan, "pearson": math.nan}
+    r = math.nan
+    if p.size >= 3 and p.std() > 0 and g.std() > 0:
+        r = float(np.corrcoef(p, g)[0, 1])
+    return {"n": int(p.size), "mae": float(np.mean(np.abs(p - g))), "pearson": r}
+
+
 def case_metrics(pred_disc: np.ndarray, pred_cup: np.ndarray, gt_disc: np.ndarray, gt_cup: np.ndarray) -> dict[str, float]:
     """Per-image metrics comparing a prediction with the ground truth.
 

@@ -141,9 +141,36 @@ def _sample_box(p: np.ndarray, box_xyxy: np.ndarray, region: tuple[int, int, int
     sh, sw = p.shape
     u = ((np.arange(c0, c1, dtype=np.float64) + 0.5 - x0) / (x1 - x0) * sw - 0.5).astype(np.float32)
     v = ((np.arange(r0, r1, dtype=np.float64) + 0.5 - y0) / (y1 - y0) * sh - 0.5).astype(np.float32)
-    map_x = np.broadcast_to(u[None, :], (r1 - r0, c1 - c0)).copy()
-    map_y = np.broadcast_to(v[:, None], (r1 - r0, c1 - c0)).copy()
-    return cv2.remap(p, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return sample_bilinear(p, u, v)
+
+
+def _neighbours(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, float32 weight of the upper) of each sample over ``n`` grid
+    points, indices clamped to the edge (replicated border)."""
+    c = np.asarray(coords, dtype=np.float64)
+    lo = np.floor(c)
+    frac = (c - lo).astype(np.float32)
+    return np.clip(lo, 0, n - 1).astype(np.intp), np.clip(lo + 1, 0, n - 1).astype(np.intp), frac
+
+
+def sample_bilinear(p: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``p`` [H,W] at columns ``u`` [n] and rows ``v`` [m] (every pair,
+    edges replicated) -> float32 [m,n].
+
+    Separable: columns first, then rows, each from its two neighbours with exact weights, so the
+    result is the same on every OpenCV version. ``cv2.remap`` is not: OpenCV 4.x rounds the
+    weights to 1/32 (between a 0 and a 1, the sample at 0.45 comes out 0.4375 on OpenCV 4.11,
+    0.45 on 5.0), and numpy 1.x, which the serving extra needs, only gets OpenCV 4.x, so the
+    same model gave different mask borders in the two environments.
+    """
+    src = np.asarray(p, dtype=np.float32)
+    y0, y1, fy = _neighbours(v, src.shape[0])
+    x0, x1, fx = _neighbours(u, src.shape[1])
+    cols = src[:, x0] * (1.0 - fx) + src[:, x1] * fx  # [H, n]: small, H is the map's side
+    out = cols[y0]  # whole-row gathers: contiguous copies
+    out *= (1.0 - fy)[:, None]
+    out += cols[y1] * fy[:, None]
+    return out
 
 
 def paste_window(prob: np.ndarray, box_xyxy: np.ndarray, window: tuple[int, int, int, int],

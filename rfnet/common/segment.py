@@ -10,6 +10,10 @@ any :class:`~rfnet.common.backend.Backend`:
 * training's validation and ``rfnet.evaluate`` (``rfnet.predict``, the PyTorch model behind
   ``rfnet.torch_backend.TorchBackend``).
 
+Each result carries the gradability verdict (:mod:`rfnet.common.gradability`): whether a
+confident, whole, plausible disc in a photograph that can be a fundus backs a CDR, and if not,
+why. A result that is not gradable has no CDR (``cdr`` is None), so no consumer can report one.
+
 Batching against the model's constraints -- chunks of the batch size, a chunk shorter than a
 fixed batch or an engine profile's minimum zero-padded and the padded rows dropped -- and the
 output check of the contract (:func:`rfnet.common.contract.check_outputs`) happen here only.
@@ -25,13 +29,16 @@ import numpy as np
 
 from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
 from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, metadata_from_backend
+from rfnet.common.gradability import Grade, ImageQuality, check_min_score, grade, measure_image
 from rfnet.common.metrics import cdr_report
 from rfnet.common.postprocess import Segmentation, postprocess
+from rfnet.common.tta import merge_mirrored, mirror
 from rfnet.common.preprocess import Letterbox, preprocess
 
 log = logging.getLogger(__name__)
 
-#: Stages timed by :meth:`Segmenter.process_batch` (milliseconds per image).
+#: Stages timed by :meth:`Segmenter.process_batch` (milliseconds per image); ``preprocess``
+#: includes measuring the image for the verdict, ``cdr`` the CDRs and the verdict.
 STAGES: tuple[str, ...] = ("preprocess", "model", "postprocess", "cdr")
 
 
@@ -41,14 +48,23 @@ class SegmentedImage:
 
     Attributes:
         segmentation: disc / cup masks at the original size, box, score.
-        cdr: :func:`rfnet.common.metrics.cdr_report` of the masks.
+        grade: the verdict (:class:`rfnet.common.gradability.Grade`: ``gradable``, ``reason``,
+            ``message``).
+        cdr: :func:`rfnet.common.metrics.cdr_report` of the masks when gradable, else None.
+        quality: the image measures the verdict used.
         timings: milliseconds per stage of :data:`STAGES` (``model`` is the backend time of
             the image's batch divided by the images in it).
     """
 
     segmentation: Segmentation
-    cdr: dict[str, float]
+    grade: Grade
+    cdr: dict[str, float] | None
+    quality: ImageQuality
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gradable(self) -> bool:
+        return self.grade.gradable
 
 
 def check_io_contract(backend: Backend, info: ModelMetadata) -> None:
@@ -115,12 +131,19 @@ class Segmenter:
         threshold: mask probability threshold.
         ellipse: fit ellipses to disc and cup.
         keep_prob: keep the pasted probability maps in each :class:`Segmentation`.
+        min_score: minimum disc score of a gradable result (default: the model's
+            ``rfnet.min_disc_score``, :attr:`ModelMetadata.min_disc_score`).
+        tta: also run every image mirrored left-right and merge the top detections
+            (:mod:`rfnet.common.tta`; twice the model time).
     """
 
     def __init__(self, backend: Backend, info: ModelMetadata | None = None, *, batch_size: int = 1,
-                 threshold: float = 0.5, ellipse: bool = False, keep_prob: bool = False) -> None:
+                 threshold: float = 0.5, ellipse: bool = False, keep_prob: bool = False,
+                 min_score: float | None = None, tta: bool = False) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        if min_score is not None:
+            check_min_score(min_score, "min_score")
         self.backend = backend
         self.info = info if info is not None else model_info(backend)
         self.spec = backend.input_spec()
@@ -128,10 +151,16 @@ class Segmenter:
         self.threshold = threshold
         self.ellipse = ellipse
         self.keep_prob = keep_prob
+        self.min_score = self.info.min_disc_score if min_score is None else float(min_score)
+        self.tta = tta
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained."""
         return preprocess(image, self.info.input_config())
+
+    def measure(self, image: np.ndarray) -> ImageQuality:
+        """The image measures :meth:`finish` grades with (RGB uint8 [H,W,3], the original image)."""
+        return measure_image(image)
 
     def infer(self, tensors: np.ndarray) -> dict[str, np.ndarray]:
         """Preprocessed ``tensors`` [N,3,S,S] -> checked outputs ``{boxes [N,K,4], scores [N,K],
@@ -143,6 +172,13 @@ class Segmenter:
         n = int(tensors.shape[0])
         if n == 0:
             raise ValueError("infer needs at least one image")
+        out = self._infer_chunks(tensors)
+        if self.tta:
+            out, _ = merge_mirrored(out, self._infer_chunks(mirror(tensors)), int(tensors.shape[-1]))
+        return out
+
+    def _infer_chunks(self, tensors: np.ndarray) -> dict[str, np.ndarray]:
+        n = int(tensors.shape[0])
         parts: list[tuple[np.ndarray, ...]] = []
         for start in range(0, n, self.batch_size):
             chunk = np.asarray(tensors[start : start + self.batch_size], dtype=self.spec.dtype)
@@ -153,22 +189,28 @@ class Segmenter:
             parts.append(tuple(a[:real] for a in check_outputs(out, chunk.shape[0], self.info, str(self.backend.model_path))))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(OUTPUT_NAMES)}
 
-    def finish(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox) -> SegmentedImage:
-        """Post-processing and CDRs of image ``i`` of :meth:`infer`'s ``outputs`` (timings without ``model``)."""
+    def finish(self, outputs: dict[str, np.ndarray], i: int, lb: Letterbox,
+               quality: ImageQuality) -> SegmentedImage:
+        """Post-processing, verdict and (when gradable) CDRs of image ``i`` of :meth:`infer`'s
+        ``outputs``; ``quality`` is :meth:`measure` of the original image (timings without ``model``)."""
         t0 = time.perf_counter()
         seg = postprocess(outputs["boxes"][i], outputs["scores"][i], outputs["masks"][i], lb, self.threshold,
                           self.ellipse, keep_prob=self.keep_prob, mask_box_scale=self.info.mask_box_scale)
         t1 = time.perf_counter()
-        cdr = cdr_report(*seg.cropped())  # the same figures as on the full masks, on the window's pixels
+        verdict = grade(quality, seg, self.min_score)
+        # the same figures as on the full masks, on the window's pixels
+        cdr = cdr_report(*seg.cropped()) if verdict.gradable else None
         t2 = time.perf_counter()
-        return SegmentedImage(seg, cdr, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
+        return SegmentedImage(seg, verdict, cdr, quality, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
 
-    def process_tensors(self, tensors: np.ndarray, lbs: Sequence[Letterbox]) -> list[SegmentedImage]:
-        """Already preprocessed images (float32 [N,3,S,S] and their letterboxes) -> one result each."""
+    def process_tensors(self, tensors: np.ndarray, lbs: Sequence[Letterbox],
+                        qualities: Sequence[ImageQuality]) -> list[SegmentedImage]:
+        """Already preprocessed images (float32 [N,3,S,S], their letterboxes and :meth:`measure`
+        of the originals) -> one result each."""
         t0 = time.perf_counter()
         outputs = self.infer(tensors)
         model_ms = (time.perf_counter() - t0) * 1e3 / len(lbs)
-        results = [self.finish(outputs, i, lb) for i, lb in enumerate(lbs)]
+        results = [self.finish(outputs, i, lb, q) for i, (lb, q) in enumerate(zip(lbs, qualities, strict=True))]
         for r in results:
             r.timings["model"] = model_ms
         return results
@@ -179,14 +221,15 @@ class Segmenter:
         if not images:
             return []
         pre_ms: list[float] = []
-        tensors, lbs = [], []
+        tensors, lbs, qualities = [], [], []
         for image in images:
             t0 = time.perf_counter()
             tensor, lb = self.preprocess(image)
+            qualities.append(self.measure(image))
             pre_ms.append((time.perf_counter() - t0) * 1e3)
             tensors.append(tensor)
             lbs.append(lb)
-        results = self.process_tensors(np.stack(tensors), lbs)
+        results = self.process_tensors(np.stack(tensors), lbs, qualities)
         for r, ms in zip(results, pre_ms):
             r.timings = {"preprocess": ms, "model": r.timings["model"], "postprocess": r.timings["postprocess"],
                          "cdr": r.timings["cdr"]}

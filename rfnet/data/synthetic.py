@@ -184,7 +184,7 @@ def _acquire(img: np.ndarray, rng: np.random.Generator, s: int, eye: _Eye, xx: n
     img += rng.normal(0, rng.uniform(2.0, 5.0), img.shape).astype(np.float32)
     rad = np.hypot(xx - eye.fcx, yy - eye.fcy) / eye.fr
     fov_alpha = np.clip((1.0 - rad) * eye.fr / 1.5, 0, 1)
-    img *= fov_alpha[:, :, None]
+    img = np.multiply(img, fov_alpha[:, :, None], out=img)  # in place, stays float32
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 

@@ -179,10 +179,12 @@ class _Session:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
         self.generator = torch.Generator()
-        self.sampler = (DistributedSampler(self.tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)
+        self.sampler: DistributedSampler[int] | None = (DistributedSampler(self.tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)
                         if dist_info.enabled else None)
         self.loader = _make_loader(self.tds, t.batch_size, workers, self.generator, self.sampler)
         self.iters_per_epoch = len(self.loader)
+        if t.iterations > 0:
+            t.epochs = max(1, math.ceil(t.iterations / self.iters_per_epoch))
         self.scheduler = WarmupStepLR(self.optimizer, self.iters_per_epoch, t.lr_step_epochs, t.lr_gamma,
                                       t.warmup_iters, schedule=t.lr_schedule,
                                       total_iters=self.iters_per_epoch * t.epochs)

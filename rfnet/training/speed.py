@@ -10,8 +10,13 @@ real training iterations (SGD, the trainer's own loss) on the Drishti-GS images 
 Stage times come from forward hooks on the model's modules and from timing the few
 functions they call (patched only inside :func:`measure`), with wall clocks: on a CPU the
 ops run synchronously, so the split is exact up to the hooks' own microseconds.
-``--bf16`` (autocast), ``--channels-last`` and ``--compile`` measure the training options
-of the same names.
+``--options`` names the variants measured, in one run and in this order (default
+``before,fp32,bf16``): ``before`` is the trainer as it was (torchvision's RoIAlign backward,
+every image decoded every time it is used), ``fp32`` today's trainer (matrix-product RoIAlign,
+decoded images cached), ``bf16`` the same with bfloat16 autocast, ``channels_last`` and
+``compile`` (``torch.compile`` of backbone and FPN) on top of bf16. A fresh model has few
+positive RoIs, so the mask branch is cheap; ``--checkpoint`` starts from trained weights
+(e.g. a run's ``checkpoint_last.pt``) to time the iterations of a model that finds discs.
 """
 from __future__ import annotations
 
@@ -119,30 +124,69 @@ def _patches(clock: _Clock) -> contextlib.ExitStack:
     return stack
 
 
-def _batches(tds: FundusTorchDataset, batch_size: int, n: int, clock: _Clock) -> Iterator[Any]:
+def _batches(tds: FundusTorchDataset, batch_size: int, n: int, warmup: int, clock: _Clock) -> Iterator[Any]:
     for it in range(n):
+        if it == warmup:  # the timed iterations start with this batch's data
+            clock.total.clear()
         with clock.span("data"):
             items = [tds[(it * batch_size + j) % len(tds)] for j in range(batch_size)]
             batch = tds.collate(items)
         yield batch
 
 
-def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iterations: int, warmup: int = 2,
-            bf16: bool = False, channels_last: bool = False, compile: bool = False, seed: int = 0) -> SpeedResult:
-    """Run ``warmup + iterations`` training iterations of ``cfg`` and time their stages."""
-    from rfnet.model import build_model
-    from rfnet.training.loop import autocast_context, prepare_model
+#: Training variants: name -> (bf16, channels_last, compile, as before).
+VARIANTS = {
+    "before": (False, False, False, True),
+    "fp32": (False, False, False, False),
+    "bf16": (True, False, False, False),
+    "channels_last": (True, True, False, False),
+    "compile": (True, False, True, False),
+}
 
+
+def _torchvision_pooling() -> contextlib.AbstractContextManager[Any]:
+    """The trainer before rfnet/model/roi_align_mm.py: torchvision's roi_align everywhere."""
+    import rfnet.model.pooling as pooling
+    from torchvision.ops import roi_align
+
+    def tv(feat: torch.Tensor, rois: torch.Tensor, size: int, scale: float, sr: int) -> torch.Tensor:
+        return roi_align(feat, rois, (size, size), spatial_scale=scale, sampling_ratio=sr, aligned=True)
+
+    return mock.patch.object(pooling, "roi_align_mm", tv)
+
+
+def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iterations: int, warmup: int = 2,
+            variant: str = "fp32", seed: int = 0, state: dict[str, torch.Tensor] | None = None) -> SpeedResult:
+    """Run ``warmup + iterations`` training iterations of ``cfg`` (variant of :data:`VARIANTS`,
+    weights ``state`` or fresh) and time their stages."""
+    from rfnet.model import build_model
+    from rfnet.training.loop import prepare_model
+
+    bf16, channels_last, compile, before = VARIANTS[variant]
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    tds = FundusTorchDataset(dataset, cfg, train=True)
+    tds = FundusTorchDataset(dataset, cfg, train=True, cache=not before)
     b = cfg.train.batch_size
     t0 = time.perf_counter()
-    for i in range(min(len(tds), b * (warmup + iterations))):
-        tds._sample(i)  # decode once (the trainer's cache), timed separately
     decoded = min(len(tds), b * (warmup + iterations))
+    for i in range(decoded):
+        dataset[i]  # the decode alone, timed separately (the cache, when on, fills during warm-up)
     decode = (time.perf_counter() - t0) / max(1, decoded)
-    model = prepare_model(build_model(cfg), channels_last=channels_last, compile=compile)
+    model = build_model(cfg)
+    if state is not None:
+        model.load_state_dict(state)
+    model = prepare_model(model, channels_last=channels_last, compile=compile)
+    with contextlib.ExitStack() as stack:
+        if before:
+            stack.enter_context(_torchvision_pooling())
+        stages = _timed_iterations(model, tds, b, warmup, iterations, bf16, channels_last)
+    return SpeedResult(cfg.name, threads, variant, b, iterations, decode, stages)
+
+
+def _timed_iterations(model: torch.nn.Module, tds: FundusTorchDataset, b: int, warmup: int, iterations: int,
+                      bf16: bool, channels_last: bool) -> dict[str, float]:
+    from rfnet.training.loop import autocast_context
+
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     clock = _Clock()
@@ -151,9 +195,7 @@ def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iteration
                             (model.mask_head, "mask_head")) for h in _hook_module(clock, m, n)]
     try:
         with _patches(clock):
-            for it, batch in enumerate(_batches(tds, b, warmup + iterations, clock)):
-                if it == warmup:
-                    clock.total.clear()
+            for batch in _batches(tds, b, warmup + iterations, warmup, clock):
                 images = batch.images.contiguous(memory_format=torch.channels_last) if channels_last else batch.images
                 with clock.span("forward_other"), autocast_context(bf16):
                     losses = model(images, batch.targets)
@@ -166,9 +208,7 @@ def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iteration
     finally:
         for h in hooks:
             h.remove()
-    opts = ",".join(n for n, on in (("bf16", bf16), ("channels_last", channels_last), ("compile", compile)) if on)
-    return SpeedResult(cfg.name, threads, opts or "fp32", b, iterations, decode,
-                       {s: clock.total.get(s, 0.0) / iterations for s in STAGES})
+    return {s: clock.total.get(s, 0.0) / iterations for s in STAGES}
 
 
 def format_results(results: list[SpeedResult]) -> str:
@@ -193,6 +233,16 @@ def _dataset(args: argparse.Namespace, tmp: Path) -> FundusDataset:
     return load_dataset("folder", tmp / "syn")
 
 
+def _configs(args: argparse.Namespace) -> list[tuple[ModelConfig, dict[str, torch.Tensor] | None]]:
+    """(config, weights) to measure: the checkpoint's, or each preset's with --set applied."""
+    if args.checkpoint:
+        from rfnet.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        return [(apply_overrides(ckpt.config, args.set), ckpt.state_dict)]
+    return [(apply_overrides(get_preset(p), args.set), None) for p in args.preset or ["light"]]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rfnet.training.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", action="append", choices=sorted(PRESETS), help="repeatable (default: light)")
@@ -201,9 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
     p.add_argument("--dataset", default="drishti-gs", help="dataset kind for --data-root (default drishti-gs)")
     p.add_argument("--data-root", help="real images (default: 8 generated ones)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the backbone and FPN")
+    p.add_argument("--options", default="before,fp32,bf16",
+                   help=f"comma-separated variants, measured in this order (of {', '.join(VARIANTS)})")
+    p.add_argument("--checkpoint", help="start from these weights (a trained model: realistic RoI counts)")
     p.add_argument("--json", help="also write the results here")
     return p
 
@@ -218,12 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         except (RFNetError, OSError) as exc:  # a bad data root or --set
             log.error("%s", exc)
             return ExitCode.USAGE
-        for preset in args.preset or ["light"]:
-            cfg = apply_overrides(get_preset(preset), args.set)
+        variants = [v.strip() for v in args.options.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            log.error("--options: unknown variant(s) %s; choose from %s", unknown, ", ".join(VARIANTS))
+            return ExitCode.USAGE
+        for cfg, state in _configs(args):
             for threads in args.threads or [1, 2]:
-                log.info("measuring %s, %d thread(s)", preset, threads)
-                results.append(measure(cfg, ds, threads=threads, iterations=args.iterations, bf16=args.bf16,
-                                       channels_last=args.channels_last, compile=args.compile))
+                for variant in variants:
+                    log.info("measuring %s, %d thread(s), %s", cfg.name, threads, variant)
+                    results.append(measure(cfg, ds, threads=threads, iterations=args.iterations, variant=variant,
+                                           state=state))
     print(format_results(results))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n")

@@ -1,6 +1,7 @@
 """export/quantize.py: TensorRT-style INT8 Q/DQ model that ONNX Runtime runs (CPU, small model)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,12 @@ def test_qdq_nodes_symmetric_int8_per_channel(int8_model: tuple[Path, int, str])
     # Polygraphy's view and the evaluation are printed.
     assert "Graph Input" in stdout and "custom-domain ops: none" in stdout
     assert "INT8 vs FP32 mask agreement Dice" in stdout and "model FPS" in stdout
+    # Without --eval-*: judged on calibration images held out of the calibration, with their ground truth,
+    # named, at the precision compared; the generated image is reported but does not gate.
+    held_out = _held_out_names(stdout)
+    assert len(held_out) == 2 and "2 calibration images held out of the calibration (ground truth from masks/)" in stdout
+    assert re.search(r"INT8 Dice drop vs FP32: \d\.\d{6} <= 1\.000000 \(judged on: 2 calibration images", stdout)
+    assert "synthetic images (information only, not gated)" in stdout and "(not gated)" in stdout
 
 
 def test_roialign_and_detection_ops_stay_float(int8_model: tuple[Path, int, str]) -> None:
@@ -257,3 +264,59 @@ def test_narrow_layers_and_targets() -> None:
     assert quantize.QuantizeOptions.for_target("tensorrt") == quantize.QuantizeOptions()
     with pytest.raises(UsageError, match="--target must be one of"):
         quantize.QuantizeOptions.for_target("tflite")
+
+
+def _held_out_names(stdout: str) -> list[str]:
+    """The names after "images:" of the first evaluation set printed."""
+    line = next(ln for ln in stdout.splitlines() if ln.strip().startswith("images: "))
+    return line.strip()[len("images: "):].split(", ")
+
+
+def test_default_evaluation_holds_out_part_of_the_calibration_folder(calib_dir: Path, tmp_path: Path) -> None:
+    from rfnet.common.imageio import list_images
+    from rfnet.config import InputConfig
+    from rfnet.data.splits import kfold_split
+
+    stems = sorted(p.stem for p in list_images(calib_dir / "images"))
+    args = quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(calib_dir), "--output", "o.onnx"])
+    (held,) = quantize._eval_sets(args)
+    names = sorted(it.name for it in held.items)
+    assert names == kfold_split(stems, 4, 0)[0][1] and held.gate and held.held_out  # 1/4 of 8, by name
+    assert all(it.disc is not None and it.cup is not None for it in held.items)  # masks/ beside images/
+    cset = quantize._calibration_set(args, InputConfig(size=128), 1, set(names))
+    calibrated = sorted(p.stem for p in cset.paths)
+    assert not set(calibrated) & set(names) and sorted(calibrated + names) == stems
+    # a folder without masks: judged by INT8-vs-FP32 agreement; too few images: a clear error
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in list_images(calib_dir / "images"):
+        (bare / p.name).write_bytes(p.read_bytes())
+    args = quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"])
+    (held,) = quantize._eval_sets(args)
+    assert "no ground truth: FP32 agreement" in held.title and all(it.disc is None for it in held.items)
+    for p in sorted(bare.iterdir())[3:]:
+        p.unlink()
+    with pytest.raises(ValueError, match="too few to hold out"):
+        quantize._eval_sets(quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"]))
+
+
+def test_the_gate_prints_what_it_compares(exported_onnx: tuple[Path, int, str], calib_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """No ground truth: judged by INT8-vs-FP32 agreement on the held-out images. The untrained
+    model's INT8 masks differ from its FP32 masks, so a 0 allowance fails, saying by how much
+    at the 6 decimals it compared."""
+    from rfnet.common.imageio import list_images
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in list_images(calib_dir / "images"):
+        (bare / p.name).write_bytes(p.read_bytes())
+    rc = quantize.main(["--onnx", str(exported_onnx[0]), "--calib-dir", str(bare), "--output",
+                        str(tmp_path / "q.onnx"), "--num-images", "4", "--fps-iters", "1", "--max-dice-drop", "0"])
+    stdout = capsys.readouterr().out
+    drop = re.search(r"INT8 Dice drop vs FP32 \(1 - agreement\): (\d\.\d{6})", stdout)
+    assert drop is not None and float(drop.group(1)) > 0, stdout
+    assert rc == 1
+    assert re.search(rf"INT8 loses {drop.group(1)} Dice vs FP32 \(> --max-dice-drop 0\.000000\) on 2 "
+                     r"calibration images held out", caplog.text), caplog.text

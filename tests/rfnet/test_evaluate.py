@@ -67,7 +67,8 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
                             "--out", str(out), *EVAL])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "Dice disc" in printed and "Dice cup" in printed and "(n = 3)" in printed
+    assert "Dice disc" in printed and "Dice cup" in printed and "(n = 3, gradable 0)" in printed
+    assert "gradable: 0 of 3 images (0.0%) - not gradable: image_too_small 3" in printed
     assert str(eval_data / "images" / "broken.png") in caplog.text and "truncated" in caplog.text
 
     with open(out / "per_image.csv", newline="") as fh:
@@ -76,6 +77,10 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
     for col in ("dice_disc", "dice_cup", "vcdr_pred", "vcdr_gt", "vcdr_ae", "vcdr_extent_pred", "vcdr_extent_gt",
                 "iou_disc", "iou_cup", "miou", "label", "expert_cdr"):
         assert col in rows["e0"], col
+    for row in rows.values():  # 64-72 px images: never gradable, so no predicted CDR and no CDR error
+        assert (row["gradable"], row["reason"]) == ("0", "image_too_small")
+        assert row["vcdr_pred"] == row["vcdr_ae"] == row["hcdr_pred"] == row["area_cdr_pred"] == ""
+        assert row["vcdr_gt"] != "" and row["dice_disc"] != ""
 
     for name, row in rows.items():
         seg = read_mask(out / "segmentation" / f"{name}.bmp")
@@ -90,6 +95,7 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
         assert dice(pc, gc) == pytest.approx(float(row["dice_cup"]), abs=1e-5), name
         assert float(row["vcdr_gt"]) == pytest.approx(
             float(np.max(gc.sum(axis=0))) / (float(np.max(gd.sum(axis=0))) + 1e-7), abs=1e-5)
+        # the BMP is written for every image (the evaluator scores the whole set); summary.json lists these
         ov = read_image(out / "overlays" / f"{name}.jpg")
         assert ov.shape == (image.shape[0], 2 * image.shape[1], 3), name  # prediction beside ground truth
     assert not (out / "segmentation" / "broken.bmp").exists()
@@ -98,7 +104,12 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
     assert summary["n_items"] == 4 and summary["n_evaluated"] == 3 and summary["skipped"] == ["broken"]
     mean_disc = np.mean([float(r["dice_disc"]) for r in rows.values()])
     assert summary["metrics"]["dice_disc"]["mean"] == pytest.approx(mean_disc, abs=1e-5)
+    assert summary["metrics"]["vcdr_ae"]["mean"] is None and summary["metrics_gradable"] == {}
+    assert (summary["n_gradable"], summary["gradable_rate"]) == (0, 0.0)
+    assert summary["ungradable_reasons"] == {"image_too_small": 3}
+    assert sorted(u["name"] for u in summary["ungradable"]) == ["e0", "e1", "e2"]
     assert summary["glaucoma_classification"] is None  # no labels in this folder
+    assert summary["vcdr_agreement"]["masks"]["n"] == 0  # no gradable image: no CDR to compare
 
 
 def test_evaluate_strict_fails_on_the_broken_file(checkpoint: Path, eval_data: Path, tmp_path: Path,
@@ -144,3 +155,17 @@ def test_evaluate_fold_scores_exactly_the_held_out_names(checkpoint: Path, tmp_p
         assert sorted(r["name"] for r in csv.DictReader(fh)) == sorted(held_out)
     assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(root),
                           "--fold", "5", "--folds", "5", "--out", str(tmp_path / "bad"), *EVAL]) == 2
+
+
+def test_vcdr_agreement_uses_gradable_rows_with_values() -> None:
+    from rfnet.evaluate import vcdr_agreement
+
+    rows = [
+        {"gradable": 1, "vcdr_pred": 0.5, "vcdr_gt": 0.4, "expert_cdr": 0.45},
+        {"gradable": 1, "vcdr_pred": 0.7, "vcdr_gt": 0.8, "expert_cdr": ""},
+        {"gradable": 1, "vcdr_pred": 0.6, "vcdr_gt": 0.6, "expert_cdr": 0.65},
+        {"gradable": 0, "vcdr_pred": "", "vcdr_gt": 0.9, "expert_cdr": 0.9},
+    ]
+    a = vcdr_agreement(rows)
+    assert a["masks"]["n"] == 3 and a["masks"]["mae"] == pytest.approx(0.2 / 3)
+    assert a["experts"]["n"] == 2 and a["experts"]["mae"] == pytest.approx(0.05)

@@ -7,6 +7,10 @@ Slot 0 is a square box centred in the network input with half-size
 ``r = clip(R0 + R1 * max(image[b, 0]), 8, 60)``, so it depends on each image (which catches
 batch-order mistakes); its masks are a disc of radius 0.45 M and a cup of radius 0.225 M
 (vCDR about 0.5). Slot 1 is a weaker decoy box, the rest are padding (score 0).
+
+The good images (:func:`fundus_like`) are gradable (``rfnet.common.gradability``): at least
+256 px on the short side, a uniform orange field of view on black whose red value sets the
+box, and boxes that give discs of 14-37 % of the short side.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from rfnet.common.preprocess import Letterbox
 SIZE = 128  # network input (the real model uses 512; small keeps the tests fast)
 MASK = 28
 K = 3
-R0, R1 = 24.0, 8.0
+R0, R1 = 12.0, 3.0
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 SCORES = (0.9, 0.3, 0.0)
@@ -123,7 +127,8 @@ def make_contract_onnx(path: Path, *, batch: int | str = "batch", size: int = SI
 
 
 def expected_box(value: int, h: int, w: int, size: int = SIZE) -> np.ndarray:
-    """Slot-0 box in original pixels for a uniform grey image of ``value`` (float64 [4])."""
+    """Slot-0 box in original pixels for an image whose red channel peaks at ``value`` over a
+    large area (a uniform grey image, :func:`fundus_like`) (float64 [4])."""
     m = (np.float32(value) - np.float32(MEAN[0])) / np.float32(STD[0])
     r = float(np.clip(R0 + R1 * m, 8, 60))
     lb = Letterbox.compute(h, w, size)
@@ -131,13 +136,22 @@ def expected_box(value: int, h: int, w: int, size: int = SIZE) -> np.ndarray:
     return lb.boxes_to_original(np.array([[c - r, c - r, c + r, c + r]], np.float64), clip=True)[0]
 
 
-#: (file name, height, width, grey value): different sizes, aspect ratios and box sizes.
+#: (file name, height, width, red value): different sizes, aspect ratios and box sizes.
 GOOD_IMAGES = (
-    ("a_wide.png", 90, 150, 200),
-    ("b_tall.png", 160, 100, 90),
-    ("c_square.bmp", 96, 96, 140),
-    ("d_big.png", 200, 170, 60),
+    ("a_wide.png", 270, 450, 200),
+    ("b_tall.png", 480, 300, 90),
+    ("c_square.bmp", 288, 288, 140),
+    ("d_big.png", 600, 510, 60),
 )
+
+
+def fundus_like(h: int, w: int, value: int) -> np.ndarray:
+    """uint8 [h,w,3] RGB: a round field of view (radius 0.48 of the short side) of colour
+    (value, 0.45 value, 0.2 value) on black: bright, structured and red enough to be graded."""
+    img = np.zeros((h, w, 3), np.uint8)
+    colour = (int(value), int(0.45 * value), int(0.2 * value))
+    cv2.circle(img, (w // 2, h // 2), int(0.48 * min(h, w)), colour, -1)
+    return img
 
 
 def write_images(folder: Path, specs=GOOD_IMAGES) -> list[Path]:
@@ -145,7 +159,7 @@ def write_images(folder: Path, specs=GOOD_IMAGES) -> list[Path]:
     paths = []
     for name, h, w, v in specs:
         p = folder / name
-        assert cv2.imwrite(str(p), np.full((h, w, 3), v, np.uint8))
+        assert cv2.imwrite(str(p), cv2.cvtColor(fundus_like(h, w, v), cv2.COLOR_RGB2BGR))
         paths.append(p)
     return paths
 
@@ -167,5 +181,5 @@ def contract() -> SimpleNamespace:
     return SimpleNamespace(
         SIZE=SIZE, MASK=MASK, K=K, MEAN=MEAN, STD=STD, SCORES=SCORES, GOOD_IMAGES=GOOD_IMAGES,
         make_onnx=make_contract_onnx, masks=contract_masks, metadata=metadata,
-        expected_box=expected_box, write_images=write_images,
+        expected_box=expected_box, write_images=write_images, fundus_like=fundus_like,
     )

@@ -55,8 +55,8 @@ def test_onnxruntime_backend_io_and_errors(contract_onnx: Path, contract: Simple
         out = b.infer({"image": x})
         assert out["boxes"].shape == (2, 3, 4) and out["scores"].shape == (2, 3)
         assert out["masks"].shape == (2, 3, 2, 28, 28)
-        # slot-0 half-size r = 24 + 8 * max(image[b, 0])
-        np.testing.assert_allclose(out["boxes"][:, 0, 2] - 64, [24.0, 32.0], atol=1e-5)
+        # slot-0 half-size r = R0 + R1 * max(image[b, 0]) (12 + 3 * {0, 1})
+        np.testing.assert_allclose(out["boxes"][:, 0, 2] - 64, [12.0, 15.0], atol=1e-5)
         np.testing.assert_allclose(out["masks"][0], contract.masks(), atol=0)
         with pytest.raises(InputError, match="must be float32, got float64"):
             b.infer({"image": x.astype(np.float64)})

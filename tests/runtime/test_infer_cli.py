@@ -89,7 +89,7 @@ def test_default_outputs_write_each_mask_once_and_a_jpeg_overlay(contract_onnx: 
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "default"
     assert main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--no-progress"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["overlay", "refuge", "results.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["overlay", "progress.jsonl", "refuge", "results.csv", "summary.json"]
     assert sorted(p.name for p in (out / "overlay").iterdir()) == ["a_wide.jpg", "b_tall.jpg", "c_square.jpg", "d_big.jpg"]
     assert read_image(out / "overlay" / "d_big.jpg").shape == read_image(image_dir / "d_big.png").shape
     assert json.loads((out / "summary.json").read_text())["settings"]["overlay_format"] == "jpg"
@@ -115,7 +115,7 @@ def test_single_file_and_save_subset(contract_onnx: Path, image_dir: Path, tmp_p
     rc = main(["--model", str(contract_onnx), "--input", str(image_dir / "c_square.bmp"), "--output", str(out),
                "--save", "refuge", "--no-progress"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["refuge", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["progress.jsonl", "refuge", "summary.json"]
     assert [p.name for p in (out / "refuge").iterdir()] == ["c_square.bmp"]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from rfnet.common.imageio import read_mask
 from rfnet.common.metrics import to_refuge_seg
+from rfnet.common.gradability import GRADABLE
 from rfnet.common.postprocess import Segmentation
 from runtime.outputs import OutputWriter, refuge_map
 from runtime.pipeline import ImageResult
@@ -21,7 +22,7 @@ def _result(i: int, h: int = 30, w: int = 40) -> ImageResult:
     cup[9:15, 15:25] = True
     seg = Segmentation(disc, cup, np.array([10, 5, 30, 20], np.float32), 0.9, window=(4, 21, 9, 31))
     cdr = {"vcdr": 0.4, "vcdr_extent": 0.4, "hcdr": 0.5, "area_cdr": 0.2}
-    return ImageResult(i, Path(f"img{i}.png"), np.full((h, w, 3), 100, np.uint8), seg, cdr, 1.0)
+    return ImageResult(i, Path(f"img{i}.png"), np.full((h, w, 3), 100, np.uint8), seg, GRADABLE, cdr, 1.0)
 
 
 def test_writes_everything_and_frees_the_images(tmp_path: Path) -> None:
@@ -33,8 +34,8 @@ def test_writes_everything_and_frees_the_images(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "overlay").iterdir()) == [f"n{i}.jpg" for i in range(6)]
     assert all(r.image.size == 0 for r in results)  # written, pixels freed
     seg = results[0].segmentation
-    np.testing.assert_array_equal(read_mask(tmp_path / "refuge" / "n0.bmp"), refuge_map(seg))
-    np.testing.assert_array_equal(refuge_map(seg), to_refuge_seg(seg.disc, seg.cup))  # the window changes nothing
+    np.testing.assert_array_equal(read_mask(tmp_path / "refuge" / "n0.bmp"), refuge_map(seg.disc, seg.cup, seg.bounds()))
+    np.testing.assert_array_equal(refuge_map(seg.disc, seg.cup, seg.bounds()), to_refuge_seg(seg.disc, seg.cup))  # the window changes nothing
     np.testing.assert_array_equal(read_mask(tmp_path / "masks" / "n0_cup.png") == 255, seg.cup)
     assert bg.writer.write_csv() is not None and len(bg.writer.rows) == 6
     with pytest.raises(RuntimeError, match="closed"):

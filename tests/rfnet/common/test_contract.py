@@ -11,6 +11,7 @@ import pytest
 from rfnet.common.contract import (
     KEY_FP16,
     KEY_MASK_BOX_SCALE,
+    KEY_MIN_DISC_SCORE,
     KEY_QUANTIZATION,
     MANIFEST_REQUIRED_FIELDS,
     REQUIRED_KEYS,
@@ -22,7 +23,7 @@ from rfnet.common.contract import (
     metadata_from_manifest,
     parse_metadata,
 )
-from rfnet.config import get_preset
+from rfnet.config import DEFAULT_MIN_DISC_SCORE, get_preset
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -31,6 +32,7 @@ def _meta(**changes: object) -> ModelMetadata:
     cfg = get_preset("light")
     cfg.mask_head.box_scale = 1.15
     cfg.roi_heads.detections_per_img = 3
+    cfg.grading.min_disc_score = 0.4
     meta = ModelMetadata.from_config(cfg, precision="fp16", checkpoint_sha256="ab" * 32, exporter={"opset": "17"})
     return ModelMetadata(**{**meta.__dict__, **changes})  # type: ignore[arg-type]
 
@@ -39,14 +41,16 @@ def test_writer_and_parser_round_trip() -> None:
     meta = _meta(extra={KEY_QUANTIZATION: json.dumps({"method": "minmax"})})
     strings = meta.to_strings()
     assert all(isinstance(v, str) for v in strings.values())
-    assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_QUANTIZATION} == set(strings)
+    assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_QUANTIZATION} == set(strings)
     assert strings[KEY_MASK_BOX_SCALE] == "1.15" and strings["rfnet.top_k"] == "3"
+    assert strings[KEY_MIN_DISC_SCORE] == "0.4"
     back = parse_metadata({**strings, "other.key": "kept out"}, "m.onnx")
     assert back == meta
     assert back.model_config().mask_head.box_scale == 1.15 and back.input_config().size == 512
     # the engine manifest carries the deployment fields, parsed by the same checks
     fields = meta.deploy_fields()
     assert set(MANIFEST_REQUIRED_FIELDS) <= set(fields) and fields["mask_box_scale"] == 1.15
+    assert fields["min_disc_score"] == 0.4 and "min_disc_score" not in MANIFEST_REQUIRED_FIELDS
     from_manifest = metadata_from_backend({"format": "rfnet-engine-manifest", **fields}, "x.engine")
     assert from_manifest.deploy_fields() == fields and from_manifest.config == {}
 
@@ -60,6 +64,15 @@ def test_old_exports_without_mask_box_scale_mean_one() -> None:
     assert metadata_from_manifest(fields, "old.engine").mask_box_scale == 1.0
 
 
+def test_old_exports_without_min_disc_score_get_the_documented_default() -> None:
+    strings = _meta().to_strings()
+    del strings[KEY_MIN_DISC_SCORE]
+    assert parse_metadata(strings, "old.onnx").min_disc_score == DEFAULT_MIN_DISC_SCORE
+    fields = _meta().deploy_fields()
+    del fields["min_disc_score"]
+    assert metadata_from_manifest(fields, "old.engine").min_disc_score == DEFAULT_MIN_DISC_SCORE
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("rfnet.input_size", "0", "'rfnet.input_size' must be a positive integer"),
     ("rfnet.top_k", "2.5", "'rfnet.top_k' must be a positive integer"),
@@ -68,6 +81,8 @@ def test_old_exports_without_mask_box_scale_mean_one() -> None:
     ("rfnet.precision", "bf16", "'rfnet.precision' must be one of"),
     ("rfnet.class_names", '["cup", "disc"]', "mask channels are ['cup', 'disc']"),
     ("rfnet.mask_box_scale", "-1", "'rfnet.mask_box_scale' must be a positive number"),
+    ("rfnet.min_disc_score", "1.5", "'rfnet.min_disc_score' must be a number in [0, 1)"),
+    ("rfnet.min_disc_score", "true", "'rfnet.min_disc_score' must be a number in [0, 1)"),
     ("rfnet.config", "[]", "'rfnet.config' must be a JSON object"),
     ("rfnet.mask_size", "{", "'rfnet.mask_size' is not valid JSON"),
 ])
@@ -106,6 +121,7 @@ def test_contract_names_are_defined_once() -> None:
     files = [p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")]
     sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in files + list(REPO.glob("*.py"))}
     for pattern in (r"^\s*OUTPUT_NAMES\b.*=", r"^\s*PRECISIONS\b.*=", r"^\s*INPUT_NAME\b.*=",
-                    *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_QUANTIZATION, KEY_FP16))):
+                    *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_QUANTIZATION,
+                                                        KEY_FP16))):
         where = [p for p, text in sources.items() if re.search(pattern, text, re.M)]
         assert where == ["rfnet/common/contract.py"], (pattern, where)

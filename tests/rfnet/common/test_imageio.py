@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rfnet.common.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, read_mask, write_image
+from rfnet.common.imageio import (IMAGE_EXTENSIONS, ImageReadError, decode_image, image_size, list_images, read_image,
+                                  read_mask, write_image)
 
 
 def _rgb(h: int = 20, w: int = 30) -> np.ndarray:
@@ -140,3 +141,28 @@ def test_list_images(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         list_images(tmp_path / "missing")
     assert ".jpg" in IMAGE_EXTENSIONS
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+def test_decode_image_of_bytes_equals_read_image(tmp_path: Path, suffix: str) -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / f"x{suffix}"
+    write_image(path, img)
+    data = path.read_bytes()
+    assert np.array_equal(decode_image(data, "upload"), read_image(path))
+    # the header says 53 x 37 without decoding (TIFF: unknown, so no early refusal)
+    assert image_size(data) == (None if suffix == ".tif" else (53, 37))
+    if suffix != ".tif":
+        with pytest.raises(ImageReadError, match=r"upload: image is 53 x 37 = 1,961 pixels, over the limit of 1,000"):
+            decode_image(data, "upload", max_pixels=1000)
+    assert decode_image(data, "upload", max_pixels=1961).shape == (37, 53, 3)
+
+
+def test_image_size_of_progressive_jpeg_and_junk() -> None:
+    img = np.zeros((20, 30, 3), np.uint8)
+    progressive = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert image_size(progressive) == (30, 20)
+    assert image_size(b"\xff\xd8\xff\xda junk") is None and image_size(b"GIF89a") is None
+    with pytest.raises(ImageReadError, match="upload: empty"):
+        decode_image(b"", "upload")

@@ -133,3 +133,16 @@ def test_sensitivity_at_85_specificity() -> None:
         if 1 - ((s2 >= t) & (y2 == 0)).sum() / (y2 == 0).sum() >= 0.85
     )
     assert M.sensitivity_at_specificity(s2, y2) == pytest.approx(best, abs=1e-12)
+
+
+def test_cdr_agreement_mae_and_pearson() -> None:
+    from rfnet.common.metrics import cdr_agreement
+
+    a = cdr_agreement([0.3, 0.5, 0.7, 0.9], [0.35, 0.45, 0.75, 0.85])
+    assert a["n"] == 4 and a["mae"] == pytest.approx(0.05)
+    assert a["pearson"] == pytest.approx(np.corrcoef([0.3, 0.5, 0.7, 0.9], [0.35, 0.45, 0.75, 0.85])[0, 1])
+    flat = cdr_agreement([0.6, 0.6, 0.6], [0.3, 0.5, 0.9])  # a model that draws the same cup for every eye
+    assert math.isnan(flat["pearson"]) and flat["mae"] == pytest.approx((0.3 + 0.1 + 0.3) / 3)
+    assert cdr_agreement([], [])["n"] == 0
+    with pytest.raises(ValueError):
+        cdr_agreement([0.1], [0.1, 0.2])

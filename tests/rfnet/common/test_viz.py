@@ -32,6 +32,7 @@ def test_overlay_colours_and_side_by_side() -> None:
 
 
 def test_plot_training_curves(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib comes with the [train] extra (not in the serving venv)")
     csv = tmp_path / "metrics.csv"
     csv.write_text("epoch,train_loss,val_loss,dice_cup,lr,note\n0,1.0,1.2,0.3,0.01,x\n1,0.8,,0.5,0.01,y\n2,0.6,0.9,0.7,0.001,z\n")
     png = tmp_path / "curves.png"

@@ -1,0 +1,132 @@
+"""Summarise a k-fold cross-validation: ``python -m rfnet.crossval EVAL_DIR [EVAL_DIR ...]``.
+
+Each ``EVAL_DIR`` is the ``--out`` of one ``rfnet.evaluate --fold K`` run (its
+``per_image.csv``). Prints a Markdown table with one row per fold and the pooled mean over
+every held-out image: disc / cup Dice, mIoU, vCDR MAE against the masks and against the
+experts' mean CDR, and the Pearson correlation of the predicted vCDR with the experts' (and
+with the masks'), all over gradable images for the CDR columns; Dice over all images. With
+``--overlays OUT`` it also writes crops of the best and worst cases by cup Dice (prediction
+left, ground truth right), taken from the evaluations' overlay images.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.fileio import atomic_write_json
+from rfnet.common.imageio import ImageReadError, read_image, read_mask, write_image
+from rfnet.common.metrics import cdr_agreement, from_refuge_seg
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("images", "gradable", "dice_disc", "dice_cup", "miou", "vcdr_mae_masks", "vcdr_mae_experts",
+           "pearson_experts", "pearson_masks")
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_rows(eval_dir: Path) -> list[dict[str, Any]]:
+    """The per-image rows of one evaluation (``FileNotFoundError`` / ``ValueError`` naming the file)."""
+    path = eval_dir / "per_image.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"name", "dice_disc", "dice_cup", "miou", "vcdr_pred", "vcdr_gt"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ValueError(f"{path}: not a per_image.csv of rfnet.evaluate (missing {sorted(missing)})")
+    return rows
+
+
+def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The table's columns for a set of per-image rows."""
+    grad = [r for r in rows if str(r.get("gradable", "1")) in ("1", "True", "true")]
+    with_pred = [r for r in grad if r.get("vcdr_pred", "") != ""]
+    masks = cdr_agreement([_num(r["vcdr_pred"]) for r in with_pred], [_num(r["vcdr_gt"]) for r in with_pred])
+    exp_rows = [r for r in with_pred if r.get("expert_cdr", "") != ""]
+    experts = cdr_agreement([_num(r["vcdr_pred"]) for r in exp_rows], [_num(r["expert_cdr"]) for r in exp_rows])
+    mean = lambda key: float(np.nanmean([_num(r[key]) for r in rows])) if rows else math.nan  # noqa: E731
+    return {
+        "images": len(rows), "gradable": len(grad), "dice_disc": mean("dice_disc"), "dice_cup": mean("dice_cup"),
+        "miou": mean("miou"), "vcdr_mae_masks": masks["mae"], "vcdr_mae_experts": experts["mae"],
+        "pearson_experts": experts["pearson"], "pearson_masks": masks["pearson"],
+    }
+
+
+def markdown_table(folds: list[tuple[str, dict[str, float]]], pooled: dict[str, float]) -> str:
+    head = "| fold | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, st in [*folds, ("**all (pooled)**", pooled)]:
+        cells = [f"{int(st[c])}" if c in ("images", "gradable") else f"{st[c]:.4f}" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _disc_crop(eval_dir: Path, name: str, half: int) -> Any:
+    """Prediction | ground truth overlay of ``name``, cropped to a square around the predicted disc."""
+    ov = read_image(eval_dir / "overlays" / f"{name}.jpg")
+    seg = read_mask(eval_dir / "segmentation" / f"{name}.bmp")
+    disc, _ = from_refuge_seg(seg)
+    w = ov.shape[1] // 2
+    ys, xs = np.nonzero(disc) if disc.any() else (np.array([seg.shape[0] // 2]), np.array([w // 2]))
+    cy, cx = int(ys.mean()), int(xs.mean())
+    y0, x0 = max(0, cy - half), max(0, cx - half)
+    return np.hstack([ov[y0:cy + half, x0:cx + half], ov[y0:cy + half, w + x0:w + cx + half]])
+
+
+def write_cases(rows: list[tuple[Path, dict[str, Any]]], out: Path, n: int = 2, half: int = 320) -> list[Path]:
+    """Crops of the ``n`` best and ``n`` worst images by cup Dice into ``out``; their paths."""
+    ranked = sorted(rows, key=lambda dr: _num(dr[1]["dice_cup"]))
+    written = []
+    for tag, pick in (("worst", ranked[:n]), ("best", ranked[::-1][:n])):
+        for eval_dir, r in pick:
+            try:
+                crop = _disc_crop(eval_dir, r["name"], half)
+            except (ImageReadError, FileNotFoundError) as exc:
+                log.warning("no overlay for %s: %s", r["name"], exc)
+                continue
+            path = out / f"cv_{tag}_{r['name']}_cup{_num(r['dice_cup']):.2f}.jpg"
+            write_image(path, np.ascontiguousarray(crop[::2, ::2]))  # half size, for documents
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rfnet.crossval", description=__doc__.split("\n\n")[0])
+    p.add_argument("eval_dirs", nargs="+", help="rfnet.evaluate output folders, one per fold")
+    p.add_argument("--json", help="also write the table as JSON here")
+    p.add_argument("--overlays", help="write best / worst case crops into this folder")
+    args = p.parse_args(argv)
+    setup_logging()
+    folds, pooled_rows = [], []
+    try:
+        for d in map(Path, args.eval_dirs):
+            rows = read_rows(d)
+            folds.append((d.name, fold_stats(rows)))
+            pooled_rows += [(d, r) for r in rows]
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    pooled = fold_stats([r for _, r in pooled_rows])
+    print(markdown_table(folds, pooled))
+    if args.json:
+        atomic_write_json(Path(args.json), {"folds": dict(folds), "pooled": pooled})
+    if args.overlays:
+        for path in write_cases(pooled_rows, Path(args.overlays)):
+            print(f"wrote {path}")
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

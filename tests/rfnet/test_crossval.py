@@ -1,0 +1,51 @@
+"""rfnet.crossval: per-fold and pooled figures from rfnet.evaluate's per_image.csv files."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfnet.common.imageio import write_image
+from rfnet.common.metrics import to_refuge_seg
+from rfnet.crossval import main
+
+FIELDS = ["name", "dice_disc", "dice_cup", "miou", "vcdr_pred", "vcdr_gt", "expert_cdr", "gradable"]
+
+
+def _fold(root: Path, name: str, rows: list[list[object]]) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    with open(d / "per_image.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(FIELDS)
+        w.writerows(rows)
+    for r in rows:
+        disc = np.zeros((40, 50), bool)
+        disc[10:30, 15:35] = True
+        write_image(d / "segmentation" / f"{r[0]}.bmp", to_refuge_seg(disc, np.zeros_like(disc)))
+        write_image(d / "overlays" / f"{r[0]}.jpg", np.full((40, 100, 3), 90, np.uint8))
+    return d
+
+
+def test_table_pools_folds_and_writes_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _fold(tmp_path, "f0", [["a1", 0.9, 0.8, 0.7, 0.5, 0.4, 0.45, 1], ["a2", 0.95, 0.6, 0.75, 0.7, 0.8, 0.75, 1]])
+    b = _fold(tmp_path, "f1", [["b1", 0.97, 0.9, 0.9, 0.3, 0.35, 0.3, 1], ["b2", 0.0, 0.0, 0.0, "", 0.6, 0.6, 0]])
+    assert main([str(a), str(b), "--json", str(tmp_path / "cv.json"), "--overlays", str(tmp_path / "img")]) == 0
+    out = capsys.readouterr().out
+    pooled = next(line for line in out.splitlines() if "pooled" in line).split("|")
+    assert pooled[2].strip() == "4" and pooled[3].strip() == "3"  # images, gradable
+    assert float(pooled[5]) == pytest.approx((0.8 + 0.6 + 0.9 + 0.0) / 4, abs=1e-4)  # Dice over every image
+    assert float(pooled[6 + 1]) == pytest.approx((0.1 + 0.1 + 0.05) / 3, abs=1e-4)  # vCDR MAE vs masks, gradable only
+    assert float(pooled[8 + 1]) == pytest.approx(np.corrcoef([0.5, 0.7, 0.3], [0.45, 0.75, 0.3])[0, 1], abs=1e-4)
+    names = sorted(p.name for p in (tmp_path / "img").iterdir())
+    assert {n.split("_cup")[0] for n in names} == {"cv_best_b1", "cv_best_a1", "cv_worst_b2", "cv_worst_a2"}
+    assert (tmp_path / "cv.json").is_file()
+
+
+def test_missing_or_foreign_folder_is_a_usage_error(tmp_path: Path) -> None:
+    assert main([str(tmp_path / "nope")]) == 2
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "per_image.csv").write_text("a,b\n1,2\n")
+    assert main([str(tmp_path / "x")]) == 2
