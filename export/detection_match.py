@@ -11,8 +11,9 @@ slot fails such a model although both graphs compute the same thing.
 1. **matched**: pairs with equal scores (within ``score_atol``) and IoU >= ``iou_min`` (greedy,
    highest IoU first); their boxes, scores and masks are then compared value by value;
 2. **tie swaps**: detections left over on both sides whose scores are equal and *tied*: at least
-   two detections of one backend's output share that score, so the choice between them was
-   arbitrary; a matched pair whose boxes differ at such a tied score is a tie swap too. Their
+   two detections of one backend's output share that score (or of ``tie_scores``: the
+   reference's wider top-K scores, when the outputs hold too few slots to show the tie, as a K=1
+   export does), so the choice between them was arbitrary; a matched pair whose boxes differ at such a tied score is a tie swap too. Their
    boxes and masks are not compared (they are different detections);
 3. **unmatched**: everything else above the floor (plus ``score_atol``): a detection one backend
    has and the other has not. Any unmatched detection is a divergence and fails the check.
@@ -64,12 +65,18 @@ def _tied(scores: np.ndarray, slots: list[int], s: float, atol: float) -> bool:
 
 
 def _match_image(rs: np.ndarray, rb: np.ndarray, os_: np.ndarray, ob: np.ndarray, floor: float, atol: float,
-                 iou_min: float, box_atol: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int],
-                                                           list[int]]:
-    """One image: (matched pairs, tie swaps, unmatched reference slots, unmatched other slots)."""
+                 iou_min: float, box_atol: float, ws: np.ndarray | None = None
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[int], list[int]]:
+    """One image: (matched pairs, tie swaps, unmatched reference slots, unmatched other slots);
+    ``ws``: the reference's wider top-K scores of this image, as further evidence of a tie."""
     r_slots = [i for i in range(rs.shape[0]) if rs[i] >= floor - atol]
     o_slots = [j for j in range(os_.shape[0]) if os_[j] >= floor - atol]
-    tied = lambda s: _tied(rs, r_slots, s, atol) or _tied(os_, o_slots, s, atol)  # noqa: E731
+    w_slots = [] if ws is None else [k for k in range(ws.shape[0]) if ws[k] >= floor - atol]
+
+    def tied(s: float) -> bool:
+        return (_tied(rs, r_slots, s, atol) or _tied(os_, o_slots, s, atol)
+                or (ws is not None and _tied(ws, w_slots, s, atol)))
+
     cands = sorted(((box_iou(rb[i], ob[j]), i, j) for i in r_slots for j in o_slots
                     if abs(float(rs[i]) - float(os_[j])) <= atol), reverse=True)
     pairs: list[tuple[int, int]] = []
@@ -98,7 +105,8 @@ def _match_image(rs: np.ndarray, rb: np.ndarray, os_: np.ndarray, ob: np.ndarray
 
 
 def match_detections(ref: dict[str, np.ndarray], other: dict[str, np.ndarray], *, score_floor: float = 0.05,
-                     score_atol: float = 1e-4, iou_min: float = 0.5, box_atol: float = 1e-2) -> DetectionMatch:
+                     score_atol: float = 1e-4, iou_min: float = 0.5, box_atol: float = 1e-2,
+                     tie_scores: np.ndarray | None = None) -> DetectionMatch:
     """Match ``other``'s detections to ``ref``'s per image (module docstring).
 
     Args:
@@ -107,13 +115,16 @@ def match_detections(ref: dict[str, np.ndarray], other: dict[str, np.ndarray], *
         score_atol: scores closer than this are equal.
         iou_min: least IoU of a matched pair.
         box_atol: box coordinates closer than this (pixels) are the same box.
+        tie_scores: [B,K'] the reference's scores at a larger K' (None: only the outputs' own
+            slots tell a tie; with K=1 they cannot).
     """
     out = DetectionMatch()
     rs, os_ = np.asarray(ref["scores"], np.float64), np.asarray(other["scores"], np.float64)
     rb, ob = np.asarray(ref["boxes"], np.float64), np.asarray(other["boxes"], np.float64)
     for b in range(rs.shape[0]):
+        ws = None if tie_scores is None else np.asarray(tie_scores[b], np.float64)
         pairs, ties, lost_r, lost_o = _match_image(rs[b], rb[b], os_[b], ob[b], score_floor, score_atol, iou_min,
-                                                   box_atol)
+                                                   box_atol, ws)
         out.pairs += [(b, i, j) for i, j in pairs]
         out.ties += [(b, i, j) for i, j in ties]
         out.unmatched += [f"image {b}: reference slot {i} (score {rs[b, i]:.6f}, box {np.round(rb[b, i], 1).tolist()}) "

@@ -29,6 +29,7 @@ tie swaps, and a detection without a counterpart fails the check.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -36,7 +37,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -235,7 +236,9 @@ def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalI
             alts.append(onnx_core.infer(tensors))
     cat = lambda outs: {k: np.concatenate([o[k] for o in outs]) for k in OUTPUT_NAMES}  # noqa: E731
     r, a = cat(refs), cat(alts)
-    match = match_detections(r, a, score_floor=box_min_score, score_atol=score_atol, box_atol=box_atol)
+    wide = reference_scores_at_k(model, cfg, tensors, TIE_EVIDENCE_K)
+    match = match_detections(r, a, score_floor=box_min_score, score_atol=score_atol, box_atol=box_atol,
+                             tie_scores=wide)
     return ParityReport(
         batch_sizes=list(batch_sizes),
         num_images=len(items),
@@ -244,6 +247,30 @@ def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalI
         match=match,
         mask_dice=matched_mask_dice(r, a, match, atol=atol),
     )
+
+
+#: Top-K of the PyTorch reference's extra run that tells a tie at the top of a smaller-K export.
+TIE_EVIDENCE_K = 10
+
+
+def reference_scores_at_k(model: torch.nn.Module, cfg: ModelConfig, tensors: np.ndarray, k: int) -> np.ndarray | None:
+    """The PyTorch model's top-``k`` detection scores [N,k] of preprocessed ``tensors`` [N,3,S,S],
+    or None when the model already outputs ``k`` or more. With K=1 an export's outputs cannot
+    show that its one detection shares its score with others (an undertrained model), so
+    PyTorch and ONNX Runtime keeping different boxes of such a group would look like divergence.
+    """
+    if cfg.roi_heads.detections_per_img >= k:
+        return None
+    wide = copy.deepcopy(cfg)
+    wide.roi_heads.detections_per_img = k
+    heads: Any = getattr(model, "roi_heads")  # its config is read at each call: K is no weight
+    saved = heads.cfg
+    heads.cfg = wide.roi_heads
+    try:
+        with TorchBackend.from_model(model, wide) as backend:
+            return Segmenter(backend, batch_size=1).infer(tensors)["scores"]
+    finally:
+        heads.cfg = saved
 
 
 def load_model_for_export(checkpoint: Path, top_k: int | None) -> tuple[torch.nn.Module, ModelConfig]:

@@ -96,3 +96,17 @@ def test_the_score_floor() -> None:
     other = _out([0.9, 0.03], [[0, 0, 50, 50], [400, 400, 450, 450]])
     assert not match_detections(ref, other, score_floor=0.05).unmatched  # below the floor: not compared
     assert match_detections(ref, other, score_floor=0.01).unmatched
+
+
+def test_a_tie_at_the_top_of_a_k1_output_is_told_by_the_wider_reference_scores() -> None:
+    """K=1: each backend kept a different box of a tied group; only the reference's top-10
+    scores show the tie. Without them the two boxes are unmatched (a failure); a K=1 output
+    whose wider scores are untied still fails."""
+    ref = _out([0.4977088], [[20, 0, 66, 15]])
+    other = _out([0.4977089], [[400, 0, 446, 15]])
+    assert len(match_detections(ref, other).unmatched) == 2
+    wide = np.array([[0.4977088, 0.4977088, 0.4977088, 0.2]], np.float32)
+    m = match_detections(ref, other, tie_scores=wide)
+    assert [(i, j) for _, i, j in m.ties] == [(0, 0)] and not m.unmatched and m.top_tied == [0]
+    untied = np.array([[0.4977088, 0.3, 0.2, 0.1]], np.float32)
+    assert len(match_detections(ref, other, tie_scores=untied).unmatched) == 2

@@ -14,6 +14,7 @@ from export import export_onnx
 from export.graph_checks import roialign_attribute_issues
 from export.onnx_inspect import custom_domain_nodes
 from export.onnx_meta import get_metadata, load_metadata
+from rfnet.common.cli import ExitCode
 from rfnet.common.contract import REQUIRED_KEYS
 from export.compare import EvalImage, folder_images
 
@@ -191,3 +192,26 @@ def test_undertrained_checkpoint_with_score_ties_exports_with_parity(tmp_path: P
     assert swaps > 0 and raw_boxes > 10, line  # the ties are real: slot by slot the boxes differ
     assert "0 unmatched" in line
     assert load_metadata(out).min_disc_score == 0.3  # --min-disc-score goes into rfnet.min_disc_score
+
+
+def test_k1_export_of_a_tied_top_detection_passes_as_a_tie_swap(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """K=1 (the default), untrained at 256 px: on the first generated image PyTorch and ONNX Runtime
+    keep different boxes (~100 px apart) of a group with one score. One output slot cannot show
+    the tie; PyTorch's top-10 scores do, so it is a tie swap. Without them it fails (checked)."""
+    from rfnet.checkpoint import save_checkpoint
+    from rfnet.config import get_preset
+    from rfnet.model import build_model
+
+    cfg = get_preset("light")
+    cfg.input.size = 256
+    torch.manual_seed(0)
+    ckpt = tmp_path / "untrained.pt"
+    save_checkpoint(ckpt, build_model(cfg).eval(), cfg)
+    argv = ["--checkpoint", str(ckpt), "--output", str(tmp_path / "k1.onnx"), "--no-simplify", "--num-images", "2"]
+    assert export_onnx.main(argv) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("ONNX Runtime vs PyTorch"))
+    assert "1 tie swaps; 0 unmatched" in line, line
+    monkeypatch.setattr(export_onnx, "TIE_EVIDENCE_K", 1)  # no wider reference run
+    assert export_onnx.main([*argv[:3], str(tmp_path / "k1_no_evidence.onnx"), *argv[4:]]) == ExitCode.FAILED
+    assert "0 tie swaps; 2 unmatched" in capsys.readouterr().out
