@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rfnet.common.postprocess import box_iou
+
 
 @dataclass
 class DetectionMatch:
@@ -49,15 +51,6 @@ class DetectionMatch:
     def verifiable(self) -> bool:
         """At least one detection was matched and compared."""
         return bool(self.pairs)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xyxy boxes [4] (0 when both are empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _tied(scores: np.ndarray, slots: list[int], s: float, atol: float) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.cli import ExitCode, parse_args, setup_logging
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
@@ -163,11 +163,9 @@ def collect_images(sources: Iterable[str], recursive: bool) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):  # --help, or bad arguments
+        return args
     setup_logging(args.verbose)
     try:
         protocol, url = parse_url(args.url, args.protocol)

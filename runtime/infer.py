@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.cli import ExitCode, parse_args, setup_logging
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
@@ -189,11 +189,9 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
-        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):  # --help, or bad arguments
+        return args
     setup_logging(args.verbose)
 
     try:

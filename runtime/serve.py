@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.cli import ExitCode, parse_args, setup_logging
 from rfnet.errors import RFNetError, UsageError
 from runtime.backends import BACKENDS, resolve_backend
 from runtime.errors import DeploymentError
@@ -292,11 +292,9 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):  # --help, or bad arguments
+        return args
     setup_logging(args.verbose)
     try:
         settings = settings_from_args(args)

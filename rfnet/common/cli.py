@@ -4,8 +4,10 @@ Exit codes: every ``main(argv) -> int`` returns one of :class:`ExitCode` (the RE
 """
 from __future__ import annotations
 
+import argparse
 import enum
 import logging
+from typing import Sequence
 
 
 class ExitCode(enum.IntEnum):
@@ -33,3 +35,12 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, or instead of exiting the code argparse chose (0 after
+    ``--help``, :attr:`ExitCode.USAGE` for bad arguments), for ``main(argv) -> int`` to return."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE

@@ -214,6 +214,15 @@ def scale_box(box: np.ndarray, factor: float) -> np.ndarray:
     return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two [4] xyxy boxes (0 when both are empty)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def largest_component(binary: np.ndarray) -> np.ndarray:
     """Keep the largest 8-connected component of a bool [H, W] mask."""
     m = np.asarray(binary, dtype=bool)

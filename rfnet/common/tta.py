@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rfnet.common.postprocess import box_iou
+
 #: Below this IoU the two views disagree on the disc; the plain view is kept.
 MIN_IOU = 0.5
 
@@ -23,14 +25,6 @@ MIN_IOU = 0.5
 def mirror(tensors: np.ndarray) -> np.ndarray:
     """Preprocessed batch [N,3,S,S] -> its left-right mirror (contiguous)."""
     return np.ascontiguousarray(tensors[..., ::-1])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def merge_mirrored(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], width: int
@@ -48,7 +42,7 @@ def merge_mirrored(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray]
             continue
         mb = mirrored["boxes"][i, 0]
         back = np.array([width - mb[2], mb[1], width - mb[0], mb[3]], dtype=boxes.dtype)
-        if _iou(boxes[i, 0], back) < MIN_IOU:
+        if box_iou(boxes[i, 0], back) < MIN_IOU:
             continue
         boxes[i, 0] = (boxes[i, 0] + back) / 2
         scores[i, 0] = (scores[i, 0] + mirrored["scores"][i, 0]) / 2

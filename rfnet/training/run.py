@@ -348,11 +348,9 @@ def run_training(
         row, skipped = sess.train_epoch(epoch, progress)
         skipped_train = max(skipped_train, skipped)
         train_times.append(time.monotonic() - te)
-        # Will the time budget end the run after this epoch? Then it must be validated.
-        # Pessimistic estimate of the next epoch: the slowest recent training + one validation.
         expected_next = max(train_times[-3:]) + val_time
-        out_of_time = agree(info, max_time_s is not None and epoch + 1 < t.epochs
-                            and time.monotonic() - t0 + val_time + expected_next > max_time_s)
+        out_of_time = _out_of_time(info, max_time_s, time.monotonic() - t0, val_time, expected_next,
+                                   epoch + 1 < t.epochs)
         validate = val_ds is not None and (epoch + 1 == t.epochs or out_of_time or (epoch + 1) % max(1, val_every) == 0)
         score = -float(row["loss"]) if val_ds is None else math.nan  # no validation: the last epoch is the best
         validate = validate and info.is_main  # rank 0 validates; the others wait at the barrier
@@ -362,11 +360,7 @@ def run_training(
             val_time = time.monotonic() - tv
         barrier(info)
         row["epoch_time"] = _fmt_time(time.monotonic() - te)
-        sess.history.append(row)
-        improved = not math.isnan(score) and (score > sess.best_score or sess.best_epoch == 0)
-        if improved:
-            sess.best_score, sess.best_epoch = score, epoch + 1
-        _write_epoch(sess, files, row, improved, args)
+        improved = _record_epoch(sess, files, row, score, epoch, args)
         log.info("epoch %d/%d  loss %.4f  lr %.2g  %s  [%s, CPU %.0f s]%s", epoch + 1, t.epochs, row["loss"], row["lr"],
                  _epoch_text(row, validate, val_ds is not None, val_time), row["epoch_time"],
                  time.process_time() - cpu0, "  *best*" if improved else "")
@@ -377,11 +371,37 @@ def run_training(
             stopped_early = True
             break
     skipped_val = _report_skipped(train_ds, val_ds, skipped_train, workers)
+    return _summary(sess, row, time.monotonic() - t0, stopped_early, skipped_train, skipped_val)
+
+
+def _out_of_time(info: DistInfo, max_time_s: float | None, elapsed_s: float, val_time: float,
+                 expected_next: float, more_epochs: bool) -> bool:
+    """Will the time budget end the run after this epoch (then it must be validated)? The next
+    epoch is estimated pessimistically (``expected_next``: the slowest recent training + one
+    validation); every rank agrees on the answer."""
+    return agree(info, max_time_s is not None and more_epochs
+                 and elapsed_s + val_time + expected_next > max_time_s)
+
+
+def _record_epoch(sess: _Session, files: RunFiles, row: dict[str, Any], score: float, epoch: int,
+                  args: dict[str, Any]) -> bool:
+    """Append the epoch's metrics row, update the best epoch, write the run files; improved?"""
+    sess.history.append(row)
+    improved = not math.isnan(score) and (score > sess.best_score or sess.best_epoch == 0)
+    if improved:
+        sess.best_score, sess.best_epoch = score, epoch + 1
+    _write_epoch(sess, files, row, improved, args)
+    return improved
+
+
+def _summary(sess: _Session, row: dict[str, Any], elapsed_s: float, stopped_early: bool, skipped_train: int,
+             skipped_val: int) -> dict[str, Any]:
+    """What :func:`run_training` returns."""
     return {
         "epochs_done": int(row.get("epoch", sess.start_epoch)) if row else sess.start_epoch,
         "best_score": sess.best_score if sess.best_epoch else None,
         "best_epoch": sess.best_epoch or None,
-        "elapsed_s": time.monotonic() - t0,
+        "elapsed_s": elapsed_s,
         "stopped_early": stopped_early,
         "skipped_train": skipped_train,
         "skipped_val": skipped_val,

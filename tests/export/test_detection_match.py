@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.detection_match import box_iou, match_detections, matched_diffs, matched_mask_dice
+from export.detection_match import match_detections, matched_diffs, matched_mask_dice
+from rfnet.common.postprocess import box_iou
 
 M = 4
 
