@@ -254,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown(info)
     best = summary.get("best_score")
-    log.info(
-        "done: %d epochs in %.1f min; best mean Dice %s at epoch %s; outputs in %s",
-        summary["epochs_done"], summary["elapsed_s"] / 60.0,
-        "n/a" if best is None or math.isnan(best) else f"{best:.4f}", summary.get("best_epoch"), args.out,
-    )
+    if val_ds is None:  # the "best" score is minus the training loss: not worth a line of its own
+        chosen = "no validation set: export checkpoint_last.pt"
+    else:
+        chosen = (f"best validation mean Dice {'n/a' if best is None or math.isnan(best) else f'{best:.4f}'} "
+                  f"at epoch {summary.get('best_epoch')}")
+    log.info("done: %d epochs in %.1f min; %s; outputs in %s", summary["epochs_done"], summary["elapsed_s"] / 60.0,
+             chosen, args.out)
     return ExitCode.OK
 
 
