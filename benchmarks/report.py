@@ -107,6 +107,37 @@ def _throughput(per_batch: dict[str, Any] | None) -> str:
     return ", ".join(parts) or "-"
 
 
+def _result_row(r: dict[str, Any], notes: list[str]) -> str:
+    """One result's table row; what it could not run is appended to ``notes``."""
+    par = r.get("parity", {})
+    verdict = "reference" if r.get("is_reference") else (
+        "-" if not par.get("checked") else ("pass" if par.get("passed") else "**FAIL**"))
+    if r["status"] != "ok":
+        return (f"| {r['model_name']} | {r['runner']} | {r.get('precision') or '-'} | "
+                f"{r['status']}: {r.get('reason', '')} |  |  |  |  |  |  |  |  |  |  |  |  | {verdict} |")
+    e2e, acc, mem = r["end_to_end"], r["accuracy"], r["memory"]
+    mo1 = r["model_only"].get("1", {})
+    d = acc.get("dice_difference_vs_reference") or {}
+    a = acc.get("agreement_vs_reference") or {}
+    row = (
+        f"| {r['model_name']} | {r['runner']} | {r['precision']} | {_pct(e2e['latency_ms'])} | "
+        f"{_pct(mo1.get('latency_ms_per_image')) if mo1.get('status') == 'ok' else 'not run'} | "
+        f"{_f(e2e['fps'], 2)} | {_f(e2e['speedup_vs_paper'], 2)} | {_throughput(r['model_only'])} | "
+        f"{_throughput(r.get('pipeline'))} | {_throughput(r.get('pipeline_outputs'))} | "
+        f"{_f(mem.get('peak_rss_mb'), 0)} (+{_f(mem.get('peak_rss_increase_mb'), 0)}) | {_f(mem.get('gpu_peak_mb'), 0)} | {_f(acc.get('dice_disc'), 4)} | "
+        f"{_f(acc.get('dice_cup'), 4)} | {_f(d.get('disc'), 4)} / {_f(d.get('cup'), 4)} | "
+        f"{_f(a.get('disc'), 4)} / {_f(a.get('cup'), 4)} | {verdict} |"
+    )
+    for what, key in (("model only", "model_only"), ("pipelined", "pipeline"),
+                      ("pipelined + outputs", "pipeline_outputs")):
+        for b, entry in (r.get(key) or {}).items():
+            if entry.get("status") != "ok":
+                notes.append(f"- `{r['id']}` {what}, batch {b}: {entry.get('status')}: {entry.get('reason')}")
+    if e2e.get("failed_images"):
+        notes.append(f"- `{r['id']}`: {e2e['failed_images']} images failed, e.g. {e2e['failures'][0]['error']}")
+    return row
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The human-readable table (plus environment, reference, not-run reasons, parity)."""
     env = report["environment"]
@@ -139,35 +170,9 @@ def markdown(report: dict[str, Any]) -> str:
         " agreement disc / cup | parity |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    notes: list[str] = []
     for r in report["results"]:
-        par = r.get("parity", {})
-        verdict = "reference" if r.get("is_reference") else (
-            "-" if not par.get("checked") else ("pass" if par.get("passed") else "**FAIL**"))
-        if r["status"] != "ok":
-            lines.append(f"| {r['model_name']} | {r['runner']} | {r.get('precision') or '-'} | "
-                         f"{r['status']}: {r.get('reason', '')} |  |  |  |  |  |  |  |  |  |  |  |  | {verdict} |")
-            continue
-        e2e, acc, mem = r["end_to_end"], r["accuracy"], r["memory"]
-        mo1 = r["model_only"].get("1", {})
-        d = acc.get("dice_difference_vs_reference") or {}
-        a = acc.get("agreement_vs_reference") or {}
-        lines.append(
-            f"| {r['model_name']} | {r['runner']} | {r['precision']} | {_pct(e2e['latency_ms'])} | "
-            f"{_pct(mo1.get('latency_ms_per_image')) if mo1.get('status') == 'ok' else 'not run'} | "
-            f"{_f(e2e['fps'], 2)} | {_f(e2e['speedup_vs_paper'], 2)} | {_throughput(r['model_only'])} | "
-            f"{_throughput(r.get('pipeline'))} | {_throughput(r.get('pipeline_outputs'))} | "
-            f"{_f(mem.get('peak_rss_mb'), 0)} (+{_f(mem.get('peak_rss_increase_mb'), 0)}) | {_f(mem.get('gpu_peak_mb'), 0)} | {_f(acc.get('dice_disc'), 4)} | "
-            f"{_f(acc.get('dice_cup'), 4)} | {_f(d.get('disc'), 4)} / {_f(d.get('cup'), 4)} | "
-            f"{_f(a.get('disc'), 4)} / {_f(a.get('cup'), 4)} | {verdict} |"
-        )
-        for what, key in (("model only", "model_only"), ("pipelined", "pipeline"),
-                          ("pipelined + outputs", "pipeline_outputs")):
-            for b, entry in (r.get(key) or {}).items():
-                if entry.get("status") != "ok":
-                    notes.append(f"- `{r['id']}` {what}, batch {b}: {entry.get('status')}: {entry.get('reason')}")
-        if e2e.get("failed_images"):
-            notes.append(f"- `{r['id']}`: {e2e['failed_images']} images failed, e.g. {e2e['failures'][0]['error']}")
+        lines.append(_result_row(r, notes))
     par = report["parity"]
     lines += ["", "## Parity", ""]
     lines.append(f"Rules: {report['parity_rules']}")

@@ -48,6 +48,27 @@ def _to_device(targets: list[dict[str, Tensor]], device: torch.device) -> list[d
     return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
 
+def _train_step(model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]],
+                optimizer: torch.optim.Optimizer, device: torch.device, *, bf16: bool, grad_clip: float | None,
+                where: str) -> dict[str, float]:
+    """One forward, backward and update on a batch (images [B,3,S,S] on ``device``): each loss
+    as a float, plus ``"loss"`` (their sum). NonFiniteLossError names ``where``."""
+    with autocast_context(bf16, device.type):
+        losses: dict[str, Tensor] = model(images, targets)
+        total_loss = sum((v.float() for v in losses.values()), torch.zeros((), device=device))
+    if not torch.isfinite(total_loss):
+        bad = {k: float(v) for k, v in losses.items()}
+        raise NonFiniteLossError(f"{where}: non-finite loss {bad}; lower --lr or lengthen --warmup-iters")
+    optimizer.zero_grad(set_to_none=True)
+    total_loss.backward()
+    if grad_clip is not None and grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    out = {k: float(v.detach()) for k, v in losses.items()}
+    out["loss"] = float(total_loss.detach())
+    return out
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[Any],
@@ -91,26 +112,13 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(bf16, device.type):
-            losses: dict[str, Tensor] = model(images, _to_device(targets, device))
-            total_loss = sum((v.float() for v in losses.values()), torch.zeros((), device=device))
-        if not torch.isfinite(total_loss):
-            bad = {k: float(v) for k, v in losses.items()}
-            raise NonFiniteLossError(
-                f"epoch {epoch + 1}, iteration {n + 1}: non-finite loss {bad}; "
-                "lower --lr or lengthen --warmup-iters"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        total_loss.backward()
-        if grad_clip is not None and grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        step = _train_step(model, images, _to_device(targets, device), optimizer, device, bf16=bf16,
+                           grad_clip=grad_clip, where=f"epoch {epoch + 1}, iteration {n + 1}")
         scheduler.step()
         n += 1
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        sums["loss"] = sums.get("loss", 0.0) + float(total_loss.detach())
+        for k, v in step.items():
+            sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", lr=f"{lr:.2g}")
         if not progress and log_every > 0 and n % log_every == 0:
             log.info("epoch %d: iteration %d/%s, mean loss %.4f, lr %.2g", epoch + 1, n, total or "?", sums["loss"] / n, lr)

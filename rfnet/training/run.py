@@ -352,12 +352,8 @@ def run_training(
         out_of_time = _out_of_time(info, max_time_s, time.monotonic() - t0, val_time, expected_next,
                                    epoch + 1 < t.epochs)
         validate = val_ds is not None and (epoch + 1 == t.epochs or out_of_time or (epoch + 1) % max(1, val_every) == 0)
-        score = -float(row["loss"]) if val_ds is None else math.nan  # no validation: the last epoch is the best
         validate = validate and info.is_main  # rank 0 validates; the others wait at the barrier
-        if validate:
-            tv = time.monotonic()
-            score = _validate(sess, val_ds, val_batch_size or t.batch_size, progress, row)  # type: ignore[arg-type]
-            val_time = time.monotonic() - tv
+        score, val_time = _score_epoch(sess, val_ds, validate, val_batch_size or t.batch_size, progress, row, val_time)
         barrier(info)
         row["epoch_time"] = _fmt_time(time.monotonic() - te)
         improved = _record_epoch(sess, files, row, score, epoch, args)
@@ -372,6 +368,20 @@ def run_training(
             break
     skipped_val = _report_skipped(train_ds, val_ds, skipped_train, workers)
     return _summary(sess, row, time.monotonic() - t0, stopped_early, skipped_train, skipped_val)
+
+
+def _score_epoch(sess: _Session, val_ds: FundusDataset | None, validate: bool, batch_size: int, progress: bool,
+                 row: dict[str, Any], val_time: float) -> tuple[float, float]:
+    """(score, validation seconds) of the epoch just trained: minus the training loss when the
+    run has no validation set (the last epoch is then the best), the validation's mean Dice
+    when ``validate``, else NaN; ``val_time`` is kept when nothing is validated."""
+    if val_ds is None:
+        return -float(row["loss"]), val_time
+    if not validate:
+        return math.nan, val_time
+    tv = time.monotonic()
+    score = _validate(sess, val_ds, batch_size, progress, row)
+    return score, time.monotonic() - tv
 
 
 def _out_of_time(info: DistInfo, max_time_s: float | None, elapsed_s: float, val_time: float,
