@@ -165,6 +165,10 @@ class TrainConfig:
 #: out in fold 2 of an earlier light model). Also the value for models exported before
 #: ``rfnet.min_disc_score`` existed.
 DEFAULT_MIN_DISC_SCORE = 0.015
+#: The ``mid`` preset's minimum disc score, calibrated by cross-validation of its recipe
+#: (``python -m rfnet.grading_calibration``, margin 0.5; docs/results.md, "Gradability of the mid
+#: preset"). A model trained with another recipe needs its own.
+MID_MIN_DISC_SCORE = 0.498
 
 
 @dataclass
@@ -273,6 +277,7 @@ def mid_config() -> ModelConfig:
         mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2),
         train=TrainConfig(iterations=1500, lr_schedule="cosine", bf16=True, color_jitter=0.2, scale_jitter=0.25,
                           rotate_deg=15.0, translate=0.1),
+        grading=GradingConfig(min_disc_score=MID_MIN_DISC_SCORE),
     )
 
 

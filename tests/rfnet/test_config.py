@@ -32,3 +32,14 @@ def test_unknown_preset_and_keys_are_named() -> None:
         get_preset("nope")
     with pytest.raises(ValueError, match=r"config\.fpn: unknown keys \['bogus'\]"):
         ModelConfig.from_dict({"fpn": {"bogus": 1}})
+
+
+def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() -> None:
+    """The mid preset's min disc score (cross-validated, docs/results.md) reaches rfnet.min_disc_score
+    through a checkpoint's config JSON, unlike the provisional default of the other presets."""
+    from rfnet.common.contract import ModelMetadata
+    from rfnet.config import DEFAULT_MIN_DISC_SCORE, MID_MIN_DISC_SCORE, ModelConfig
+
+    cfg = ModelConfig.from_dict(json.loads(get_preset("mid").to_json()))  # as a checkpoint stores and restores it
+    assert ModelMetadata.from_config(cfg, precision="fp32").min_disc_score == MID_MIN_DISC_SCORE != DEFAULT_MIN_DISC_SCORE
+    assert get_preset("light").grading.min_disc_score == DEFAULT_MIN_DISC_SCORE
