@@ -203,7 +203,7 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
     def write_case(sample: Sample, seg: Segmentation, row: dict[str, Any]) -> None:
         stem = _safe_name(sample.name)
         if not args.no_segmentations:
-            write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup))
+            write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup, seg.bounds()))
         if not args.no_overlays:
             image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup)
             if not row["gradable"]:

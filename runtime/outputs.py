@@ -37,6 +37,7 @@ import numpy as np
 
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import encode_mask_png, write_image
+from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
 from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
@@ -190,7 +191,7 @@ class OutputWriter:
                 written.append(path)
         if "refuge" in self.save:
             path = self.out_dir / "refuge" / f"{name}.bmp"
-            write_image(path, refuge_map(disc, cup, bounds))
+            write_image(path, to_refuge_seg(disc, cup, bounds))
             written.append(path)
         if "overlay" in self.save:
             if image is None:
@@ -225,15 +226,3 @@ class OutputWriter:
         path = self.out_dir / SUMMARY_JSON
         atomic_write_json(path, summary)
         return path
-
-
-def refuge_map(disc: np.ndarray, cup: np.ndarray, bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """``rfnet.common.metrics.to_refuge_seg(disc, cup)`` (uint8 [H,W]: 0 cup, 128 rim, 255
-    background) of bool masks [H,W], touching only ``bounds`` (row0, row1, col0, col1) outside
-    which both are empty (a :class:`~rfnet.common.postprocess.Segmentation`'s ``bounds()``)."""
-    y0, y1, x0, x1 = bounds if bounds is not None else (0, disc.shape[0], 0, disc.shape[1])
-    out = np.full(disc.shape, 255, dtype=np.uint8)
-    win = out[y0:y1, x0:x1]
-    win[np.asarray(disc[y0:y1, x0:x1], dtype=bool)] = 128
-    win[np.asarray(cup[y0:y1, x0:x1], dtype=bool)] = 0
-    return out

@@ -273,15 +273,19 @@ def glaucoma_classification(scores: Sequence[float] | np.ndarray, labels: Sequen
     }
 
 
-def to_refuge_seg(disc: np.ndarray, cup: np.ndarray) -> np.ndarray:
+def to_refuge_seg(disc: np.ndarray, cup: np.ndarray, bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """bool disc / cup [H, W] -> REFUGE uint8 map: 0 cup, 128 disc rim, 255 background.
 
     A cup pixel outside the disc is still written as cup (0), as REFUGE's ``seg == 0``.
+    ``bounds`` (row0, row1, col0, col1), when both masks are empty outside it (a
+    :class:`~rfnet.common.postprocess.Segmentation`'s ``bounds()``), limits the work to it.
     """
     d, c = _pair(disc, cup)
     seg = np.full(d.shape, 255, dtype=np.uint8)
-    seg[d] = 128
-    seg[c] = 0
+    y0, y1, x0, x1 = bounds if bounds is not None else (0, d.shape[0], 0, d.shape[1])
+    win = seg[y0:y1, x0:x1]
+    win[d[y0:y1, x0:x1]] = 128
+    win[c[y0:y1, x0:x1]] = 0
     return seg
 
 

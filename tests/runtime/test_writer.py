@@ -10,7 +10,7 @@ from rfnet.common.imageio import read_mask
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.gradability import GRADABLE
 from rfnet.common.postprocess import Segmentation
-from runtime.outputs import OutputWriter, refuge_map
+from runtime.outputs import OutputWriter
 from runtime.pipeline import ImageResult
 from runtime.writer import BackgroundWriter
 
@@ -34,8 +34,8 @@ def test_writes_everything_and_frees_the_images(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "overlay").iterdir()) == [f"n{i}.jpg" for i in range(6)]
     assert all(r.image.size == 0 for r in results)  # written, pixels freed
     seg = results[0].segmentation
-    np.testing.assert_array_equal(read_mask(tmp_path / "refuge" / "n0.bmp"), refuge_map(seg.disc, seg.cup, seg.bounds()))
-    np.testing.assert_array_equal(refuge_map(seg.disc, seg.cup, seg.bounds()), to_refuge_seg(seg.disc, seg.cup))  # the window changes nothing
+    np.testing.assert_array_equal(read_mask(tmp_path / "refuge" / "n0.bmp"), to_refuge_seg(seg.disc, seg.cup, seg.bounds()))
+    np.testing.assert_array_equal(to_refuge_seg(seg.disc, seg.cup, seg.bounds()), to_refuge_seg(seg.disc, seg.cup))  # the window changes nothing
     np.testing.assert_array_equal(read_mask(tmp_path / "masks" / "n0_cup.png") == 255, seg.cup)
     assert bg.writer.write_csv() is not None and len(bg.writer.rows) == 6
     with pytest.raises(RuntimeError, match="closed"):
