@@ -152,6 +152,10 @@ class TrainConfig:
     # "step": x lr_gamma every lr_step_epochs (paper); "cosine": half-cosine decay to 0 over
     # all epochs after the warm-up.
     lr_schedule: Literal["step", "cosine"] = "step"
+    # Mask targets from the experts' agreement (Drishti-GS soft maps: the fraction of the 4
+    # experts marking each pixel) instead of the binary masks; boxes, validation and evaluation
+    # keep the binary masks. Needs a dataset with soft maps (rfnet.data.FundusDataset.soft_masks).
+    soft_targets: bool = False
     # Speed options (rfnet.training.speed measures them): bfloat16 autocast of the forward
     # pass (CPUs with AVX512_BF16 / AMX, recent GPUs) and channels-last tensors.
     bf16: bool = False
@@ -237,18 +241,18 @@ def paper_config() -> ModelConfig:
     return ModelConfig(name="paper")
 
 
+def _cpu_rpn() -> RPNConfig:
+    """The proposal counts of the CPU presets (light, mid): 500 proposals in training, 300 at test time."""
+    return RPNConfig(pre_nms_top_n_train=1000, post_nms_top_n_train=500, pre_nms_top_n_test=300, post_nms_top_n_test=300)
+
+
 def light_config() -> ModelConfig:
     """A narrower RF-Net for CPUs and Jetson: same graph, fewer channels and proposals."""
     return ModelConfig(
         name="light",
         backbone=BackboneConfig(width_mult=0.25),
         fpn=FPNConfig(out_channels=64),
-        rpn=RPNConfig(
-            pre_nms_top_n_train=1000,
-            post_nms_top_n_train=500,
-            pre_nms_top_n_test=300,
-            post_nms_top_n_test=300,
-        ),
+        rpn=_cpu_rpn(),
         roi_heads=RoIHeadConfig(representation_size=256, batch_size_per_image=128),
         mask_head=MaskHeadConfig(channels=64, num_convs=2, num_fused_convs=1, max_positive_rois=8),
     )
@@ -267,12 +271,7 @@ def mid_config() -> ModelConfig:
         name="mid",
         backbone=BackboneConfig(width_mult=0.5),
         fpn=FPNConfig(out_channels=128),
-        rpn=RPNConfig(
-            pre_nms_top_n_train=1000,
-            post_nms_top_n_train=500,
-            pre_nms_top_n_test=300,
-            post_nms_top_n_test=300,
-        ),
+        rpn=_cpu_rpn(),
         roi_heads=RoIHeadConfig(representation_size=512, batch_size_per_image=128),
         mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2),
         train=TrainConfig(iterations=1500, lr_schedule="cosine", bf16=True, color_jitter=0.2, scale_jitter=0.25,

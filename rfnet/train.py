@@ -31,6 +31,7 @@ from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import DATASET_NAMES, SampleError
+from rfnet.data.torch_dataset import require_soft_masks
 from rfnet.training.datasets import DataSelection, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
 from rfnet.training.loop import NonFiniteLossError
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--folds must be >= 2")
         sel = _selection(args)
         train_ds, val_ds, val_desc = select_datasets(sel)
+        if cfg.train.soft_targets:
+            require_soft_masks(train_ds)
         device = resolve_device(args.device)
         if cfg.train.sync_bn and info.enabled and device.type != "cuda":
             raise ValueError("--sync-bn / train.sync_bn needs GPUs: PyTorch's SyncBatchNorm runs only on CUDA "

@@ -19,6 +19,7 @@ from rfnet.training.overrides import apply_overrides
 from rfnet.training.schedule import lr_factor
 from rfnet.training.state import capture_rng_state, restore_rng_state
 from rfnet.train import build_parser, main, resolve_config
+from tests.support.drishti_files import write_drishti
 
 #: A very small RF-Net so that one training iteration takes well under a second on a CPU.
 TINY = [
@@ -172,6 +173,20 @@ def test_wrong_data_root_says_what_layout_was_expected(tmp_path: Path, caplog: p
         rc = main(["--dataset", "refuge", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *TINY])
     assert rc == 2 and "REFUGE" in caplog.text
     assert not (tmp_path / "o" / "checkpoint_last.pt").exists()
+
+
+def test_soft_targets_train_on_drishti_and_are_refused_elsewhere(data: dict[str, Path], tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    for i in (1, 2):
+        write_drishti(tmp_path / "Training", "GT", f"drishtiGS_00{i}", ".png", None)
+    out = tmp_path / "soft"
+    rc = main(["--dataset", "drishti-gs", "--data-root", str(tmp_path / "Training"), "--val-fraction", "0",
+               "--out", str(out), *TINY, "--iterations", "1", "--set", "train.soft_targets=true"])
+    assert rc == 0 and (out / "checkpoint_last.pt").is_file()
+    assert json.loads((out / "config.json").read_text())["train"]["soft_targets"] is True
+    with caplog.at_level(logging.ERROR):
+        rc = _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.soft_targets=true")
+    assert rc == 2 and "folder dataset has no soft" in caplog.text and not (tmp_path / "o").exists()
 
 
 def test_resolve_config_scales_lr_step_and_applies_overrides() -> None:

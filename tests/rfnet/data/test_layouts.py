@@ -8,7 +8,8 @@ import pytest
 
 from rfnet.common.imageio import write_image
 from rfnet.data import DatasetLayoutError, load_dataset
-from rfnet.data.sample import box_from_mask
+from rfnet.data.sample import SampleError, box_from_mask
+from tests.support.drishti_files import drishti_soft_maps, write_drishti
 
 
 def test_refuge_train_layout(tmp_path: Path, write_refuge_pair) -> None:
@@ -53,33 +54,11 @@ def test_refuge_wrong_root_says_expected_layout(tmp_path: Path) -> None:
         load_dataset("refuge", tmp_path, split="dev")
 
 
-def _soft_maps(h: int = 40, w: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """Nested squares: disc soft map 255 core (20x20), 191 ring to 24x24, 128 to 28x28, 64 to 32x32."""
-    disc = np.zeros((h, w), np.uint8)
-    cup = np.zeros((h, w), np.uint8)
-    for half, v in ((16, 64), (14, 128), (12, 191), (10, 255)):
-        disc[20 - half : 20 + half, 20 - half : 20 + half] = v
-    for half, v in ((8, 64), (6, 128), (5, 255)):
-        cup[20 - half : 20 + half, 20 - half : 20 + half] = v
-    return disc, cup
-
-
-def _write_drishti(split_dir: Path, gt_name: str, stem: str, ext: str, cdr: str | None) -> None:
-    rng = np.random.default_rng(0)
-    write_image(split_dir / "Images" / f"{stem}{ext}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    disc, cup = _soft_maps()
-    soft = split_dir / gt_name / stem / "SoftMap"
-    write_image(soft / f"{stem}_ODsegSoftmap.png", disc)
-    write_image(soft / f"{stem}_cupsegSoftmap.png", cup)
-    if cdr is not None:
-        (split_dir / gt_name / stem / f"{stem}_cdrValues.txt").write_text(cdr)
-
-
 def test_drishti_layout_thresholds_and_cdr(tmp_path: Path) -> None:
     base = tmp_path / "Drishti-GS1_files"
-    _write_drishti(base / "Training", "GT", "drishtiGS_001", ".png", "0.7 0.75 0.8 0.65\n")
-    _write_drishti(base / "Training", "GT", "drishtiGS_002", ".jpg", None)
-    _write_drishti(base / "Test", "Test_GT", "drishtiGS_003", ".png", "0.5 0.5 0.5 0.5")
+    write_drishti(base / "Training", "GT", "drishtiGS_001", ".png", "0.7 0.75 0.8 0.65\n")
+    write_drishti(base / "Training", "GT", "drishtiGS_002", ".jpg", None)
+    write_drishti(base / "Test", "Test_GT", "drishtiGS_003", ".png", "0.5 0.5 0.5 0.5")
     ds = load_dataset("drishti-gs", base)
     assert ds.names == ["drishtiGS_001", "drishtiGS_002"]
     s = ds[0]
@@ -96,6 +75,32 @@ def test_drishti_layout_thresholds_and_cdr(tmp_path: Path) -> None:
     assert len(split_root) == 2
     with pytest.raises(ValueError, match="soft_threshold"):
         load_dataset("drishti-gs", base, soft_threshold=0)
+
+
+def test_drishti_soft_masks_are_the_experts_maps(tmp_path: Path) -> None:
+    write_drishti(tmp_path / "Training", "GT", "drishtiGS_001", ".png", None)
+    ds = load_dataset("drishti-gs", tmp_path / "Training")
+    disc, cup = drishti_soft_maps()
+    soft = ds.soft_masks(0)
+    assert ds.has_soft_masks and soft.shape == (40, 40, 2) and soft.dtype == np.uint8
+    np.testing.assert_array_equal(soft[:, :, 0], disc)
+    np.testing.assert_array_equal(soft[:, :, 1], np.minimum(cup, disc))
+    cup_soft = tmp_path / "Training" / "GT" / "drishtiGS_001" / "SoftMap" / "drishtiGS_001_cupsegSoftmap.png"
+    outside = cup.copy()
+    outside[0, 0] = 255  # an expert's cup pixel outside every expert's disc is clipped
+    write_image(cup_soft, outside)
+    assert ds.soft_masks(0)[0, 0, 1] == 0 and ds.soft_masks(0)[20, 20, 1] == 255
+    cup_soft.write_bytes(b"broken")
+    with pytest.raises(SampleError, match="drishtiGS_001.*cupsegSoftmap.png"):
+        ds.soft_masks(0)
+
+
+def test_datasets_without_soft_maps_say_so(tmp_path: Path, write_refuge_pair) -> None:
+    write_refuge_pair(tmp_path / "REFUGE-Validation400" / "V0001.jpg", tmp_path / "REFUGE-Validation400-GT" / "Disc_Cup_Masks" / "V0001.bmp", 4)
+    val = load_dataset("refuge", tmp_path, split="validation")
+    assert not val.has_soft_masks
+    with pytest.raises(NotImplementedError, match="refuge dataset has no soft"):
+        val.soft_masks(0)
 
 
 def test_drishti_wrong_root(tmp_path: Path) -> None:

@@ -10,9 +10,12 @@ from torch.utils.data import DataLoader
 
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import to_refuge_seg
-from rfnet.config import InputConfig, paper_config
+from rfnet.common.preprocess import letterbox_mask
+from rfnet.config import InputConfig, ModelConfig, paper_config
 from rfnet.data import SampleError, load_dataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset, collate_fn
+from rfnet.errors import UsageError
+from tests.support.drishti_files import drishti_soft_maps, write_drishti
 
 
 @pytest.fixture
@@ -107,3 +110,54 @@ def test_bad_items_dropped_and_counted(folder: Path) -> None:
     strict = FundusTorchDataset(load_dataset("folder", folder), InputConfig(size=32), strict=True)
     with pytest.raises(SampleError, match=r"s2\.png: not a readable image"):
         strict[2]
+
+
+def _soft_cfg(geometry: bool) -> ModelConfig:
+    cfg = paper_config()
+    cfg.input = InputConfig(size=64)
+    cfg.train.soft_targets = True
+    if geometry:
+        cfg.train.scale_jitter, cfg.train.rotate_deg, cfg.train.translate = 0.25, 15.0, 0.1
+    return cfg
+
+
+def test_soft_targets_are_the_experts_agreement(tmp_path: Path) -> None:
+    write_drishti(tmp_path / "Training", "GT", "drishtiGS_001", ".png", None)
+    loader = load_dataset("drishti-gs", tmp_path / "Training")
+    disc, cup = drishti_soft_maps()
+    td = FundusTorchDataset(loader, _soft_cfg(False), train=True, augment=False)
+    item = td[0]
+    assert item is not None
+    lb = item[2]["letterbox"]
+    want = np.stack([letterbox_mask(disc, lb), letterbox_mask(cup, lb)]).astype(np.float32) / 255
+    np.testing.assert_allclose(item[1]["masks"][0].numpy(), want, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.unique(want[0]), np.array([0, 64, 128, 191, 255]) / 255, rtol=1e-6)
+    plain = FundusTorchDataset(loader, _soft_cfg(False), train=False)[0]  # validation: binary masks
+    assert plain is not None and set(torch.unique(plain[1]["masks"]).tolist()) == {0.0, 1.0}
+    # the binary (all-agree) box stays the detection target
+    np.testing.assert_allclose(item[1]["boxes"].numpy(), plain[1]["boxes"].numpy())
+
+
+def test_soft_targets_follow_the_warp(tmp_path: Path) -> None:
+    write_drishti(tmp_path / "Training", "GT", "drishtiGS_001", ".png", None)
+    td = FundusTorchDataset(load_dataset("drishti-gs", tmp_path / "Training"), _soft_cfg(True), train=True)
+    torch.manual_seed(0)
+    for _ in range(5):
+        item = td[0]
+        assert item is not None and "affine" in item[2]
+        soft_disc, soft_cup = item[1]["masks"][0]
+        assert 0.0 <= float(soft_disc.min()) and float(soft_disc.max()) <= 1.0
+        assert not bool((soft_cup > soft_disc + 1 / 255).any())
+        # where all four experts agree (warped like the binary disc) the target is ~1, and the
+        # graded rim (3 px wider than the all-agree core) extends past the binary box
+        x0, y0, x1, y1 = item[1]["boxes"][0].round().int().tolist()
+        assert float(soft_disc[(y0 + y1) // 2, (x0 + x1) // 2]) > 0.99
+        outside = soft_disc.clone()
+        outside[y0:y1, x0:x1] = 0
+        assert float(outside.max()) > 0.2
+
+
+def test_soft_targets_need_a_dataset_with_soft_maps(folder: Path) -> None:
+    with pytest.raises(UsageError, match="folder dataset has no soft"):
+        FundusTorchDataset(load_dataset("folder", folder), _soft_cfg(False), train=True)
+    FundusTorchDataset(load_dataset("folder", folder), _soft_cfg(False), train=False)  # evaluation: not needed
