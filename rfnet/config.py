@@ -172,7 +172,7 @@ DEFAULT_MIN_DISC_SCORE = 0.015
 #: The ``mid`` preset's minimum disc score, calibrated by cross-validation of its recipe
 #: (``python -m rfnet.grading_calibration``, margin 0.5; docs/results.md, "Gradability of the mid
 #: preset"). A model trained with another recipe needs its own.
-MID_MIN_DISC_SCORE = 0.498
+MID_MIN_DISC_SCORE = 0.489
 
 
 @dataclass
