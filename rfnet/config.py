@@ -106,6 +106,11 @@ class MaskHeadConfig:
     # as in the paper): a disc outline may then extend past a slightly too tight box instead
     # of being cut straight along it. Stored in the export metadata (rfnet.mask_box_scale).
     box_scale: float = 1.0
+    # > 0: a third stream pools the normalised input image itself over each RoI at mask_size
+    # (stride 1, where P2 has stride 4) through two 3x3 convs of this many channels and adds it
+    # to the fused features: the colour and brightness detail of the cup's pallor that the
+    # pyramid has averaged away. 0 = off, as in the paper.
+    image_channels: int = 0
 
 
 @dataclass

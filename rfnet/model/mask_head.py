@@ -6,9 +6,14 @@ Each gets ``num_convs`` 3x3 conv + ReLU; the high stream is upsampled x2 with a 
 ``num_fused_convs`` 3x3 convs and a 1x1 predictor give ``num_classes`` logits per pixel
 (channel 0 disc incl. cup, channel 1 cup): ``[R, num_classes, S, S]``. The two channels are
 independent binary problems (sigmoid), as the paper treats OD and OC.
+
+With ``image_channels > 0`` (not in the paper) a third stream takes the input image pooled over
+the same RoI at ``S x S`` (``[R,3,S,S]``, stride 1), two 3x3 convs of ``image_channels`` and a 1x1
+conv to the branch width, added to the fused sum before the fused convs.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rfnet.config import MaskHeadConfig
@@ -22,18 +27,26 @@ def _conv_stack(cin: int, cout: int, n: int) -> nn.Sequential:
 
 
 class MultiClassMaskHead(nn.Module):
-    """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2]) -> logits [R,num_classes,S,S]``."""
+    """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2], image [R,3,S,S]) -> logits [R,num_classes,S,S]``.
+
+    ``image`` is used (and required) only with ``cfg.image_channels > 0``.
+    """
 
     def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
         super().__init__()
         if cfg.num_convs < 0 or cfg.num_fused_convs < 0 or cfg.channels <= 0:
             raise ValueError("mask_head: num_convs/num_fused_convs must be >= 0 and channels > 0")
+        if cfg.image_channels < 0:
+            raise ValueError(f"mask_head.image_channels must be >= 0, got {cfg.image_channels}")
         c = cfg.channels
         self.low = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
         self.high = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
         self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2)
         self.relu = nn.ReLU(inplace=True)
         self.fused = _conv_stack(c, c, cfg.num_fused_convs)
+        self.image: nn.Module | None = None
+        if cfg.image_channels:
+            self.image = nn.Sequential(_conv_stack(3, cfg.image_channels, 2), nn.Conv2d(cfg.image_channels, c, 1))
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -42,6 +55,15 @@ class MultiClassMaskHead(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
 
-    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+    @property
+    def uses_image(self) -> bool:
+        """Whether :meth:`forward` needs the pooled image (``cfg.image_channels > 0``)."""
+        return self.image is not None
+
+    def forward(self, low: Tensor, high: Tensor, image: torch.Tensor | None = None) -> Tensor:
         x = self.low(low) + self.relu(self.upsample(self.high(high)))
+        if self.image is not None:
+            if image is None:
+                raise ValueError("this mask head has an image stream (mask_head.image_channels > 0): pass the pooled image")
+            x = x + self.image(image)
         return self.predictor(self.fused(x))

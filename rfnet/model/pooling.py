@@ -38,6 +38,11 @@ def _pool(feat: Tensor, rois: Tensor, size: int, stride: int, sampling_ratio: in
                          sampling_ratio=sampling_ratio, aligned=True)
 
 
+def pool_image(images: Tensor, rois: Tensor, size: int, sampling_ratio: int) -> Tensor:
+    """The input image itself over each RoI: images ``[B,3,H,W]``, rois ``[R,5]`` -> ``[R,3,size,size]``."""
+    return _pool(images, rois, size, 1, sampling_ratio)
+
+
 def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: int,
                  static: bool = False) -> Tensor:
     """One-level-per-RoI pooling (Mask R-CNN): ``[R,5] -> [R,C,size,size]``.

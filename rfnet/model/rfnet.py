@@ -26,7 +26,7 @@ from rfnet.model.boxes import scale_boxes
 from rfnet.model.fpn import FPN
 from rfnet.model.losses import mask_loss, mask_targets
 from rfnet.model.mask_head import MultiClassMaskHead
-from rfnet.model.pooling import build_mask_pooler, make_rois
+from rfnet.model.pooling import build_mask_pooler, make_rois, pool_image
 from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
@@ -61,10 +61,13 @@ class RFNet(nn.Module):
         """Pyramid P2..P5 for ``images`` [B,3,H,W]."""
         return self.fpn(self.backbone(images))
 
-    def mask_logits(self, feats: list[Tensor], rois: Tensor) -> Tensor:
-        """RoIs [R,5] -> mask logits [R,2,M,M]."""
+    def mask_logits(self, images: Tensor, feats: list[Tensor], rois: Tensor) -> Tensor:
+        """RoIs [R,5] -> mask logits [R,2,M,M] (``images`` [B,3,S,S] feed the optional image stream)."""
         low, high = self.mask_pooler(feats, rois)
-        return self.mask_head(low, high)
+        image = None
+        if self.mask_head.uses_image:
+            image = pool_image(images, rois, self.cfg.mask_head.mask_size, self.cfg.mask_head.sampling_ratio)
+        return self.mask_head(low, high, image)
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
         self._check_images(images)
@@ -77,7 +80,7 @@ class RFNet(nn.Module):
             return self._losses(images, feats, anchors, image_size, targets)
         proposals, _ = self.rpn(feats, anchors, image_size)
         boxes, scores = self.roi_heads.detect(feats, proposals, image_size)
-        masks = torch.sigmoid(self.mask_logits(feats, make_rois(scale_boxes(boxes, self.cfg.mask_head.box_scale))))
+        masks = torch.sigmoid(self.mask_logits(images, feats, make_rois(scale_boxes(boxes, self.cfg.mask_head.box_scale))))
         b, k, m = boxes.shape[0], boxes.shape[1], self.cfg.mask_head.mask_size
         masks = masks.reshape(b, k, 2, m, m) * (scores > 0).to(masks.dtype).view(b, k, 1, 1, 1)
         return dict(zip(OUTPUT_NAMES, (boxes, scores, masks)))
@@ -97,7 +100,7 @@ class RFNet(nn.Module):
         rois = positives.rois
         if cfg.mask_head.box_scale != 1.0:
             rois = torch.cat((rois[:, :1], scale_boxes(rois[:, 1:], cfg.mask_head.box_scale)), dim=1)
-        logits = self.mask_logits(feats, rois)
+        logits = self.mask_logits(images, feats, rois)
         with torch.no_grad():
             gt_masks = torch.cat([t["masks"].to(images.dtype) for t in targets])
             tgt = mask_targets(gt_masks, rois, positives.gt_index, cfg.mask_head.mask_size,

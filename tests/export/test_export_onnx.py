@@ -215,3 +215,26 @@ def test_k1_export_of_a_tied_top_detection_passes_as_a_tie_swap(tmp_path: Path, 
     monkeypatch.setattr(export_onnx, "TIE_EVIDENCE_K", 1)  # no wider reference run
     assert export_onnx.main([*argv[:3], str(tmp_path / "k1_no_evidence.onnx"), *argv[4:]]) == ExitCode.FAILED
     assert "0 tie swaps; 2 unmatched" in capsys.readouterr().out
+
+
+def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model with the mask head's image stream (one more RoiAlign, on the input) keeps parity."""
+    from rfnet.checkpoint import save_checkpoint
+    from rfnet.model import build_model
+    from tests.support.small_model import small_config, spread_heads
+
+    cfg = small_config()
+    cfg.mask_head.image_channels = 4
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    spread_heads(model)
+    ckpt, out = tmp_path / "img.pt", tmp_path / "img.onnx"
+    save_checkpoint(ckpt, model, cfg)
+    rc = export_onnx.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-simplify",
+                           "--images", str(parity_dir), "--num-images", "2"])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    assert '"parity": "ok"' in stdout
+    graph = onnx.load(str(out)).graph
+    image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
+    assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0

@@ -139,6 +139,37 @@ def test_mask_head_shape() -> None:
     assert out.shape == (3, 2, 56, 56)
 
 
+def test_mask_head_image_stream() -> None:
+    """image_channels > 0: the pooled image [R,3,S,S] feeds the logits and is required."""
+    torch.manual_seed(0)
+    head = MultiClassMaskHead(16, MaskHeadConfig(channels=8, num_convs=2, num_fused_convs=1, image_channels=4))
+    assert head.uses_image and not MultiClassMaskHead(16, MaskHeadConfig(channels=8)).uses_image
+    low, high, image = torch.randn(3, 16, 56, 56), torch.randn(3, 16, 28, 28), torch.randn(3, 3, 56, 56)
+    out = head(low, high, image)
+    assert out.shape == (3, 2, 56, 56)
+    assert (out - head(low, high, image.flip(-1))).abs().max() > 1e-6  # the image changes the masks
+    with pytest.raises(ValueError, match="image stream"):
+        head(low, high)
+    with pytest.raises(ValueError, match="image_channels"):
+        MultiClassMaskHead(16, MaskHeadConfig(image_channels=-1))
+
+
+def test_pool_image_is_the_image_over_the_roi() -> None:
+    """pool_image samples the input at stride 1: a RoI of the image's own size returns it resampled."""
+    from rfnet.model.pooling import pool_image
+
+    img = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    rois = torch.tensor([[1.0, 0.0, 0.0, 8.0, 8.0], [0.0, 2.0, 2.0, 6.0, 6.0]])
+    out = pool_image(img, rois, 8, 1)
+    assert out.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(out[0], img[1])  # one sample per pixel centre: the image itself
+    # 8 bins over 4 pixels: samples at 1.75, 2.25, ... (half-pixel convention); the image is
+    # linear in x and y (64 c + 8 y + x), so bilinear sampling is exact there
+    s = 1.75 + 0.5 * torch.arange(8.0)
+    expect = 64 * torch.arange(3.0).view(3, 1, 1) + 8 * s.view(1, 8, 1) + s.view(1, 1, 8)
+    torch.testing.assert_close(out[1], expect)
+
+
 def test_rpn_proposals_static_shape() -> None:
     rpn = RegionProposalNetwork(RPNConfig(pre_nms_top_n_test=50, post_nms_top_n_test=40), 16, 3).eval()
     feats = _pyramid()
