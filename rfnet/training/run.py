@@ -208,8 +208,9 @@ class _Session:
                         "uninterrupted run exactly", self.dist.world_size, len(ranks))
         rng = ranks[min(self.dist.rank, len(ranks) - 1)] if ranks is not None else resume.rng
         restore_rng_state(rng)
-        log.info("resumed after epoch %d (best mean Dice %.4f at epoch %d)", self.start_epoch, self.best_score,
-                 self.best_epoch)
+        # The score is the mean validation Dice, or minus the training loss without a validation set.
+        log.info("resumed after epoch %d (best score %.4f at epoch %d: %s)", self.start_epoch, self.best_score,
+                 self.best_epoch, "mean validation Dice" if self.best_score >= 0 else "minus the training loss")
 
     def train_epoch(self, epoch: int, progress: bool) -> tuple[dict[str, Any], int]:
         """One epoch -> (metrics row with the losses averaged over ranks, bad items skipped)."""
