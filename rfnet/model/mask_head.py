@@ -13,7 +13,6 @@ conv to the branch width, added to the fused sum before the fused convs.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from rfnet.config import MaskHeadConfig
@@ -60,7 +59,7 @@ class MultiClassMaskHead(nn.Module):
         """Whether :meth:`forward` needs the pooled image (``cfg.image_channels > 0``)."""
         return self.image is not None
 
-    def forward(self, low: Tensor, high: Tensor, image: torch.Tensor | None = None) -> Tensor:
+    def forward(self, low: Tensor, high: Tensor, image: Tensor | None = None) -> Tensor:
         x = self.low(low) + self.relu(self.upsample(self.high(high)))
         if self.image is not None:
             if image is None:

@@ -171,9 +171,10 @@ class _Session:
     """The state of one training run: model, optimizer, schedule, data and bookkeeping."""
 
     def __init__(self, cfg: ModelConfig, train_ds: FundusDataset, device: torch.device, seed: int, workers: int,
-                 dist_info: DistInfo, resume: TrainState | None) -> None:
+                 dist_info: DistInfo, resume: TrainState | None, validated: bool) -> None:
         t = cfg.train
         self.cfg, self.device, self.seed, self.dist = cfg, device, seed, dist_info
+        self.validated = validated  # a validation set scores the epochs (see _score_epoch)
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         model = prepare_model(build_model(cfg).to(device), channels_last=t.channels_last)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
@@ -208,9 +209,8 @@ class _Session:
                         "uninterrupted run exactly", self.dist.world_size, len(ranks))
         rng = ranks[min(self.dist.rank, len(ranks) - 1)] if ranks is not None else resume.rng
         restore_rng_state(rng)
-        # The score is the mean validation Dice, or minus the training loss without a validation set.
         log.info("resumed after epoch %d (best score %.4f at epoch %d: %s)", self.start_epoch, self.best_score,
-                 self.best_epoch, "mean validation Dice" if self.best_score >= 0 else "minus the training loss")
+                 self.best_epoch, score_name(self.validated))
 
     def train_epoch(self, epoch: int, progress: bool) -> tuple[dict[str, Any], int]:
         """One epoch -> (metrics row with the losses averaged over ranks, bad items skipped)."""
@@ -332,7 +332,7 @@ def run_training(
     """
     t0 = time.monotonic()
     info = dist_info or DistInfo()
-    sess = _Session(cfg, train_ds, device, seed, workers, info, resume)
+    sess = _Session(cfg, train_ds, device, seed, workers, info, resume, validated=val_ds is not None)
     t, args = cfg.train, _plain(run_args or {})
     if resume is None and info.is_main:
         atomic_write_text(files.config, cfg.to_json() + "\n")
@@ -369,6 +369,11 @@ def run_training(
             break
     skipped_val = _report_skipped(train_ds, val_ds, skipped_train, workers)
     return _summary(sess, row, time.monotonic() - t0, stopped_early, skipped_train, skipped_val)
+
+
+def score_name(validated: bool) -> str:
+    """What an epoch's score is (:func:`_score_epoch`): with or without a validation set."""
+    return "mean validation Dice" if validated else "minus the training loss"
 
 
 def _score_epoch(sess: _Session, val_ds: FundusDataset | None, validate: bool, batch_size: int, progress: bool,

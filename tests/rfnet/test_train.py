@@ -88,13 +88,16 @@ def test_train_writes_every_output(straight_run: Path) -> None:
     assert isinstance(last, dict) and isinstance(best, dict)
 
 
-def test_resume_equals_uninterrupted(data: dict[str, Path], straight_run: Path, tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted(data: dict[str, Path], straight_run: Path, tmp_path: Path,
+                                    caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "resumed"
     # a time budget too small for a second epoch stops the run cleanly after epoch 1 ...
     assert _train(data, out, "--epochs", "2", "--lr-step", "1", "--max-time-min", "0.0001") == 0
     assert len(_rows(out / "metrics.csv")) == 1
     # ... and --resume finishes it; the run settings come from the checkpoint
-    assert main(["--out", str(out), "--resume", "--device", "cpu", "--threads", "1", "--no-progress"]) == 0
+    with caplog.at_level(logging.INFO, logger="rfnet.training.run"):
+        assert main(["--out", str(out), "--resume", "--device", "cpu", "--threads", "1", "--no-progress"]) == 0
+    assert "at epoch 1: mean validation Dice)" in caplog.text  # the resume line names its score
     from rfnet.checkpoint import load_checkpoint
 
     a = load_checkpoint(straight_run / "checkpoint_last.pt")
