@@ -138,6 +138,10 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # "sgd" (paper: momentum SGD) or "adamw" (Adam with decoupled weight decay; betas
+    # (momentum, 0.999), so ``momentum`` is its first-moment decay). AdamW wants a learning rate
+    # about ten times lower (1e-3).
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr_step_epochs: int = 30
     lr_gamma: float = 0.1
     warmup_iters: int = 100

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from rfnet.checkpoint import load_checkpoint, save_checkpoint
 from rfnet.common.fileio import atomic_write_text
 from rfnet.common.viz import plot_training_curves
-from rfnet.config import ModelConfig
+from rfnet.config import ModelConfig, TrainConfig
+from rfnet.errors import UsageError
 from rfnet.data import FundusDataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset
 from rfnet.training.distributed import DistInfo, agree, barrier, gather_objects, mean_across, unwrap, wrap_model
@@ -167,6 +168,15 @@ def _unpack(batch: Batch) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     return batch.images, batch.targets
 
 
+def build_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``t.optimizer`` names over ``model``'s parameters (``UsageError`` for another name)."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay)
+    raise UsageError(f"train.optimizer must be 'sgd' or 'adamw', got {t.optimizer!r}")
+
+
 class _Session:
     """The state of one training run: model, optimizer, schedule, data and bookkeeping."""
 
@@ -177,7 +187,7 @@ class _Session:
         self.validated = validated  # a validation set scores the epochs (see _score_epoch)
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         model = prepare_model(build_model(cfg).to(device), channels_last=t.channels_last)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.optimizer = build_optimizer(model, t)
         self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
         self.generator = torch.Generator()
         self.sampler: DistributedSampler[int] | None = (DistributedSampler(self.tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)

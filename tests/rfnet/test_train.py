@@ -16,6 +16,7 @@ import torch
 from rfnet.config import ModelConfig, get_preset
 from rfnet.data.synthetic import generate_folder
 from rfnet.training.overrides import apply_overrides
+from rfnet.training.run import build_optimizer
 from rfnet.training.schedule import lr_factor
 from rfnet.training.state import capture_rng_state, restore_rng_state
 from rfnet.train import build_parser, main, resolve_config
@@ -217,6 +218,19 @@ def test_overrides_reject_unknown_keys_and_wrong_types() -> None:
         apply_overrides(cfg, ["input.size"])
     with pytest.raises(ValueError, match="no section 'nope'"):
         apply_overrides(cfg, ["nope.x=1"])
+
+
+def test_optimizer_setting_builds_sgd_or_adamw_and_refuses_others() -> None:
+    cfg = apply_overrides(get_preset("light"), ["train.optimizer=adamw", "train.lr=0.001", "train.momentum=0.8"])
+    model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(model, cfg.train)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.param_groups[0]["lr"] == 0.001 and opt.param_groups[0]["betas"] == (0.8, 0.999)
+    sgd = build_optimizer(model, get_preset("light").train)
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.9
+    cfg.train.optimizer = "adam"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="train.optimizer must be 'sgd' or 'adamw', got 'adam'"):
+        build_optimizer(model, cfg.train)
 
 
 def test_lr_schedule_warmup_and_steps() -> None:
