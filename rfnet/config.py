@@ -165,6 +165,9 @@ class TrainConfig:
     # experts marking each pixel) instead of the binary masks; boxes, validation and evaluation
     # keep the binary masks. Needs a dataset with soft maps (rfnet.data.FundusDataset.soft_masks).
     soft_targets: bool = False
+    # Fit grading.vcdr_expert_scale on the training images' ground truth before training (needs
+    # a dataset with the experts' CDRs, Drishti-GS; the images' masks are read once more).
+    fit_expert_scale: bool = False
     # Speed options (rfnet.training.speed measures them): bfloat16 autocast of the forward
     # pass (CPUs with AVX512_BF16 / AMX, recent GPUs) and channels-last tensors.
     bf16: bool = False
@@ -186,7 +189,8 @@ MID_MIN_DISC_SCORE = 0.489
 
 @dataclass
 class GradingConfig:
-    """When a result may carry a CDR (``rfnet.common.gradability``): the model-specific part.
+    """When a result may carry a CDR (``rfnet.common.gradability``), and on which scales: the
+    model-specific part.
 
     ``min_disc_score`` is a property of the trained weights: derive it with
     ``python -m rfnet.grading_calibration`` from held-out scores (cross-validation) and set it
@@ -195,6 +199,12 @@ class GradingConfig:
     """
 
     min_disc_score: float = DEFAULT_MIN_DISC_SCORE
+    # (a, b): the vertical CDR is also reported on the experts' scale, a * vcdr + b, a line
+    # fitted on the training images' ground truth (their masks' vCDR against the experts' mean
+    # CDR, rfnet.common.metrics.fit_expert_scale) when ``train.fit_expert_scale`` is set and the
+    # dataset has expert CDRs (Drishti-GS). None: not fitted, no such value is reported.
+    # Exported as ``rfnet.vcdr_expert_scale``.
+    vcdr_expert_scale: tuple[float, float] | None = None
 
 
 @dataclass

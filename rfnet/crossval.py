@@ -6,7 +6,11 @@ every held-out image: disc / cup Dice, mIoU, vCDR MAE against the masks and agai
 experts' mean CDR, and the Pearson correlation of the predicted vCDR with the experts' (and
 with the masks'), all over gradable images for the CDR columns; Dice over all images. With
 ``--overlays OUT`` it also writes crops of the best and worst cases by cup Dice (prediction
-left, ground truth right), taken from the evaluations' overlay images.
+left, ground truth right), taken from the evaluations' overlay images. With ``--expert-scale``
+it adds what the vCDR would score on the experts' scale: for each fold, a line from the masks'
+vCDR to the experts' mean CDR is fitted on the ground truth of the *other* folds' images (the
+fold's training images when every fold is given; ``rfnet.common.metrics.fit_expert_scale``) and
+applied to the fold's predicted vCDR.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import numpy as np
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import atomic_write_json
 from rfnet.common.imageio import ImageReadError, read_image, read_mask, write_image
-from rfnet.common.metrics import cdr_agreement, from_refuge_seg
+from rfnet.common.metrics import cdr_agreement, fit_expert_scale, from_refuge_seg
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,51 @@ def markdown_table(folds: list[tuple[str, dict[str, float]]], pooled: dict[str, 
     return "\n".join(lines)
 
 
+def _pairs(rows: list[dict[str, Any]], pred: str, ref: str, gradable_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    keep = [r for r in rows if r.get(pred, "") != "" and r.get(ref, "") not in ("", None)
+            and (not gradable_only or str(r.get("gradable", "1")) in ("1", "True", "true"))]
+    return np.array([_num(r[pred]) for r in keep]), np.array([_num(r[ref]) for r in keep])
+
+
+def expert_scale_stats(folds: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, dict[str, float]]]:
+    """Per fold and pooled: the line fitted on the other folds' ground truth (``a``, ``b``, ``n_fit``)
+    and the predicted vCDR's MAE and mean bias against the experts' mean, raw and mapped."""
+    if len(folds) < 2:
+        raise ValueError("--expert-scale needs at least two folds (each fold's line is fitted on the others)")
+    out, raw_all, mapped_all, exp_all = [], [], [], []
+    for i, (name, rows) in enumerate(folds):
+        others = [r for j, (_, rs) in enumerate(folds) if j != i for r in rs]
+        try:
+            a, b = fit_expert_scale(*_pairs(others, "vcdr_gt", "expert_cdr", gradable_only=False))
+        except ValueError as exc:
+            raise ValueError(f"{name}: no experts' scale from the other folds' ground truth: {exc}") from None
+        pred, exp = _pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True)
+        mapped = a * pred + b
+        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(len(others))}))
+        raw_all.append(pred)
+        mapped_all.append(mapped)
+        exp_all.append(exp)
+    pooled = _scale_row(np.concatenate(raw_all), np.concatenate(mapped_all), np.concatenate(exp_all))
+    return [*out, ("**all (pooled)**", pooled | {"a": math.nan, "b": math.nan, "n_fit": math.nan})]
+
+
+def _scale_row(raw: np.ndarray, mapped: np.ndarray, exp: np.ndarray) -> dict[str, float]:
+    nan = math.nan
+    return {"mae_raw": cdr_agreement(raw, exp)["mae"], "mae_scaled": cdr_agreement(mapped, exp)["mae"],
+            "bias_raw": float(np.mean(raw - exp)) if exp.size else nan,
+            "bias_scaled": float(np.mean(mapped - exp)) if exp.size else nan}
+
+
+def expert_scale_table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    lines = ["| fold | line a, b (fitted on n images) | vCDR MAE vs experts: raw | on the experts' scale "
+             "| mean bias: raw | on the experts' scale |", "|---|---|---|---|---|---|"]
+    for name, st in rows:
+        fit = "-" if math.isnan(st["a"]) else f"{st['a']:.3f}, {st['b']:+.3f} ({int(st['n_fit'])})"
+        lines.append(f"| {name} | {fit} | {st['mae_raw']:.4f} | {st['mae_scaled']:.4f} | {st['bias_raw']:+.4f} "
+                     f"| {st['bias_scaled']:+.4f} |")
+    return "\n".join(lines)
+
+
 def _disc_crop(eval_dir: Path, name: str, half: int) -> Any:
     """Prediction | ground truth overlay of ``name``, cropped to a square around the predicted disc."""
     ov = read_image(eval_dir / "overlays" / f"{name}.jpg")
@@ -107,21 +156,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("eval_dirs", nargs="+", help="rfnet.evaluate output folders, one per fold")
     p.add_argument("--json", help="also write the table as JSON here")
     p.add_argument("--overlays", help="write best / worst case crops into this folder")
+    p.add_argument("--expert-scale", action="store_true",
+                   help="also map each fold's vCDR to the experts' scale by a line fitted on the other folds' ground truth")
     args = p.parse_args(argv)
     setup_logging()
-    folds, pooled_rows = [], []
+    folds, fold_rows, pooled_rows = [], [], []
     try:
         for d in map(Path, args.eval_dirs):
             rows = read_rows(d)
             folds.append((d.name, fold_stats(rows)))
+            fold_rows.append((d.name, rows))
             pooled_rows += [(d, r) for r in rows]
+        scaled = expert_scale_stats(fold_rows) if args.expert_scale else None
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return ExitCode.USAGE
     pooled = fold_stats([r for _, r in pooled_rows])
     print(markdown_table(folds, pooled))
+    if scaled is not None:
+        print("\n" + expert_scale_table(scaled))
     if args.json:
-        atomic_write_json(Path(args.json), {"folds": dict(folds), "pooled": pooled})
+        result: dict[str, Any] = {"folds": dict(folds), "pooled": pooled}
+        if scaled is not None:
+            result["expert_scale"] = dict(scaled)
+        atomic_write_json(Path(args.json), result)
     if args.overlays:
         for path in write_cases(pooled_rows, Path(args.overlays)):
             print(f"wrote {path}")

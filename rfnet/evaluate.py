@@ -251,9 +251,10 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
     print(f"gradable: {result.n_gradable} of {len(result.rows)} images ({result.gradable_rate:.1%})"
           + (" - not gradable: " + ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))
              if result.reasons else ""))
-    for ref, agree in summary["vcdr_agreement"].items():  # type: ignore[union-attr]
+    for ref, pred, _, what in AGREEMENTS:
+        agree = summary["vcdr_agreement"][ref]  # type: ignore[index]
         if agree["n"]:
-            print(f"vCDR vs the {ref} (gradable, n = {agree['n']}): MAE {agree['mae']:.4f}, "
+            print(f"{pred} vs {what} (gradable, n = {agree['n']}): MAE {agree['mae']:.4f}, "
                   f"Pearson r {agree['pearson']:.4f}")
     if classification is not None:
         print(
@@ -262,13 +263,22 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         )
 
 
+#: vcdr_agreement's comparisons: (name, predicted column, reference column, what it is).
+AGREEMENTS: tuple[tuple[str, str, str, str], ...] = (
+    ("masks", "vcdr_pred", "vcdr_gt", "the masks"),
+    ("experts", "vcdr_pred", "expert_cdr", "the experts' mean"),
+    ("experts_scaled", "vcdr_expert_pred", "expert_cdr", "the experts' mean, on the experts' scale"),
+)
+
+
 def vcdr_agreement(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """REFUGE vCDR of the gradable images against the ground-truth masks' and, where the dataset
-    has them (Drishti-GS), the experts' mean CDR: MAE and Pearson correlation."""
+    has them (Drishti-GS), the experts' mean CDR: MAE and Pearson correlation; ``experts_scaled``:
+    the vCDR on the experts' scale (models with ``rfnet.vcdr_expert_scale``) against the same."""
     out = {}
-    for ref, key in (("masks", "vcdr_gt"), ("experts", "expert_cdr")):
-        pairs = [(float(r["vcdr_pred"]), float(r[key])) for r in rows
-                 if r.get("gradable", True) and r.get("vcdr_pred", "") != "" and r.get(key, "") not in ("", None)]
+    for ref, pred, key, _ in AGREEMENTS:
+        pairs = [(float(r[pred]), float(r[key])) for r in rows
+                 if r.get("gradable", True) and r.get(pred, None) not in ("", None) and r.get(key, "") not in ("", None)]
         out[ref] = cdr_agreement([p for p, _ in pairs], [g for _, g in pairs])
     return out
 

@@ -54,6 +54,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     "hcdr_gt",
     "area_cdr_pred",
     "area_cdr_gt",
+    "vcdr_expert_pred",
     "score",
     "disc_found",
     "cup_low_confidence",
@@ -181,6 +182,8 @@ def case_row(sample: Sample, result: SegmentedImage) -> dict[str, Any]:
     row.update(case_metrics(seg.disc, seg.cup, sample.disc, sample.cup))
     if not result.gradable:
         row.update(dict.fromkeys(CDR_PRED_COLUMNS))
+    # the vertical CDR on the experts' scale, for models with rfnet.vcdr_expert_scale (None otherwise)
+    row["vcdr_expert_pred"] = None if result.cdr is None else result.cdr.get("vcdr_expert")
     row["score"] = float(seg.score)
     row["disc_found"] = int(seg.found)
     row["cup_low_confidence"] = int(seg.cup_fallback)

@@ -31,6 +31,7 @@ from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import DATASET_NAMES, SampleError
+from rfnet.data.expert_scale import dataset_expert_scale
 from rfnet.data.torch_dataset import require_soft_masks
 from rfnet.training.datasets import DataSelection, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         train_ds, val_ds, val_desc = select_datasets(sel)
         if cfg.train.soft_targets:
             require_soft_masks(train_ds)
+        if cfg.train.fit_expert_scale and state is None:
+            (a, b), n = dataset_expert_scale(train_ds)
+            cfg.grading.vcdr_expert_scale = (a, b)
+            log.info("vCDR on the experts' scale: %.4f * vcdr %+.4f (fitted on the ground truth of %d training "
+                     "images; grading.vcdr_expert_scale)", a, b, n)
         device = resolve_device(args.device)
         if cfg.train.sync_bn and info.enabled and device.type != "cuda":
             raise ValueError("--sync-bn / train.sync_bn needs GPUs: PyTorch's SyncBatchNorm runs only on CUDA "

@@ -96,6 +96,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("disc_found", "int", lambda r: int(r.segmentation.found), "d", "1 when a disc was segmented"),
     ResultField("cup_low_confidence", "int", lambda r: int(r.segmentation.cup_fallback), "d",
                 "1 when the cup came from the relative fallback threshold (worth a second look)"),
+    ResultField("vcdr_expert", "float", lambda r: None if r.cdr is None else r.cdr.get("vcdr_expert"), ".6f",
+                "vertical CDR on the experts' scale (rfnet.vcdr_expert_scale: a line fitted on the training "
+                "images' ground truth); no value when the model has none"),
     ResultField("message", "str", lambda r: r.grade.message, "s", "why not gradable, for a person to read"),
 )
 

@@ -121,8 +121,8 @@ def _mean(values: list[float]) -> float | None:
 def _cdr_stats(records: Sequence[Record]) -> dict[str, dict[str, float | None]]:
     """Mean and std of each CDR over the gradable images (the only ones with a CDR)."""
     cdr: dict[str, dict[str, float | None]] = {}
-    for key in ("vcdr", "vcdr_extent", "hcdr", "area_cdr"):
-        vals = [r.cdr[key] for r in records if r.cdr is not None]
+    for key in ("vcdr", "vcdr_extent", "hcdr", "area_cdr", "vcdr_expert"):
+        vals = [r.cdr[key] for r in records if r.cdr is not None and key in r.cdr]  # vcdr_expert: some models
         cdr[key] = {"mean": _mean(vals), "std": float(np.std(vals)) if vals else None}
     return cdr
 

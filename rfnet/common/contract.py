@@ -20,6 +20,7 @@ is the one source (never the file name, never a guess from the graph).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -50,6 +51,7 @@ KEY_CLASS_NAMES = "rfnet.class_names"  # JSON list: mask channel order
 KEY_PRECISION = "rfnet.precision"  # one of PRECISIONS
 KEY_MASK_BOX_SCALE = "rfnet.mask_box_scale"  # masks cover each box scaled by this about its centre
 KEY_MIN_DISC_SCORE = "rfnet.min_disc_score"  # below it a detection backs no CDR (rfnet.common.gradability)
+KEY_VCDR_EXPERT_SCALE = "rfnet.vcdr_expert_scale"  # JSON [a, b] or null: vCDR on the experts' scale = a * vcdr + b
 KEY_CHECKPOINT_SHA256 = "rfnet.checkpoint_sha256"
 KEY_CONFIG = "rfnet.config"  # JSON of ModelConfig
 KEY_EXPORTER = "rfnet.exporter"  # JSON: library versions, opset, batch, simplification
@@ -58,7 +60,8 @@ KEY_FP16 = "rfnet.fp16"  # JSON, FP16 models (export/fp16.py)
 
 #: Keys every exported model has (:func:`parse_metadata` rejects a model missing any).
 #: ``rfnet.mask_box_scale`` is optional: models exported before it existed mean 1.0;
-#: ``rfnet.min_disc_score`` too: absent means ``rfnet.config.DEFAULT_MIN_DISC_SCORE``.
+#: ``rfnet.min_disc_score`` too: absent means ``rfnet.config.DEFAULT_MIN_DISC_SCORE``;
+#: ``rfnet.vcdr_expert_scale`` too: absent (or null) means no vCDR on the experts' scale.
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
     KEY_PRECISION, KEY_CHECKPOINT_SHA256, KEY_CONFIG, KEY_EXPORTER,
@@ -67,11 +70,11 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #: like the keys without ``rfnet.`` (``input_size``, ``mean``, ...).
 DEPLOY_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
-    KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE,
+    KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE,
 )
 #: Keys whose value is a plain string; every other known key holds JSON.
 _PLAIN_KEYS = frozenset({KEY_PRESET, KEY_PRECISION, KEY_CHECKPOINT_SHA256})
-_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE})
+_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE})
 _KNOWN_KEYS = frozenset(REQUIRED_KEYS) | frozenset(DEPLOY_KEYS)
 
 
@@ -108,6 +111,8 @@ class ModelMetadata:
             (``mask_head.box_scale``; 1.0 for models exported before the key existed).
         min_disc_score: a detection scoring below it backs no CDR (``grading.min_disc_score``;
             ``DEFAULT_MIN_DISC_SCORE`` for models exported before the key existed).
+        vcdr_expert_scale: ``(a, b)``: results also carry the vertical CDR on the experts' scale,
+            ``a * vcdr + b`` (``grading.vcdr_expert_scale``); None: not fitted.
         checkpoint_sha256, config, exporter: provenance (empty in an engine manifest's copy).
         extra: other ``rfnet.*`` strings carried along (``rfnet.quantization``, ``rfnet.fp16``).
     """
@@ -122,6 +127,7 @@ class ModelMetadata:
     precision: str
     mask_box_scale: float = 1.0
     min_disc_score: float = DEFAULT_MIN_DISC_SCORE
+    vcdr_expert_scale: tuple[float, float] | None = None
     checkpoint_sha256: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
@@ -144,7 +150,7 @@ class ModelMetadata:
             "std": list(cfg.input.std), "mask_size": cfg.mask_head.mask_size,
             "top_k": cfg.roi_heads.detections_per_img, "class_names": list(CLASS_NAMES), "precision": precision,
             "mask_box_scale": cfg.mask_head.box_scale, "min_disc_score": cfg.grading.min_disc_score,
-            "checkpoint_sha256": checkpoint_sha256,
+            "vcdr_expert_scale": _plain(cfg.grading.vcdr_expert_scale), "checkpoint_sha256": checkpoint_sha256,
             # JSON values, as a parsed model has them (tuples become lists)
             "config": json.loads(json.dumps(cfg.to_dict())), "exporter": json.loads(json.dumps(dict(exporter or {}))),
         }, where=f"config {cfg.name!r}")
@@ -221,6 +227,15 @@ def _precision(value: Any) -> str:
     return str(value)
 
 
+def _line(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise ValueError(f"must be null or a list of 2 finite numbers [a, b], got {value!r}")
+    return (float(value[0]), float(value[1]))
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {value!r}")
@@ -236,7 +251,8 @@ def _object(value: Any) -> dict[str, Any]:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "preset": _string, "input_size": _positive_int, "mean": _triple, "std": _std, "mask_size": _positive_int,
     "top_k": _positive_int, "class_names": _class_names, "precision": _precision,
-    "mask_box_scale": _positive_float, "min_disc_score": _probability, "checkpoint_sha256": _string, "config": _object, "exporter": _object,
+    "mask_box_scale": _positive_float, "min_disc_score": _probability,
+    "vcdr_expert_scale": _line, "checkpoint_sha256": _string, "config": _object, "exporter": _object,
 }
 
 

@@ -155,6 +155,26 @@ def cdr_agreement(pred: Sequence[float] | np.ndarray, ref: Sequence[float] | np.
     return {"n": int(p.size), "mae": float(np.mean(np.abs(p - g))), "pearson": r}
 
 
+def fit_expert_scale(mask_vcdr: Sequence[float] | np.ndarray, expert_cdr: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Least-squares line ``expert ~ a * mask_vcdr + b`` over ground-truth pairs: ``(a, b)``.
+
+    Why: Drishti-GS's experts' CDR is larger than the vertical CDR of the all-agree masks a
+    model is trained and scored on (by about 0.05 over its 50 training images), so a model that
+    drew those masks perfectly would still read low on the experts' scale. The line is fitted
+    on the *ground truth* of training images only (their masks' vCDR and the experts' mean)
+    and applied to a model's predicted vCDR. ``ValueError`` for fewer than 3 pairs or a
+    constant ``mask_vcdr``.
+    """
+    x = np.asarray(mask_vcdr, dtype=np.float64).reshape(-1)
+    y = np.asarray(expert_cdr, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"need equally many mask vCDRs and expert CDRs, got {x.size} and {y.size}")
+    if x.size < 3 or not np.ptp(x) > 0:
+        raise ValueError(f"need at least 3 pairs with varying mask vCDR to fit a line, got {x.size}")
+    a, b = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
 def case_metrics(pred_disc: np.ndarray, pred_cup: np.ndarray, gt_disc: np.ndarray, gt_cup: np.ndarray) -> dict[str, float]:
     """Per-image metrics comparing a prediction with the ground truth.
 

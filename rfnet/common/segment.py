@@ -50,7 +50,9 @@ class SegmentedImage:
         segmentation: disc / cup masks at the original size, box, score.
         grade: the verdict (:class:`rfnet.common.gradability.Grade`: ``gradable``, ``reason``,
             ``message``).
-        cdr: :func:`rfnet.common.metrics.cdr_report` of the masks when gradable, else None.
+        cdr: :func:`rfnet.common.metrics.cdr_report` of the masks when gradable, else None; with
+            ``vcdr_expert`` too when the model has ``rfnet.vcdr_expert_scale`` (the vertical CDR on
+            the experts' scale, clipped to [0, 1]).
         quality: the image measures the verdict used.
         timings: milliseconds per stage of :data:`STAGES` (``model`` is the backend time of
             the image's batch divided by the images in it).
@@ -200,6 +202,9 @@ class Segmenter:
         verdict = grade(quality, seg, self.min_score)
         # the same figures as on the full masks, on the window's pixels
         cdr = cdr_report(*seg.cropped()) if verdict.gradable else None
+        if cdr is not None and self.info.vcdr_expert_scale is not None:
+            a, b = self.info.vcdr_expert_scale
+            cdr["vcdr_expert"] = min(1.0, max(0.0, a * cdr["vcdr"] + b))  # a ratio of diameters: in [0, 1]
         t2 = time.perf_counter()
         return SegmentedImage(seg, verdict, cdr, quality, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,26 @@ def test_missing_or_foreign_folder_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "per_image.csv").write_text("a,b\n1,2\n")
     assert main([str(tmp_path / "x")]) == 2
+
+
+def test_expert_scale_fits_on_the_other_folds_ground_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Ground truth on a known line: experts = 0.5 * masks + 0.3 in every fold.
+    def row(name: str, pred: float, gt: float) -> list[object]:
+        return [name, 0.9, 0.8, 0.7, pred, gt, 0.5 * gt + 0.3, 1]
+
+    a = _fold(tmp_path, "f0", [row("a1", 0.4, 0.4), row("a2", 0.6, 0.7), row("a3", 0.5, 0.5)])
+    b = _fold(tmp_path, "f1", [row("b1", 0.2, 0.2), row("b2", 0.8, 0.9), row("b3", 0.3, 0.35)])
+    assert main([str(a), str(b), "--expert-scale", "--json", str(tmp_path / "cv.json")]) == 0
+    out = capsys.readouterr().out
+    f0 = next(line for line in out.splitlines() if line.startswith("| f0 | 0.500, +0.300 (3)")).split("|")
+    # f0's predictions mapped by the line fitted on f1: 0.5 p + 0.3 against 0.5 gt + 0.3.
+    expect_scaled = np.mean(np.abs(0.5 * np.array([0.4, 0.6, 0.5]) - 0.5 * np.array([0.4, 0.7, 0.5])))
+    expect_raw = np.mean(np.abs(np.array([0.4, 0.6, 0.5]) - (0.5 * np.array([0.4, 0.7, 0.5]) + 0.3)))
+    assert float(f0[3]) == pytest.approx(expect_raw, abs=1e-4)
+    assert float(f0[4]) == pytest.approx(expect_scaled, abs=1e-4)
+    assert "expert_scale" in json.loads((tmp_path / "cv.json").read_text())
+
+
+def test_expert_scale_needs_two_folds(tmp_path: Path) -> None:
+    a = _fold(tmp_path, "f0", [["a1", 0.9, 0.8, 0.7, 0.5, 0.4, 0.45, 1]])
+    assert main([str(a), "--expert-scale"]) == 2

@@ -169,3 +169,7 @@ def test_vcdr_agreement_uses_gradable_rows_with_values() -> None:
     a = vcdr_agreement(rows)
     assert a["masks"]["n"] == 3 and a["masks"]["mae"] == pytest.approx(0.2 / 3)
     assert a["experts"]["n"] == 2 and a["experts"]["mae"] == pytest.approx(0.05)
+    assert a["experts_scaled"]["n"] == 0  # no vCDR on the experts' scale: the model has no line
+    rows[0]["vcdr_expert_pred"], rows[2]["vcdr_expert_pred"] = 0.47, 0.6
+    a = vcdr_agreement(rows)
+    assert a["experts_scaled"]["n"] == 2 and a["experts_scaled"]["mae"] == pytest.approx(0.035)

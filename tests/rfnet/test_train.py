@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from rfnet.common.imageio import write_image
 from rfnet.config import ModelConfig, get_preset
 from rfnet.data.synthetic import generate_folder
 from rfnet.training.overrides import apply_overrides
@@ -191,6 +192,26 @@ def test_soft_targets_train_on_drishti_and_are_refused_elsewhere(data: dict[str,
     with caplog.at_level(logging.ERROR):
         rc = _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.soft_targets=true")
     assert rc == 2 and "folder dataset has no soft" in caplog.text and not (tmp_path / "o").exists()
+
+
+def test_fit_expert_scale_stores_the_training_images_line_and_is_refused_without_experts(
+        data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "Training"
+    for i, (half, cdr) in enumerate(((3, "0.4 0.5"), (5, "0.5 0.6"), (7, "0.75 0.75"))):
+        write_drishti(root, "GT", f"drishtiGS_00{i}", ".png", cdr)
+        cup = np.zeros((40, 40), np.uint8)  # cups of 6, 10 and 14 rows in the 20-row all-agree disc
+        cup[20 - half:20 + half, 14:26] = 255
+        write_image(root / "GT" / f"drishtiGS_00{i}" / "SoftMap" / f"drishtiGS_00{i}_cupsegSoftmap.png", cup)
+    out = tmp_path / "scaled"
+    rc = main(["--dataset", "drishti-gs", "--data-root", str(root), "--val-fraction", "0", "--out", str(out), *TINY,
+               "--iterations", "1", "--set", "train.fit_expert_scale=true"])
+    assert rc == 0
+    a, b = np.polyfit([6 / 20, 10 / 20, 14 / 20], [0.45, 0.55, 0.75], 1)
+    saved = json.loads((out / "config.json").read_text())["grading"]["vcdr_expert_scale"]
+    assert saved == pytest.approx([a, b], abs=1e-5)
+    with caplog.at_level(logging.ERROR):
+        rc = _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.fit_expert_scale=true")
+    assert rc == 2 and "experts' CDRs of 0 images" in caplog.text and not (tmp_path / "o").exists()
 
 
 def test_resolve_config_scales_lr_step_and_applies_overrides() -> None:

@@ -83,3 +83,25 @@ def test_min_score_overrides_the_model(contract_onnx: Path, tmp_path: Path, cont
     assert summary["gradability"]["reasons"] == {"low_disc_score": 1} and summary["cdr"]["vcdr"]["mean"] is None
     assert main(["--model", str(contract_onnx), "--input", str(folder), "--output", str(tmp_path / "x"),
                  "--min-score", "1.5"]) == 2
+
+
+def test_vcdr_on_the_experts_scale_follows_the_models_line(contract_onnx: Path, tmp_path: Path, contract) -> None:
+    import onnx
+
+    model = onnx.load(str(contract_onnx))
+    onnx.helper.set_model_props(model, {**contract.metadata(), "rfnet.vcdr_expert_scale": "[0.5, 0.3]"})
+    scaled = tmp_path / "scaled.onnx"
+    onnx.save(model, str(scaled))
+    folder = tmp_path / "images"
+    contract.write_images(folder)
+    for onnx_path, out in ((contract_onnx, tmp_path / "plain"), (scaled, tmp_path / "scaled")):
+        assert main(["--model", str(onnx_path), "--input", str(folder), "--output", str(out), "--no-progress"]) == 0
+    plain, rows = read_csv(tmp_path / "plain" / "results.csv"), read_csv(tmp_path / "scaled" / "results.csv")
+    assert all(r["gradable"] == "1" for r in rows.values()) and len(rows) == len(contract.GOOD_IMAGES)
+    for name, row in rows.items():
+        assert row["vcdr"] == plain[name]["vcdr"] and plain[name]["vcdr_expert"] == ""  # no line: no value
+        assert float(row["vcdr_expert"]) == pytest.approx(0.5 * float(row["vcdr"]) + 0.3, abs=2e-6)
+    summary = json.loads((tmp_path / "scaled" / "summary.json").read_text())
+    assert summary["cdr"]["vcdr_expert"]["mean"] == pytest.approx(
+        np.mean([float(r["vcdr_expert"]) for r in rows.values()]), abs=1e-6)
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["cdr"]["vcdr_expert"]["mean"] is None

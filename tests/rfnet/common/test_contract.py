@@ -13,6 +13,7 @@ from rfnet.common.contract import (
     KEY_MASK_BOX_SCALE,
     KEY_MIN_DISC_SCORE,
     KEY_QUANTIZATION,
+    KEY_VCDR_EXPERT_SCALE,
     MANIFEST_REQUIRED_FIELDS,
     REQUIRED_KEYS,
     ContractError,
@@ -41,7 +42,9 @@ def test_writer_and_parser_round_trip() -> None:
     meta = _meta(extra={KEY_QUANTIZATION: json.dumps({"method": "minmax"})})
     strings = meta.to_strings()
     assert all(isinstance(v, str) for v in strings.values())
-    assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_QUANTIZATION} == set(strings)
+    assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE,
+                                 KEY_QUANTIZATION} == set(strings)
+    assert strings[KEY_VCDR_EXPERT_SCALE] == "null"  # not fitted
     assert strings[KEY_MASK_BOX_SCALE] == "1.15" and strings["rfnet.top_k"] == "3"
     assert strings[KEY_MIN_DISC_SCORE] == "0.4"
     back = parse_metadata({**strings, "other.key": "kept out"}, "m.onnx")
@@ -62,6 +65,19 @@ def test_old_exports_without_mask_box_scale_mean_one() -> None:
     fields = _meta().deploy_fields()
     del fields["mask_box_scale"]
     assert metadata_from_manifest(fields, "old.engine").mask_box_scale == 1.0
+
+
+def test_vcdr_expert_scale_round_trips_and_old_exports_have_none() -> None:
+    meta = _meta(vcdr_expert_scale=(0.86, 0.14))
+    strings = meta.to_strings()
+    assert json.loads(strings[KEY_VCDR_EXPERT_SCALE]) == [0.86, 0.14]
+    assert parse_metadata(strings, "m.onnx").vcdr_expert_scale == (0.86, 0.14)
+    assert metadata_from_manifest(meta.deploy_fields(), "m.engine").vcdr_expert_scale == (0.86, 0.14)
+    del strings[KEY_VCDR_EXPERT_SCALE]
+    assert parse_metadata(strings, "old.onnx").vcdr_expert_scale is None
+    for bad in ("[1]", "[1, \"x\"]", "0.5", "[1, NaN]"):
+        with pytest.raises(MetadataError, match="'rfnet.vcdr_expert_scale' must be null or a list of 2"):
+            parse_metadata({**strings, KEY_VCDR_EXPERT_SCALE: bad}, "bad.onnx")
 
 
 def test_old_exports_without_min_disc_score_get_the_documented_default() -> None:

@@ -146,3 +146,13 @@ def test_cdr_agreement_mae_and_pearson() -> None:
     assert cdr_agreement([], [])["n"] == 0
     with pytest.raises(ValueError):
         cdr_agreement([0.1], [0.1, 0.2])
+
+
+def test_fit_expert_scale_recovers_a_line_and_refuses_too_few_pairs() -> None:
+    x = np.array([0.3, 0.5, 0.7, 0.9])
+    a, b = M.fit_expert_scale(x, 0.8 * x + 0.15)
+    assert (a, b) == (pytest.approx(0.8, abs=1e-9), pytest.approx(0.15, abs=1e-9))
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        M.fit_expert_scale([0.3, 0.5], [0.4, 0.6])
+    with pytest.raises(ValueError, match="varying"):
+        M.fit_expert_scale([0.5, 0.5, 0.5], [0.4, 0.6, 0.5])
