@@ -27,7 +27,7 @@ import numpy as np
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import atomic_write_json
 from rfnet.common.imageio import ImageReadError, read_image, read_mask, write_image
-from rfnet.common.metrics import cdr_agreement, fit_expert_scale, from_refuge_seg
+from rfnet.common.metrics import cdr_agreement, fit_expert_scale, from_refuge_seg, to_expert_scale
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,22 @@ def read_rows(eval_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _gradable(row: dict[str, Any]) -> bool:
+    return str(row.get("gradable", "1")) in ("1", "True", "true")
+
+
+def _pairs(rows: list[dict[str, Any]], pred: str, ref: str, gradable_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(pred, ref)`` values of the rows that have both (and are gradable, with ``gradable_only``)."""
+    keep = [r for r in rows if r.get(pred, "") not in ("", None) and r.get(ref, "") not in ("", None)
+            and (not gradable_only or _gradable(r))]
+    return np.array([_num(r[pred]) for r in keep]), np.array([_num(r[ref]) for r in keep])
+
+
 def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The table's columns for a set of per-image rows."""
-    grad = [r for r in rows if str(r.get("gradable", "1")) in ("1", "True", "true")]
-    with_pred = [r for r in grad if r.get("vcdr_pred", "") != ""]
-    masks = cdr_agreement([_num(r["vcdr_pred"]) for r in with_pred], [_num(r["vcdr_gt"]) for r in with_pred])
-    exp_rows = [r for r in with_pred if r.get("expert_cdr", "") != ""]
-    experts = cdr_agreement([_num(r["vcdr_pred"]) for r in exp_rows], [_num(r["expert_cdr"]) for r in exp_rows])
+    grad = [r for r in rows if _gradable(r)]
+    masks = cdr_agreement(*_pairs(rows, "vcdr_pred", "vcdr_gt", gradable_only=True))
+    experts = cdr_agreement(*_pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True))
     mean = lambda key: float(np.nanmean([_num(r[key]) for r in rows])) if rows else math.nan  # noqa: E731
     return {
         "images": len(rows), "gradable": len(grad), "dice_disc": mean("dice_disc"), "dice_cup": mean("dice_cup"),
@@ -77,12 +86,6 @@ def markdown_table(folds: list[tuple[str, dict[str, float]]], pooled: dict[str, 
     return "\n".join(lines)
 
 
-def _pairs(rows: list[dict[str, Any]], pred: str, ref: str, gradable_only: bool) -> tuple[np.ndarray, np.ndarray]:
-    keep = [r for r in rows if r.get(pred, "") != "" and r.get(ref, "") not in ("", None)
-            and (not gradable_only or str(r.get("gradable", "1")) in ("1", "True", "true"))]
-    return np.array([_num(r[pred]) for r in keep]), np.array([_num(r[ref]) for r in keep])
-
-
 def expert_scale_stats(folds: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, dict[str, float]]]:
     """Per fold and pooled: the line fitted on the other folds' ground truth (``a``, ``b``, ``n_fit``)
     and the predicted vCDR's MAE and mean bias against the experts' mean, raw and mapped."""
@@ -90,14 +93,15 @@ def expert_scale_stats(folds: list[tuple[str, list[dict[str, Any]]]]) -> list[tu
         raise ValueError("--expert-scale needs at least two folds (each fold's line is fitted on the others)")
     out, raw_all, mapped_all, exp_all = [], [], [], []
     for i, (name, rows) in enumerate(folds):
-        others = [r for j, (_, rs) in enumerate(folds) if j != i for r in rs]
+        gt, gt_exp = _pairs([r for j, (_, rs) in enumerate(folds) if j != i for r in rs], "vcdr_gt", "expert_cdr",
+                            gradable_only=False)
         try:
-            a, b = fit_expert_scale(*_pairs(others, "vcdr_gt", "expert_cdr", gradable_only=False))
+            a, b = fit_expert_scale(gt, gt_exp)
         except ValueError as exc:
             raise ValueError(f"{name}: no experts' scale from the other folds' ground truth: {exc}") from None
         pred, exp = _pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True)
-        mapped = a * pred + b
-        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(len(others))}))
+        mapped = to_expert_scale(pred, (a, b))
+        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(gt.size)}))
         raw_all.append(pred)
         mapped_all.append(mapped)
         exp_all.append(exp)

@@ -175,6 +175,13 @@ def fit_expert_scale(mask_vcdr: Sequence[float] | np.ndarray, expert_cdr: Sequen
     return float(a), float(b)
 
 
+def to_expert_scale(vcdr_value: float | np.ndarray, line: tuple[float, float]) -> np.ndarray:
+    """A vCDR (or an array of them) on the experts' scale: ``a * vcdr + b`` of
+    :func:`fit_expert_scale`'s ``line``, clipped to [0, 1] (a ratio of diameters)."""
+    a, b = line
+    return np.clip(a * np.asarray(vcdr_value, dtype=np.float64) + b, 0.0, 1.0)
+
+
 def case_metrics(pred_disc: np.ndarray, pred_cup: np.ndarray, gt_disc: np.ndarray, gt_cup: np.ndarray) -> dict[str, float]:
     """Per-image metrics comparing a prediction with the ground truth.
 

@@ -30,7 +30,7 @@ import numpy as np
 from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
 from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, metadata_from_backend
 from rfnet.common.gradability import Grade, ImageQuality, check_min_score, grade, measure_image
-from rfnet.common.metrics import cdr_report
+from rfnet.common.metrics import cdr_report, to_expert_scale
 from rfnet.common.postprocess import Segmentation, postprocess
 from rfnet.common.tta import merge_mirrored, mirror
 from rfnet.common.preprocess import Letterbox, preprocess
@@ -203,8 +203,7 @@ class Segmenter:
         # the same figures as on the full masks, on the window's pixels
         cdr = cdr_report(*seg.cropped()) if verdict.gradable else None
         if cdr is not None and self.info.vcdr_expert_scale is not None:
-            a, b = self.info.vcdr_expert_scale
-            cdr["vcdr_expert"] = min(1.0, max(0.0, a * cdr["vcdr"] + b))  # a ratio of diameters: in [0, 1]
+            cdr["vcdr_expert"] = float(to_expert_scale(cdr["vcdr"], self.info.vcdr_expert_scale))
         t2 = time.perf_counter()
         return SegmentedImage(seg, verdict, cdr, quality, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
 

@@ -8,13 +8,10 @@ its vCDR on the experts' scale too (``grading.vcdr_expert_scale``, ``rfnet.vcdr_
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from rfnet.common.metrics import fit_expert_scale, vcdr
 from rfnet.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 
 def dataset_expert_scale(dataset: Any) -> tuple[tuple[float, float], int]:

@@ -156,3 +156,9 @@ def test_fit_expert_scale_recovers_a_line_and_refuses_too_few_pairs() -> None:
         M.fit_expert_scale([0.3, 0.5], [0.4, 0.6])
     with pytest.raises(ValueError, match="varying"):
         M.fit_expert_scale([0.5, 0.5, 0.5], [0.4, 0.6, 0.5])
+
+
+def test_to_expert_scale_maps_by_the_line_and_clips_to_a_ratio() -> None:
+    out = M.to_expert_scale(np.array([0.0, 0.5, 1.0]), (0.8, 0.25))
+    np.testing.assert_allclose(out, [0.25, 0.65, 1.0])  # 1.05 clipped to 1
+    assert float(M.to_expert_scale(0.1, (1.0, -0.2))) == 0.0
