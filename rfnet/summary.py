@@ -1,10 +1,10 @@
 """Print parameter count and GFLOPs of RF-Net presets.
 
 GFLOPs are measured with ``torch.utils.flop_counter.FlopCounterMode`` on the eval forward of
-one image at the preset's input size (512; mid: 768): 2 FLOPs per multiply-add, counting
-convolutions, transposed convolutions and matrix products (the bulk of the work). RoIAlign, NMS, top-k and
-elementwise ops are not counted. The mask branch always runs on K = detections_per_img RoIs,
-so the count does not depend on the (random) weights.
+one image at the preset's input size (its ``input.size``): 2 FLOPs per multiply-add, counting
+convolutions, transposed convolutions and matrix products (the bulk of the work). RoIAlign,
+NMS, top-k and elementwise ops are not counted. The mask branch always runs on K =
+detections_per_img RoIs, so the count does not depend on the (random) weights.
 
 Usage: ``python -m rfnet.summary [--preset light] [--size 512] [--per-module]``
 """
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), action="append",
                         help="preset to summarise (repeatable; default: all)")
-    parser.add_argument("--size", type=int, default=None, help="input size (default: the preset's: 512, mid 768)")
+    parser.add_argument("--size", type=int, default=None, help="input size (default: the preset's input.size)")
     parser.add_argument("--per-module", action="store_true", help="also print GFLOPs per top-level module")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
