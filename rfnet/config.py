@@ -25,6 +25,7 @@ from rfnet.errors import UsageError
 CLASS_NAMES: tuple[str, ...] = ("disc", "cup")
 
 PoolingKind = Literal["fusion", "pyramid"]
+MaskBranchKind = Literal["streams", "unet"]
 MaskLossKind = Literal["focal_dice", "bce", "dice", "focal", "bce_dice"]
 
 
@@ -111,6 +112,14 @@ class MaskHeadConfig:
     # to the fused features: the colour and brightness detail of the cup's pallor that the
     # pyramid has averaged away. 0 = off, as in the paper.
     image_channels: int = 0
+    # "streams": the paper's two-stream branch over the pooled pyramid (rfnet.model.mask_head);
+    # "unet": a U-Net over the input image pooled at mask_size x mask_size, fed the pooled
+    # pyramid at mask_size / 2 and / 4 (rfnet.model.unet_head; not in the paper). The U-Net has
+    # unet_depth pooling steps and unet_channels at full resolution (doubling per step);
+    # cross-validated on Drishti-GS and not kept for the mid preset (docs/results.md).
+    branch: MaskBranchKind = "streams"
+    unet_channels: int = 16
+    unet_depth: int = 4
 
 
 @dataclass

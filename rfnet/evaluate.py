@@ -45,7 +45,7 @@ from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_wri
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
-from rfnet.common.viz import draw_contours, overlay
+from rfnet.common.viz import overlay
 from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
 from rfnet.data.splits import held_out_fold
 from rfnet.errors import RFNetError, UsageError
@@ -205,10 +205,9 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
         if not args.no_segmentations:
             write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup, seg.bounds()))
         if not args.no_overlays:
-            image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup)
-            if not row["gradable"]:
-                image = draw_contours(image, np.zeros(image.shape[:2], bool), np.zeros(image.shape[:2], bool),
-                                      label=f"not gradable: {row['reason']}")
+            # One label per panel: a second one drawn over "prediction" would be unreadable.
+            label = "prediction" if row["gradable"] else f"prediction, not gradable: {row['reason']}"
+            image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup, label=label)
             write_image(ov_dir / f"{stem}.jpg", image)
 
     result = evaluate_dataset(

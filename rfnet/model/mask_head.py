@@ -25,6 +25,18 @@ def _conv_stack(cin: int, cout: int, n: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def init_mask_branch(branch: nn.Module) -> None:
+    """He-initialise ``branch``'s convs, zero their biases; its ``predictor`` starts near zero (std 1e-3)."""
+    for m in branch.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    predictor = branch.get_submodule("predictor")
+    assert isinstance(predictor, nn.Conv2d)
+    nn.init.normal_(predictor.weight, std=0.001)
+
+
 class MultiClassMaskHead(nn.Module):
     """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2], image [R,3,S,S]) -> logits [R,num_classes,S,S]``.
 
@@ -47,12 +59,7 @@ class MultiClassMaskHead(nn.Module):
         if cfg.image_channels:
             self.image = nn.Sequential(_conv_stack(3, cfg.image_channels, 2), nn.Conv2d(cfg.image_channels, c, 1))
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.normal_(self.predictor.weight, std=0.001)
+        init_mask_branch(self)
 
     @property
     def uses_image(self) -> bool:

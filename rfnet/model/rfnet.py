@@ -30,6 +30,7 @@ from rfnet.model.pooling import build_mask_pooler, make_rois, pool_image
 from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
+from rfnet.model.unet_head import UNetMaskHead
 
 
 class RFNet(nn.Module):
@@ -47,9 +48,15 @@ class RFNet(nn.Module):
             raise ValueError(f"anchors.sizes needs one size per level P2..P5 (4), got {len(cfg.anchors.sizes)}")
         self.rpn = RegionProposalNetwork(cfg.rpn, cfg.fpn.out_channels, self.anchors.num_anchors)
         self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head.max_positive_rois)
-        self.mask_pooler = build_mask_pooler(cfg.mask_head.pooling, cfg.mask_head.mask_size,
-                                             cfg.mask_head.sampling_ratio)
-        self.mask_head = MultiClassMaskHead(cfg.fpn.out_channels, cfg.mask_head)
+        mh = cfg.mask_head
+        if mh.branch not in ("streams", "unet"):
+            raise ValueError(f"mask_head.branch must be 'streams' or 'unet', got {mh.branch!r}")
+        unet = mh.branch == "unet"
+        # The U-Net takes the image at mask_size and the pyramid streams at 1/2 and 1/4 of it.
+        self.mask_pooler = build_mask_pooler(mh.pooling, mh.mask_size // 2 if unet else mh.mask_size,
+                                             mh.sampling_ratio)
+        self.mask_head: MultiClassMaskHead | UNetMaskHead = (
+            UNetMaskHead(cfg.fpn.out_channels, mh) if unet else MultiClassMaskHead(cfg.fpn.out_channels, mh))
 
     def _check_images(self, images: Tensor) -> None:
         if images.dim() != 4 or static_int(images.shape[1]) != 3:

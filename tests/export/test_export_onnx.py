@@ -16,6 +16,7 @@ from export.onnx_inspect import custom_domain_nodes
 from export.onnx_meta import get_metadata, load_metadata
 from rfnet.common.cli import ExitCode
 from rfnet.common.contract import REQUIRED_KEYS
+from rfnet.config import ModelConfig
 from export.compare import EvalImage, folder_images
 
 K = export_onnx.SCREENING_TOP_K  # the default export: K=1
@@ -217,9 +218,23 @@ def test_k1_export_of_a_tied_top_detection_passes_as_a_tie_swap(tmp_path: Path, 
     assert "0 tie swaps; 2 unmatched" in capsys.readouterr().out
 
 
+def _export_with_parity(model: torch.nn.Module, cfg: ModelConfig, stem: Path, parity_dir: Path,
+                        capsys: pytest.CaptureFixture[str]) -> onnx.GraphProto:
+    """Save ``model`` as STEM.pt, export it to STEM.onnx checked on 2 parity images; the graph."""
+    from rfnet.checkpoint import save_checkpoint
+
+    ckpt, out = stem.with_suffix(".pt"), stem.with_suffix(".onnx")
+    save_checkpoint(ckpt, model, cfg)
+    rc = export_onnx.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-simplify",
+                           "--images", str(parity_dir), "--num-images", "2"])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    assert '"parity": "ok"' in stdout
+    return onnx.load(str(out)).graph
+
+
 def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A model with the mask head's image stream (one more RoiAlign, on the input) keeps parity."""
-    from rfnet.checkpoint import save_checkpoint
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
 
@@ -228,13 +243,30 @@ def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, caps
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     spread_heads(model)
-    ckpt, out = tmp_path / "img.pt", tmp_path / "img.onnx"
-    save_checkpoint(ckpt, model, cfg)
-    rc = export_onnx.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-simplify",
-                           "--images", str(parity_dir), "--num-images", "2"])
-    stdout = capsys.readouterr().out
-    assert rc == 0, stdout
-    assert '"parity": "ok"' in stdout
-    graph = onnx.load(str(out)).graph
+    graph = _export_with_parity(model, cfg, tmp_path / "img", parity_dir, capsys)
     image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
     assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
+
+
+def test_unet_mask_branch_exports_with_parity(parity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
+    BatchNorm in eval mode) exports and keeps parity with PyTorch."""
+    from rfnet.model import build_model
+    from tests.support.small_model import small_config, spread_heads
+
+    cfg = small_config()
+    torch.manual_seed(0)
+    reference = build_model(cfg).eval()
+    spread_heads(reference)  # tie-free detections (tests/support/small_model.py)
+    cfg.mask_head.branch = "unet"
+    cfg.mask_head.mask_size = 32
+    cfg.mask_head.unet_channels = 4
+    cfg.mask_head.unet_depth = 3
+    model = build_model(cfg).eval()
+    detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}
+    assert not model.load_state_dict(detection, strict=False).unexpected_keys
+    with torch.no_grad():
+        model.mask_head.predictor.weight.normal_(0.0, 0.1)
+    graph = _export_with_parity(model, cfg, tmp_path / "unet", parity_dir, capsys)
+    image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
+    assert len(image_rois) == 1 and _attrs(image_rois[0])["output_height"] == 32

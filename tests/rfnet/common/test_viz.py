@@ -31,6 +31,18 @@ def test_overlay_colours_and_side_by_side() -> None:
         overlay(img, disc[:50], cup)
 
 
+def test_overlay_prediction_label_replaces_the_default_one() -> None:
+    """rfnet.evaluate writes "not gradable" into the prediction panel's one label (two labels
+    drawn at the same corner were unreadable); the ground-truth panel is untouched."""
+    img = np.full((200, 300, 3), 40, np.uint8)
+    empty = np.zeros((200, 300), bool)
+    plain = overlay(img, empty, empty, empty, empty)
+    flagged = overlay(img, empty, empty, empty, empty, label="prediction, not gradable: no_disc")
+    assert (plain[:, 300:] == flagged[:, 300:]).all()
+    text_row = slice(0, 40)
+    assert (flagged[text_row, 150:300] != 40).any() and (plain[text_row, 150:300] == 40).all()  # longer text
+
+
 def test_plot_training_curves(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib comes with the [train] extra (not in the serving venv)")
     csv = tmp_path / "metrics.csv"

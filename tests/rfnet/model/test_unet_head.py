@@ -1,0 +1,67 @@
+"""The U-Net mask branch (rfnet/model/unet_head.py, ``mask_head.branch = "unet"``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rfnet.config import MaskHeadConfig, ModelConfig
+from rfnet.model import build_model
+from rfnet.model.unet_head import UNetMaskHead
+
+
+def _head(**kw: object) -> UNetMaskHead:
+    cfg = MaskHeadConfig(branch="unet", mask_size=32, unet_channels=4, unet_depth=3, **kw)  # type: ignore[arg-type]
+    return UNetMaskHead(16, cfg).eval()
+
+
+def test_shapes_and_inputs_that_change_the_logits() -> None:
+    """image [R,3,S,S], low [R,C,S/2,S/2], high [R,C,S/4,S/4] -> [R,2,S,S]; each input matters."""
+    torch.manual_seed(0)
+    head = _head()
+    low, high, image = torch.randn(3, 16, 16, 16), torch.randn(3, 16, 8, 8), torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = head(low, high, image)
+        assert out.shape == (3, 2, 32, 32)
+        for changed in ((low, high, image.flip(-1)), (low.flip(-1), high, image), (low, high.flip(-1), image)):
+            assert (head(*changed) - out).abs().max() > 1e-6
+        # RoIs are independent in eval mode (BatchNorm uses its running statistics)
+        torch.testing.assert_close(head(low[:1], high[:1], image[:1]), out[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_image_required_and_sizes_checked() -> None:
+    head = _head()
+    with pytest.raises(ValueError, match="pooled image"):
+        head(torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="divisible by 2 \\*\\* unet_depth"):
+        UNetMaskHead(16, MaskHeadConfig(branch="unet", mask_size=56, unet_depth=4))
+    with pytest.raises(ValueError, match="unet_depth"):
+        UNetMaskHead(16, MaskHeadConfig(branch="unet", mask_size=32, unet_depth=1))
+
+
+def test_rfnet_with_the_unet_branch_trains_and_keeps_the_output_contract(light_cfg: ModelConfig, fundus) -> None:
+    """The branch gets gradients from the mask loss, through its image and pyramid inputs, and
+    the eval outputs are [B,K,2,M,M] at M = mask_size."""
+    torch.manual_seed(0)
+    light_cfg.mask_head.branch = "unet"
+    light_cfg.mask_head.mask_size = 32
+    light_cfg.mask_head.unet_channels = 4
+    light_cfg.mask_head.unet_depth = 3
+    model = build_model(light_cfg).train()
+    x, t = fundus(128, np.random.default_rng(0))
+    losses = model(x[None], [t])
+    assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+    losses["loss_mask"].backward()
+    assert model.mask_head.encoder[0][0].weight.grad.abs().sum() > 0
+    assert model.mask_head.reduce_low[0].weight.grad.abs().sum() > 0
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0  # through the pooled pyramid
+    with torch.no_grad():
+        out = model.eval()(x[None])
+    assert out["masks"].shape == (1, light_cfg.roi_heads.detections_per_img, 2, 32, 32)
+    assert float(out["masks"].min()) >= 0.0 and float(out["masks"].max()) <= 1.0
+
+
+def test_unknown_branch_is_refused(light_cfg: ModelConfig) -> None:
+    light_cfg.mask_head.branch = "cascade"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="mask_head.branch"):
+        build_model(light_cfg)
