@@ -206,8 +206,8 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
             write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup, seg.bounds()))
         if not args.no_overlays:
             # One label per panel: a second one drawn over "prediction" would be unreadable.
-            label = "prediction" if row["gradable"] else f"prediction, not gradable: {row['reason']}"
-            image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup, label=label)
+            note = "" if row["gradable"] else f"not gradable: {row['reason']}"
+            image = overlay(sample.image, seg.disc, seg.cup, sample.disc, sample.cup, note=note)
             write_image(ov_dir / f"{stem}.jpg", image)
 
     result = evaluate_dataset(

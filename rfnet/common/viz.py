@@ -53,7 +53,7 @@ def overlay(
     cup: np.ndarray,
     gt_disc: np.ndarray | None = None,
     gt_cup: np.ndarray | None = None,
-    label: str = "prediction",
+    note: str = "",
 ) -> np.ndarray:
     """Prediction contours (disc green, cup blue) on the image.
 
@@ -62,7 +62,7 @@ def overlay(
         disc, cup: bool [H, W] predicted masks.
         gt_disc, gt_cup: optional bool [H, W] ground truth; when given, the result is the
             prediction panel beside a ground-truth panel, labelled.
-        label: the prediction panel's label (with the ground truth only).
+        note: appended to the prediction panel's label, "prediction, NOTE" (with the ground truth only).
     Returns:
         uint8 [H, W, 3], or [H, 2W, 3] with the ground truth.
     """
@@ -70,7 +70,7 @@ def overlay(
         raise ValueError("give both gt_disc and gt_cup, or neither")
     if gt_disc is None or gt_cup is None:
         return draw_contours(image, disc, cup)
-    left = draw_contours(image, disc, cup, label)
+    left = draw_contours(image, disc, cup, f"prediction, {note}" if note else "prediction")
     right = draw_contours(image, gt_disc, gt_cup, "ground truth")
     return np.concatenate([left, right], axis=1)
 

@@ -50,6 +50,7 @@ class MultiClassMaskHead(nn.Module):
         if cfg.image_channels < 0:
             raise ValueError(f"mask_head.image_channels must be >= 0, got {cfg.image_channels}")
         c = cfg.channels
+        self.pyramid_size = cfg.mask_size  # side of the pooled pyramid it takes (low stream)
         self.low = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
         self.high = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
         self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from rfnet.common.contract import OUTPUT_NAMES
-from rfnet.config import ModelConfig
+from rfnet.config import MaskHeadConfig, ModelConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import build_backbone
 from rfnet.model.boxes import scale_boxes
@@ -31,6 +31,15 @@ from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
 from rfnet.model.unet_head import UNetMaskHead
+
+
+def build_mask_head(in_channels: int, cfg: MaskHeadConfig) -> MultiClassMaskHead | UNetMaskHead:
+    """``"streams"`` -> :class:`MultiClassMaskHead` (the paper's), ``"unet"`` -> :class:`UNetMaskHead`."""
+    if cfg.branch == "streams":
+        return MultiClassMaskHead(in_channels, cfg)
+    if cfg.branch == "unet":
+        return UNetMaskHead(in_channels, cfg)
+    raise ValueError(f"mask_head.branch must be 'streams' or 'unet', got {cfg.branch!r}")
 
 
 class RFNet(nn.Module):
@@ -48,15 +57,9 @@ class RFNet(nn.Module):
             raise ValueError(f"anchors.sizes needs one size per level P2..P5 (4), got {len(cfg.anchors.sizes)}")
         self.rpn = RegionProposalNetwork(cfg.rpn, cfg.fpn.out_channels, self.anchors.num_anchors)
         self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head.max_positive_rois)
-        mh = cfg.mask_head
-        if mh.branch not in ("streams", "unet"):
-            raise ValueError(f"mask_head.branch must be 'streams' or 'unet', got {mh.branch!r}")
-        unet = mh.branch == "unet"
-        # The U-Net takes the image at mask_size and the pyramid streams at 1/2 and 1/4 of it.
-        self.mask_pooler = build_mask_pooler(mh.pooling, mh.mask_size // 2 if unet else mh.mask_size,
-                                             mh.sampling_ratio)
-        self.mask_head: MultiClassMaskHead | UNetMaskHead = (
-            UNetMaskHead(cfg.fpn.out_channels, mh) if unet else MultiClassMaskHead(cfg.fpn.out_channels, mh))
+        self.mask_head = build_mask_head(cfg.fpn.out_channels, cfg.mask_head)
+        self.mask_pooler = build_mask_pooler(cfg.mask_head.pooling, self.mask_head.pyramid_size,
+                                             cfg.mask_head.sampling_ratio)
 
     def _check_images(self, images: Tensor) -> None:
         if images.dim() != 4 or static_int(images.shape[1]) != 3:

@@ -49,6 +49,7 @@ class UNetMaskHead(nn.Module):
         if cfg.mask_size % (2 ** depth):
             raise ValueError(f"mask_head.mask_size ({cfg.mask_size}) must be divisible by 2 ** unet_depth "
                              f"({2 ** depth}) for the U-Net branch")
+        self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
         widths = [c * 2 ** i for i in range(depth + 1)]
         self.reduce_low = _reduce(in_channels, c)
         self.reduce_high = _reduce(in_channels, c)

@@ -37,7 +37,7 @@ def test_overlay_prediction_label_replaces_the_default_one() -> None:
     img = np.full((200, 300, 3), 40, np.uint8)
     empty = np.zeros((200, 300), bool)
     plain = overlay(img, empty, empty, empty, empty)
-    flagged = overlay(img, empty, empty, empty, empty, label="prediction, not gradable: no_disc")
+    flagged = overlay(img, empty, empty, empty, empty, note="not gradable: no_disc")
     assert (plain[:, 300:] == flagged[:, 300:]).all()
     text_row = slice(0, 40)
     assert (flagged[text_row, 150:300] != 40).any() and (plain[text_row, 150:300] == 40).all()  # longer text
