@@ -178,7 +178,8 @@ class TrainConfig:
     # a dataset with the experts' CDRs, Drishti-GS; the images' masks are read once more).
     fit_expert_scale: bool = False
     # Speed options (rfnet.training.speed measures them): bfloat16 autocast of the forward
-    # pass (CPUs with AVX512_BF16 / AMX, recent GPUs) and channels-last tensors.
+    # pass (CPUs with AVX512_BF16 / AMX, recent GPUs; elsewhere the trainer uses float32, as
+    # emulated bfloat16 is far slower) and channels-last tensors.
     bf16: bool = False
     channels_last: bool = False
     # torchrun: convert BatchNorm to SyncBatchNorm (per-process batches of 4 give poor statistics).
@@ -293,8 +294,8 @@ def mid_config() -> ModelConfig:
     stream and two after fusion, masks over the detection box scaled by 1.2 (a disc outline is
     not cut along a tight box); input letterboxed to 768 px (a Drishti-GS disc spans about 135 px
     of it, 90 px of a 512 input). Training: 1500 iterations of AdamW (lr 1e-3, weight decay
-    0.01) with a cosine learning rate, bfloat16 autocast, on 512 px crops of the 768 px input
-    that contain the disc, flips and quarter turns plus zoom (x1.25), rotation (+-15 degrees),
+    0.01) with a cosine learning rate, bfloat16 autocast (where native), on 512 px crops of the
+    768 px input that contain the disc, flips and quarter turns plus zoom (x1.25), rotation (+-15 degrees),
     shift (10 %) and colour jitter (20 %).
     """
     return ModelConfig(

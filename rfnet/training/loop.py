@@ -26,6 +26,31 @@ class NonFiniteLossError(RFNetError, RuntimeError):
     """A loss became NaN or infinite; the message names the loss and the iteration."""
 
 
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether this machine computes bfloat16 in hardware: on the CPU, AVX512_BF16 or AMX
+    (elsewhere oneDNN emulates it, far slower than float32); on CUDA, what the device reports."""
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type != "cpu":
+        return False
+    # torch.cpu's feature queries are the ones PyTorch's own tests use; absent ones count as no
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def resolve_bf16(requested: bool, device_type: str = "cpu") -> bool:
+    """``train.bf16`` as it can run here: off, with a warning, where bfloat16 is not native.
+
+    bf16 is a speed option only (its accuracy was checked against float32), so a machine
+    without it trains the same recipe in float32 rather than crawl through emulation.
+    """
+    if requested and not native_bf16(device_type):
+        log.warning("train.bf16 is set but this %s has no native bfloat16 (CPU: AVX512_BF16 or AMX): "
+                    "training in float32, which is much faster here than emulated bfloat16", device_type.upper())
+        return False
+    return requested
+
+
 def autocast_context(bf16: bool, device_type: str = "cpu") -> contextlib.AbstractContextManager[Any]:
     """bfloat16 autocast for the forward pass (``train.bf16``), or a no-op."""
     if not bf16:

@@ -31,7 +31,7 @@ from rfnet.errors import UsageError
 from rfnet.data import FundusDataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset
 from rfnet.training.distributed import DistInfo, agree, barrier, gather_objects, mean_across, unwrap, wrap_model
-from rfnet.training.loop import prepare_model, train_one_epoch
+from rfnet.training.loop import prepare_model, resolve_bf16, train_one_epoch
 from rfnet.training.schedule import WarmupStepLR
 from rfnet.training.state import capture_rng_state, restore_rng_state, seed_everything
 from rfnet.model import build_model
@@ -186,6 +186,7 @@ class _Session:
         self.cfg, self.device, self.seed, self.dist = cfg, device, seed, dist_info
         self.validated = validated  # a validation set scores the epochs (see _score_epoch)
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.bf16 = resolve_bf16(t.bf16, device.type)
         model = prepare_model(build_model(cfg).to(device), channels_last=t.channels_last)
         self.optimizer = build_optimizer(model, t)
         self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
@@ -239,7 +240,7 @@ class _Session:
         losses = train_one_epoch(
             self.model, batches(), _unpack, self.optimizer, self.scheduler, self.device,
             grad_clip=t.grad_clip, epoch=epoch, total=self.iters_per_epoch, progress=progress and self.dist.is_main,
-            log_every=max(1, self.iters_per_epoch // 5) if self.dist.is_main else 0, bf16=t.bf16,
+            log_every=max(1, self.iters_per_epoch // 5) if self.dist.is_main else 0, bf16=self.bf16,
             channels_last=t.channels_last,
         )
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": losses.pop("lr")}

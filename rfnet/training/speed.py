@@ -14,7 +14,8 @@ ops run synchronously, so the split is exact up to the hooks' own microseconds.
 ``before,fp32,bf16``): ``before`` is the trainer as it was (torchvision's RoIAlign backward,
 every image decoded every time it is used), ``fp32`` today's trainer (matrix-product RoIAlign,
 decoded images cached), ``bf16`` the same with bfloat16 autocast, ``channels_last`` and
-``compile`` (``torch.compile`` of backbone and FPN) on top of bf16. A fresh model has few
+``compile`` (``torch.compile`` of backbone and FPN) on top of bf16, ``fp32_channels_last``
+channels-last without bf16 (for CPUs without native bfloat16). A fresh model has few
 positive RoIs, so the mask branch is cheap; ``--checkpoint`` starts from trained weights
 (e.g. a run's ``checkpoint_last.pt``) to time the iterations of a model that finds discs.
 """
@@ -40,6 +41,7 @@ from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import FundusDataset, load_dataset
 from rfnet.data.torch_dataset import FundusTorchDataset
 from rfnet.errors import RFNetError
+from rfnet.training.loop import native_bf16
 from rfnet.training.overrides import apply_overrides
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ VARIANTS = {
     "bf16": (True, False, False, False),
     "channels_last": (True, True, False, False),
     "compile": (True, False, True, False),
+    "fp32_channels_last": (False, True, False, False),
 }
 
 
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             log.error("--options: unknown variant(s) %s; choose from %s", unknown, ", ".join(VARIANTS))
             return ExitCode.USAGE
+        if any(VARIANTS[v][0] for v in variants) and not native_bf16("cpu"):
+            log.warning("this CPU has no native bfloat16 (AVX512_BF16 or AMX): the bf16 variants measure "
+                        "oneDNN's emulation; rfnet.train trains such presets in float32 here")
         for cfg, state in _configs(args):
             for threads in args.threads or [1, 2]:
                 for variant in variants:

@@ -317,3 +317,25 @@ def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights_exactly(d
     assert a.extra["epoch"] == b.extra["epoch"] == 3
     for k, va in a.state_dict.items():
         assert torch.equal(va, b.state_dict[k]), f"weights differ at {k}"
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_preset_trains_in_float32_where_the_cpu_has_no_native_bf16(
+        data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        native: bool) -> None:
+    import rfnet.training.loop as loop
+    import rfnet.training.run as run
+
+    monkeypatch.setattr(loop, "native_bf16", lambda device_type="cpu": native)
+    seen: list[bool] = []
+    real = run.train_one_epoch
+
+    def spy(*args: object, **kwargs: object) -> dict[str, float]:
+        seen.append(bool(kwargs["bf16"]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run, "train_one_epoch", spy)
+    with caplog.at_level(logging.WARNING):
+        assert _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.bf16=true") == 0
+    assert seen == [native]
+    assert ("no native bfloat16" in caplog.text) is not native

@@ -14,7 +14,8 @@ TINY = ["input.size=64", "anchors.sizes=[8,16,32,64]", "fpn.out_channels=16", "r
 
 
 def test_prints_every_stage_for_each_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--threads", "1", "--iterations", "1", "--options", "before,fp32,bf16", "--json", str(tmp_path / "s.json")]
+    args = ["--threads", "1", "--iterations", "1", "--options", "before,fp32,bf16,fp32_channels_last",
+            "--json", str(tmp_path / "s.json")]
     for kv in TINY:
         args += ["--set", kv]
     assert main(args) == 0
@@ -22,7 +23,7 @@ def test_prints_every_stage_for_each_variant(tmp_path: Path, capsys: pytest.Capt
     for stage in (*STAGES, "images/s"):
         assert stage in out
     rows = json.loads((tmp_path / "s.json").read_text())
-    assert [r["options"] for r in rows] == ["before", "fp32", "bf16"]
+    assert [r["options"] for r in rows] == ["before", "fp32", "bf16", "fp32_channels_last"]
     for r in rows:
         assert r["stages"]["backward"] > 0 and r["stages"]["backbone+fpn"] > 0 and r["decode_s_per_image"] > 0
 
