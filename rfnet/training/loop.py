@@ -41,8 +41,9 @@ def native_bf16(device_type: str = "cpu") -> bool:
 def resolve_bf16(requested: bool, device_type: str = "cpu") -> bool:
     """``train.bf16`` as it can run here: off, with a warning, where bfloat16 is not native.
 
-    bf16 is a speed option only (its accuracy was checked against float32), so a machine
-    without it trains the same recipe in float32 rather than crawl through emulation.
+    bf16 is meant as a speed option, so a machine without it trains the same recipe in float32
+    rather than crawl through emulation (a preset's cross-validated figures are those of the
+    precision it was trained in; docs/results.md says which).
     """
     if requested and not native_bf16(device_type):
         log.warning("train.bf16 is set but this %s has no native bfloat16 (CPU: AVX512_BF16 or AMX): "
