@@ -26,6 +26,7 @@ CLASS_NAMES: tuple[str, ...] = ("disc", "cup")
 
 PoolingKind = Literal["fusion", "pyramid"]
 MaskBranchKind = Literal["streams", "unet"]
+MaskRoIKind = Literal["proposals", "jittered_gt"]
 MaskLossKind = Literal["focal_dice", "bce", "dice", "focal", "bce_dice"]
 
 
@@ -120,6 +121,17 @@ class MaskHeadConfig:
     branch: MaskBranchKind = "streams"
     unet_channels: int = 16
     unet_depth: int = 4
+    # False: the U-Net sees only the pooled image, not the pyramid (no gradient from the mask
+    # loss reaches the backbone), as in the screen with the true disc box (docs/results.md).
+    unet_pyramid: bool = True
+    # Where the mask branch's training RoIs come from: "proposals" (paper, Mask R-CNN: the
+    # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
+    # "jittered_gt": gt_rois_per_image copies of each ground-truth disc box per image, each
+    # side moved by up to +-gt_jitter of the box's width or height, like the detection boxes
+    # the branch is run on at test time (rfnet.model.boxes.jitter_boxes).
+    train_rois: MaskRoIKind = "proposals"
+    gt_rois_per_image: int = 2
+    gt_jitter: float = 0.1
 
 
 @dataclass

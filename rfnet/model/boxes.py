@@ -74,6 +74,24 @@ def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
     return torch.cat((centre - half, centre + half), dim=-1)
 
 
+def jitter_boxes(boxes: Tensor, copies: int, jitter: float) -> Tensor:
+    """``copies`` jittered copies of each box: [N,4] xyxy -> [N * copies, 4] (box-major).
+
+    Each side moves independently by ``U(-jitter, jitter)`` times the box's width (x sides) or
+    height (y sides); the result keeps at least 1 % of the original width and height. Draws
+    from torch's default generator (the trainer seeds it).
+    """
+    if copies < 1 or jitter < 0:
+        raise ValueError(f"jitter_boxes: copies must be >= 1 and jitter >= 0, got {copies}, {jitter}")
+    rep = boxes.repeat_interleave(copies, dim=0)
+    size = (rep[:, 2:] - rep[:, :2]).repeat(1, 2)  # [w, h, w, h]
+    moved = rep + (torch.rand_like(rep) * 2 - 1) * jitter * size
+    min_size = size[:, :2] * 0.01
+    lo = torch.minimum(moved[:, :2], moved[:, 2:] - min_size)
+    hi = torch.maximum(moved[:, 2:], lo + min_size)
+    return torch.cat((lo, hi), dim=1)
+
+
 def box_sizes_ok(boxes: Tensor, min_size: float) -> Tensor:
     """Bool [...] mask of boxes whose width and height are both >= ``min_size``."""
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)

@@ -62,6 +62,8 @@ class MultiClassMaskHead(nn.Module):
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
         init_mask_branch(self)
 
+    uses_pyramid = True  # forward always reads the two pooled pyramid streams
+
     @property
     def uses_image(self) -> bool:
         """Whether :meth:`forward` needs the pooled image (``cfg.image_channels > 0``)."""

@@ -13,6 +13,7 @@ and feeds it the Fusion Feature Pooling streams where their resolution matches::
     decoder: 2x2 transposed conv, concatenation with the encoder level, two 3x3 convs, up to S
     -> 1x1 predictor -> logits [R, num_classes, S, S]
 
+``unet_pyramid = False`` drops the two pyramid inputs (an image-only U-Net over the RoI).
 Every block is two 3x3 conv + BatchNorm + ReLU (BatchNorm folds into the convs at export).
 ``S = mask_size`` must be divisible by ``2 ** unet_depth``.
 """
@@ -37,7 +38,10 @@ def _reduce(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNetMaskHead(nn.Module):
-    """``forward(low [R,Cf,S/2,S/2], high [R,Cf,S/4,S/4], image [R,3,S,S]) -> logits [R,num_classes,S,S]``."""
+    """``forward(low [R,Cf,S/2,S/2], high [R,Cf,S/4,S/4], image [R,3,S,S]) -> logits [R,num_classes,S,S]``.
+
+    With ``unet_pyramid`` off, ``low`` and ``high`` are ignored (pass None): an image-only U-Net.
+    """
 
     uses_image = True
 
@@ -50,10 +54,13 @@ class UNetMaskHead(nn.Module):
             raise ValueError(f"mask_head.mask_size ({cfg.mask_size}) must be divisible by 2 ** unet_depth "
                              f"({2 ** depth}) for the U-Net branch")
         self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
+        self.uses_pyramid = cfg.unet_pyramid
         widths = [c * 2 ** i for i in range(depth + 1)]
-        self.reduce_low = _reduce(in_channels, c)
-        self.reduce_high = _reduce(in_channels, c)
-        extra = {1: c, 2: c}  # FFP channels concatenated at encoder levels 1 (S/2) and 2 (S/4)
+        extra: dict[int, int] = {}
+        if self.uses_pyramid:
+            self.reduce_low = _reduce(in_channels, c)
+            self.reduce_high = _reduce(in_channels, c)
+            extra = {1: c, 2: c}  # FFP channels concatenated at encoder levels 1 (S/2) and 2 (S/4)
         self.encoder = nn.ModuleList(
             _block((3 if i == 0 else widths[i - 1]) + extra.get(i, 0), widths[i]) for i in range(depth + 1))
         self.pool = nn.MaxPool2d(2)
@@ -62,10 +69,14 @@ class UNetMaskHead(nn.Module):
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
         init_mask_branch(self)
 
-    def forward(self, low: Tensor, high: Tensor, image: Tensor | None = None) -> Tensor:
+    def forward(self, low: Tensor | None, high: Tensor | None, image: Tensor | None = None) -> Tensor:
         if image is None:
             raise ValueError("the U-Net mask branch segments the pooled image: pass it")
-        side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
+        side: dict[int, Tensor] = {}
+        if self.uses_pyramid:
+            if low is None or high is None:
+                raise ValueError("this U-Net mask branch (unet_pyramid) needs the pooled pyramid streams")
+            side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
         skips: list[Tensor] = []
         x = image
         for i, block in enumerate(self.encoder):

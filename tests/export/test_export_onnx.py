@@ -262,9 +262,12 @@ def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, caps
     assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
 
 
-def test_unet_mask_branch_exports_with_parity(parity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("pyramid", [True, False])
+def test_unet_mask_branch_exports_with_parity(pyramid: bool, parity_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
-    BatchNorm in eval mode) exports and keeps parity with PyTorch."""
+    BatchNorm in eval mode) exports and keeps parity with PyTorch; image-only
+    (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4."""
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
 
@@ -276,6 +279,7 @@ def test_unet_mask_branch_exports_with_parity(parity_dir: Path, tmp_path: Path, 
     cfg.mask_head.mask_size = 32
     cfg.mask_head.unet_channels = 4
     cfg.mask_head.unet_depth = 3
+    cfg.mask_head.unet_pyramid = pyramid
     model = build_model(cfg).eval()
     detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}
     assert not model.load_state_dict(detection, strict=False).unexpected_keys
@@ -284,3 +288,5 @@ def test_unet_mask_branch_exports_with_parity(parity_dir: Path, tmp_path: Path, 
     graph = _export_with_parity(model, cfg, tmp_path / "unet", parity_dir, capsys)
     image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
     assert len(image_rois) == 1 and _attrs(image_rois[0])["output_height"] == 32
+    pyramid_mask_rois = [n for n in graph.node if n.op_type == "RoiAlign" and _attrs(n)["output_height"] in (16, 8)]
+    assert bool(pyramid_mask_rois) == pyramid

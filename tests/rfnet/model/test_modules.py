@@ -7,7 +7,7 @@ import torch
 from rfnet.config import AnchorConfig, MaskHeadConfig, RoIHeadConfig, RPNConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import MobileNetV1, build_backbone, scaled_channels
-from rfnet.model.boxes import BoxCoder, batched_nms_static, fpn_levels, match_boxes
+from rfnet.model.boxes import BoxCoder, batched_nms_static, fpn_levels, jitter_boxes, match_boxes
 from rfnet.model.fpn import FPN
 from rfnet.model.mask_head import MultiClassMaskHead
 from rfnet.model.pooling import FusionFeaturePooling, PyramidFeaturePooling, build_mask_pooler, level_select, make_rois
@@ -74,6 +74,24 @@ def test_box_coder_round_trip_and_matching() -> None:
     assert label.tolist() == [1.0, 1.0, 0.0] and matched[0] == 0
     levels = fpn_levels(torch.tensor([[0.0, 0, 10, 10], [0, 0, 224, 224], [0, 0, 1000, 1000]]))
     assert levels.tolist() == [0, 2, 3]  # P2, P4 (canonical 224), P5 (clamped)
+
+
+def test_jitter_boxes_moves_each_side_within_its_bound() -> None:
+    """Copies are box-major; each side moves by at most jitter x the box's width / height."""
+    torch.manual_seed(0)
+    boxes = torch.tensor([[100.0, 50.0, 200.0, 90.0], [10.0, 10.0, 30.0, 70.0]])
+    out = jitter_boxes(boxes, 500, 0.1)
+    assert out.shape == (1000, 4)
+    for i, box in enumerate(boxes):
+        rep = out[i * 500:(i + 1) * 500]
+        bound = 0.1 * (box[2:] - box[:2]).repeat(2) + 1e-4
+        moved = (rep - box).abs()
+        assert bool((moved <= bound).all())
+        assert bool((moved.amax(0) > 0.8 * bound).all())  # the whole range is used, not a fraction of it
+        assert bool((rep[:, 2:] > rep[:, :2]).all())
+    torch.testing.assert_close(jitter_boxes(boxes, 2, 0.0), boxes.repeat_interleave(2, 0))
+    with pytest.raises(ValueError, match="copies"):
+        jitter_boxes(boxes, 0, 0.1)
 
 
 def test_batched_nms_static_matches_torchvision_when_traced() -> None:

@@ -65,3 +65,55 @@ def test_unknown_branch_is_refused(light_cfg: ModelConfig) -> None:
     light_cfg.mask_head.branch = "cascade"  # type: ignore[assignment]
     with pytest.raises(ValueError, match="mask_head.branch"):
         build_model(light_cfg)
+
+
+def test_image_only_unet_has_no_pyramid_inputs() -> None:
+    """``unet_pyramid=False``: no reduce layers, the pyramid arguments are ignored."""
+    torch.manual_seed(0)
+    head = _head(unet_pyramid=False)
+    assert not head.uses_pyramid and not hasattr(head, "reduce_low")
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = head(None, None, image)
+        assert out.shape == (2, 2, 32, 32)
+        torch.testing.assert_close(head(torch.randn(2, 16, 16, 16), torch.randn(2, 16, 8, 8), image), out)
+    with pytest.raises(ValueError, match="pooled pyramid"):
+        _head()(None, None, image)
+
+
+def _image_only_jittered_cfg(cfg: ModelConfig) -> ModelConfig:
+    cfg.mask_head.branch = "unet"
+    cfg.mask_head.mask_size = 32
+    cfg.mask_head.unet_channels = 4
+    cfg.mask_head.unet_depth = 3
+    cfg.mask_head.unet_pyramid = False
+    cfg.mask_head.train_rois = "jittered_gt"
+    cfg.mask_head.gt_rois_per_image = 3
+    return cfg
+
+
+def test_image_only_unet_on_jittered_gt_boxes_trains_apart_from_the_backbone(light_cfg: ModelConfig, fundus) -> None:
+    """The mask loss trains the branch on gt_rois_per_image jittered GT boxes per image and
+    sends no gradient into the backbone; the eval outputs keep the contract."""
+    torch.manual_seed(0)
+    model = build_model(_image_only_jittered_cfg(light_cfg)).train()
+    seen: list[int] = []
+    model.mask_head.register_forward_hook(lambda _m, args, _out: seen.append(int(args[2].shape[0])))
+    (x0, t0), (x1, t1) = fundus(128, np.random.default_rng(0)), fundus(128, np.random.default_rng(1))
+    losses = model(torch.stack((x0, x1)), [t0, t1])
+    assert seen == [2 * 3]  # 3 copies of one disc box in each of 2 images, whatever the proposals
+    assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+    losses["loss_mask"].backward()
+    assert model.mask_head.encoder[0][0].weight.grad.abs().sum() > 0
+    assert model.backbone.stem[0].weight.grad is None  # the image-only branch never reads the pyramid
+    with torch.no_grad():
+        out = model.eval()(x0[None])
+    assert out["masks"].shape == (1, light_cfg.roi_heads.detections_per_img, 2, 32, 32)
+
+
+def test_unknown_train_rois_is_refused(light_cfg: ModelConfig, fundus) -> None:
+    light_cfg.mask_head.train_rois = "detections"  # type: ignore[assignment]
+    model = build_model(light_cfg).train()
+    x, t = fundus(128, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="train_rois"):
+        model(x[None], [t])
