@@ -22,12 +22,12 @@ from rfnet.common.contract import OUTPUT_NAMES
 from rfnet.config import MaskHeadConfig, ModelConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import build_backbone
-from rfnet.model.boxes import jitter_boxes, scale_boxes
+from rfnet.model.boxes import scale_boxes
 from rfnet.model.fpn import FPN
 from rfnet.model.losses import mask_loss, mask_targets
 from rfnet.model.mask_head import MultiClassMaskHead
 from rfnet.model.pooling import build_mask_pooler, make_rois, pool_image
-from rfnet.model.roi_heads import PositiveRoIs, RoIHeads
+from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
 from rfnet.model.unet_head import UNetMaskHead
@@ -56,7 +56,7 @@ class RFNet(nn.Module):
         if len(cfg.anchors.sizes) != 4:
             raise ValueError(f"anchors.sizes needs one size per level P2..P5 (4), got {len(cfg.anchors.sizes)}")
         self.rpn = RegionProposalNetwork(cfg.rpn, cfg.fpn.out_channels, self.anchors.num_anchors)
-        self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head.max_positive_rois)
+        self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head)
         self.mask_head = build_mask_head(cfg.fpn.out_channels, cfg.mask_head)
         self.mask_pooler = build_mask_pooler(cfg.mask_head.pooling, self.mask_head.pyramid_size,
                                              cfg.mask_head.sampling_ratio)
@@ -109,10 +109,6 @@ class RFNet(nn.Module):
         proposals, rpn_losses = self.rpn(feats, anchors, image_size, targets)
         box_losses, positives = self.roi_heads.loss(feats, proposals, targets)
         cfg = self.cfg
-        if cfg.mask_head.train_rois == "jittered_gt":
-            positives = jittered_gt_rois(targets, cfg.mask_head.gt_rois_per_image, cfg.mask_head.gt_jitter)
-        elif cfg.mask_head.train_rois != "proposals":
-            raise ValueError(f"mask_head.train_rois must be 'proposals' or 'jittered_gt', got {cfg.mask_head.train_rois!r}")
         rois = positives.rois
         if cfg.mask_head.box_scale != 1.0:
             rois = torch.cat((rois[:, :1], scale_boxes(rois[:, 1:], cfg.mask_head.box_scale)), dim=1)
@@ -129,25 +125,6 @@ class RFNet(nn.Module):
             "loss_mask": mask_loss(logits, tgt, cfg.loss) * cfg.loss.mask_weight,
         }
         return losses
-
-
-def jittered_gt_rois(targets: list[dict[str, Tensor]], copies: int, jitter: float) -> PositiveRoIs:
-    """Mask-branch training RoIs from the ground truth (``mask_head.train_rois = "jittered_gt"``).
-
-    ``copies`` jittered copies of every GT box of every image (:func:`jitter_boxes`), so the
-    branch trains on boxes like the detections it runs on at test time, not on loose positive
-    proposals. Returns rois [R,5] (batch index, xyxy) and gt_index [R] into the concatenation
-    of all images' GT masks, R = copies x number of GT boxes.
-    """
-    rois, gt_index = [], []
-    offset = 0
-    for i, t in enumerate(targets):
-        gt = t["boxes"]
-        boxes = jitter_boxes(gt, copies, jitter)
-        rois.append(torch.cat((torch.full_like(boxes[:, :1], float(i)), boxes), dim=1))
-        gt_index.append(torch.arange(gt.shape[0], device=gt.device).repeat_interleave(copies) + offset)
-        offset += gt.shape[0]
-    return PositiveRoIs(rois=torch.cat(rois).detach(), gt_index=torch.cat(gt_index))
 
 
 @torch.no_grad()

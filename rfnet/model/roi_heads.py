@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfnet.config import RoIHeadConfig
-from rfnet.model.boxes import BoxCoder, batched_nms_static, box_sizes_ok, clip_boxes, match_boxes, sample_labels, smooth_l1
+from rfnet.config import MaskHeadConfig, RoIHeadConfig
+from rfnet.model.boxes import (BoxCoder, batched_nms_static, box_sizes_ok, clip_boxes, jitter_boxes, match_boxes,
+                               sample_labels, smooth_l1)
 from rfnet.model.pooling import level_select, make_rois
 from rfnet.model.tracing import static_int
 
@@ -59,14 +60,22 @@ class PositiveRoIs:
 
 
 class RoIHeads(nn.Module):
-    """Box head with training sampling/losses and static-shape inference."""
+    """Box head with training sampling/losses and static-shape inference.
 
-    def __init__(self, cfg: RoIHeadConfig, channels: int, max_positive_rois: int | None = None) -> None:
+    ``mask`` says which training RoIs go to the mask branch (``train_rois``: the sampled
+    positives, at most ``max_positive_rois`` per image, or jittered copies of the GT boxes);
+    None: all positives.
+    """
+
+    def __init__(self, cfg: RoIHeadConfig, channels: int, mask: MaskHeadConfig | None = None) -> None:
         super().__init__()
         if cfg.detections_per_img < 1:
             raise ValueError(f"roi_heads.detections_per_img must be >= 1, got {cfg.detections_per_img}")
+        mask = mask or MaskHeadConfig()
+        if mask.train_rois not in ("proposals", "jittered_gt"):
+            raise ValueError(f"mask_head.train_rois must be 'proposals' or 'jittered_gt', got {mask.train_rois!r}")
         self.cfg = cfg
-        self.max_positive_rois = max_positive_rois
+        self.mask = mask
         self.head = BoxHead(channels, cfg.pool_size, cfg.representation_size)
         self.coder = BoxCoder(cfg.box_weights)
 
@@ -94,9 +103,9 @@ class RoIHeads(nn.Module):
             labels.append(lab)
             if pos.numel():
                 reg_targets.append(self.coder.encode(gt[matched[pos]], cand[pos]))
-                n_mask = pos.numel() if self.max_positive_rois is None else min(pos.numel(), self.max_positive_rois)
-                pos_rois.append(rois[-1][:n_mask])
-                pos_gt.append(matched[pos[:n_mask]] + gt_offset)
+            mask_rois, mask_gt = self._mask_rois(i, gt, rois[-1][: pos.numel()], matched[pos])
+            pos_rois.append(mask_rois)
+            pos_gt.append(mask_gt + gt_offset)
             gt_offset += gt.shape[0]
         all_rois = torch.cat(rois)
         all_labels = torch.cat(labels)
@@ -107,12 +116,19 @@ class RoIHeads(nn.Module):
             loss_box = smooth_l1(deltas[pos_mask], torch.cat(reg_targets), beta=1.0 / 9) / max(all_labels.numel(), 1)
         else:
             loss_box = deltas.sum() * 0.0
-        dev = proposals.device
-        positives = PositiveRoIs(
-            rois=torch.cat(pos_rois) if pos_rois else torch.zeros((0, 5), device=dev),
-            gt_index=torch.cat(pos_gt) if pos_gt else torch.zeros((0,), dtype=torch.int64, device=dev),
-        )
+        positives = PositiveRoIs(rois=torch.cat(pos_rois), gt_index=torch.cat(pos_gt))
         return {"loss_classifier": loss_cls, "loss_box": loss_box}, positives
+
+    def _mask_rois(self, image: int, gt: Tensor, pos_rois: Tensor, pos_gt: Tensor) -> tuple[Tensor, Tensor]:
+        """One image's mask-branch RoIs [R,5] and their GT indices [R] (into this image's boxes
+        ``gt`` [G,4]), from its positive RoIs ``pos_rois`` [P,5] matched to ``pos_gt`` [P]."""
+        m = self.mask
+        if m.train_rois == "jittered_gt":  # like the detections the branch runs on at test time
+            boxes = jitter_boxes(gt, m.gt_rois_per_image, m.gt_jitter)
+            index = torch.arange(gt.shape[0], device=gt.device).repeat_interleave(m.gt_rois_per_image)
+            return torch.cat((torch.full_like(boxes[:, :1], float(image)), boxes), 1), index
+        n = pos_rois.shape[0] if m.max_positive_rois is None else min(pos_rois.shape[0], m.max_positive_rois)
+        return pos_rois[:n], pos_gt[:n]
 
     # ----------------------------------------------------------------- inference
     def detect(self, feats: list[Tensor], proposals: Tensor, image_size: tuple[int, int]

@@ -223,3 +223,29 @@ def test_roi_heads_pad_when_fewer_proposals_than_k() -> None:
     heads = RoIHeads(RoIHeadConfig(representation_size=32, detections_per_img=10), 16).eval()
     boxes, scores = heads.detect(_pyramid(), _rois(4, 1)[:, 1:].reshape(1, 4, 4), (128, 128))
     assert boxes.shape == (1, 10, 4) and torch.all(scores[0, 4:] == 0)
+
+
+def test_roi_heads_jittered_gt_mask_rois_index_their_image_and_gt_mask() -> None:
+    """train_rois="jittered_gt": the mask RoIs [R,5] carry the image index, gt_index points into
+    all images' GT masks in order, whatever the proposals."""
+    torch.manual_seed(0)
+    mask = MaskHeadConfig(train_rois="jittered_gt", gt_rois_per_image=2, gt_jitter=0.1)
+    heads = RoIHeads(RoIHeadConfig(representation_size=32), 16, mask).train()
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0]])},
+               {"boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0], [60.0, 60.0, 90.0, 100.0]])}]
+    _, pos = heads.loss(_pyramid(), _rois(30, 2)[:, 1:].reshape(2, 30, 4), targets)
+    assert pos.rois.shape == (6, 5) and not pos.rois.requires_grad
+    assert pos.rois[:, 0].tolist() == [0, 0, 1, 1, 1, 1]
+    assert pos.gt_index.tolist() == [0, 0, 1, 1, 2, 2]
+    centres = (pos.rois[:, 1:3] + pos.rois[:, 3:]) / 2
+    assert float(centres[4:, 0].min()) > 60 and float(centres[:2, 0].max()) < 50
+
+
+def test_roi_heads_proposal_mask_rois_are_capped_positives() -> None:
+    """train_rois="proposals": at most max_positive_rois positives per image, matched to their GT."""
+    torch.manual_seed(0)
+    heads = RoIHeads(RoIHeadConfig(representation_size=32), 16, MaskHeadConfig(max_positive_rois=3)).train()
+    gt = torch.tensor([[20.0, 20.0, 60.0, 60.0]])
+    near = gt + torch.randn(20, 4)  # 20 proposals with IoU >= 0.5 with the disc, plus the GT itself
+    _, pos = heads.loss(_pyramid(1), near[None], [{"boxes": gt}])
+    assert pos.rois.shape == (3, 5) and pos.gt_index.tolist() == [0, 0, 0]

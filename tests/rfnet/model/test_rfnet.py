@@ -7,7 +7,6 @@ import torch
 
 from rfnet.config import ModelConfig, get_preset
 from rfnet.model import OUTPUT_NAMES, RFNet, build_model, recalibrate_batchnorm
-from rfnet.model.rfnet import jittered_gt_rois
 
 
 @pytest.mark.parametrize("batch,k", [(1, 10), (2, 10), (2, 1)])
@@ -129,15 +128,3 @@ def test_recalibrate_batchnorm_restores_mode(light_cfg: ModelConfig) -> None:
     bn = model.backbone.stem[1]
     assert not model.training and bn.momentum == 0.1 and int(bn.num_batches_tracked) == 1
 
-
-def test_jittered_gt_rois_index_their_image_and_gt_mask() -> None:
-    """rois [R,5] carry the image index; gt_index points into all images' GT masks in order."""
-    torch.manual_seed(0)
-    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0]])},
-               {"boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0], [60.0, 60.0, 90.0, 100.0]])}]
-    pos = jittered_gt_rois(targets, 2, 0.1)
-    assert pos.rois.shape == (6, 5) and not pos.rois.requires_grad
-    assert pos.rois[:, 0].tolist() == [0, 0, 1, 1, 1, 1]
-    assert pos.gt_index.tolist() == [0, 0, 1, 1, 2, 2]
-    centres = (pos.rois[:, 1:3] + pos.rois[:, 3:]) / 2
-    assert float(centres[4:, 0].min()) > 60 and float(centres[:2, 0].max()) < 50
