@@ -10,7 +10,9 @@ left, ground truth right), taken from the evaluations' overlay images. With ``--
 it adds what the vCDR would score on the experts' scale: for each fold, a line from the masks'
 vCDR to the experts' mean CDR is fitted on the ground truth of the *other* folds' images (the
 fold's training images when every fold is given; ``rfnet.common.metrics.fit_expert_scale``) and
-applied to the fold's predicted vCDR.
+applied to the fold's predicted vCDR. Its last two columns are the model's own line instead
+(``vcdr_expert_pred``, from a checkpoint trained with ``train.fit_expert_scale``: the line its
+trainer fitted on its training images), as ``rfnet.evaluate`` reports it; empty without one.
 """
 from __future__ import annotations
 
@@ -101,12 +103,16 @@ def expert_scale_stats(folds: list[tuple[str, list[dict[str, Any]]]]) -> list[tu
             raise ValueError(f"{name}: no experts' scale from the other folds' ground truth: {exc}") from None
         pred, exp = _pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True)
         mapped = to_expert_scale(pred, (a, b))
-        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(gt.size)}))
+        own = cdr_agreement(*_pairs(rows, "vcdr_expert_pred", "expert_cdr", gradable_only=True))
+        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(gt.size),
+                                                           "mae_own": own["mae"], "pearson_own": own["pearson"]}))
         raw_all.append(pred)
         mapped_all.append(mapped)
         exp_all.append(exp)
     pooled = _scale_row(np.concatenate(raw_all), np.concatenate(mapped_all), np.concatenate(exp_all))
-    return [*out, ("**all (pooled)**", pooled | {"a": math.nan, "b": math.nan, "n_fit": math.nan})]
+    own = cdr_agreement(*_pairs([r for _, rs in folds for r in rs], "vcdr_expert_pred", "expert_cdr", gradable_only=True))
+    return [*out, ("**all (pooled)**", pooled | {"a": math.nan, "b": math.nan, "n_fit": math.nan,
+                                                 "mae_own": own["mae"], "pearson_own": own["pearson"]})]
 
 
 def _scale_row(raw: np.ndarray, mapped: np.ndarray, exp: np.ndarray) -> dict[str, float]:
@@ -118,11 +124,13 @@ def _scale_row(raw: np.ndarray, mapped: np.ndarray, exp: np.ndarray) -> dict[str
 
 def expert_scale_table(rows: list[tuple[str, dict[str, float]]]) -> str:
     lines = ["| fold | line a, b (fitted on n images) | vCDR MAE vs experts: raw | on the experts' scale "
-             "| mean bias: raw | on the experts' scale |", "|---|---|---|---|---|---|"]
+             "| mean bias: raw | on the experts' scale | the model's own line: MAE | its Pearson r |",
+             "|---|---|---|---|---|---|---|---|"]
+    own = lambda v: "-" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
     for name, st in rows:
         fit = "-" if math.isnan(st["a"]) else f"{st['a']:.3f}, {st['b']:+.3f} ({int(st['n_fit'])})"
         lines.append(f"| {name} | {fit} | {st['mae_raw']:.4f} | {st['mae_scaled']:.4f} | {st['bias_raw']:+.4f} "
-                     f"| {st['bias_scaled']:+.4f} |")
+                     f"| {st['bias_scaled']:+.4f} | {own(st['mae_own'])} | {own(st['pearson_own'])} |")
     return "\n".join(lines)
 
 

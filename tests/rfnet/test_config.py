@@ -15,7 +15,7 @@ def test_paper_preset_matches_paper_defaults() -> None:
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.lr_step_epochs) == (100, 4, 0.01, 30)
 
 
-@pytest.mark.parametrize("name", ["paper", "light"])
+@pytest.mark.parametrize("name", ["paper", "mid", "light"])
 def test_config_json_round_trip(name: str) -> None:
     cfg = get_preset(name)
     again = ModelConfig.from_dict(json.loads(cfg.to_json()))
@@ -43,3 +43,15 @@ def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() 
     cfg = ModelConfig.from_dict(json.loads(get_preset("mid").to_json()))  # as a checkpoint stores and restores it
     assert ModelMetadata.from_config(cfg, precision="fp32").min_disc_score == MID_MIN_DISC_SCORE != DEFAULT_MIN_DISC_SCORE
     assert get_preset("light").grading.min_disc_score == DEFAULT_MIN_DISC_SCORE
+
+
+def test_mid_preset_is_the_cross_validated_recipe() -> None:
+    """The mid preset is the recipe whose 5-fold cross-validation docs/results.md reports: the
+    image-only U-Net branch at 128 x 128 trained on jittered ground-truth disc boxes, float32
+    training (the folds trained in float32), 1500 AdamW iterations on 512 px crops of 768 px."""
+    from rfnet.config import mid_config
+
+    m, t = mid_config().mask_head, mid_config().train
+    assert (m.branch, m.mask_size, m.unet_pyramid, m.train_rois, m.box_scale) == ("unet", 128, False, "jittered_gt", 1.2)
+    assert (t.iterations, t.optimizer, t.lr, t.bf16, t.crop_size) == (1500, "adamw", 1e-3, False, 512)
+    assert mid_config().input.size == 768

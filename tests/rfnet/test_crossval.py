@@ -70,6 +70,33 @@ def test_expert_scale_fits_on_the_other_folds_ground_truth(tmp_path: Path, capsy
     assert "expert_scale" in json.loads((tmp_path / "cv.json").read_text())
 
 
+def test_expert_scale_reports_the_models_own_line_where_the_evaluation_has_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """vcdr_expert_pred (the line the model's trainer fitted) is scored against the experts, per fold
+    and pooled over gradable images; a fold without it shows '-'."""
+    fields = [*FIELDS, "vcdr_expert_pred"]
+
+    def fold(name: str, rows: list[list[object]]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        with open(d / "per_image.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([fields, *rows])
+        return d
+
+    a = fold("f0", [["a1", 0.9, 0.8, 0.7, 0.4, 0.4, 0.5, 1, 0.55], ["a2", 0.9, 0.8, 0.7, 0.6, 0.7, 0.6, 1, 0.8],
+                    ["a3", 0.9, 0.8, 0.7, 0.5, 0.5, 0.7, 0, ""]])
+    b = fold("f1", [["b1", 0.9, 0.8, 0.7, 0.2, 0.2, 0.3, 1, ""], ["b2", 0.9, 0.8, 0.7, 0.8, 0.9, 0.8, 1, ""],
+                    ["b3", 0.9, 0.8, 0.7, 0.5, 0.6, 0.6, 1, ""]])
+    assert main([str(a), str(b), "--expert-scale"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    f0 = next(line for line in lines if line.startswith("| f0 | ") and line.count("|") == 9).split("|")
+    f1 = next(line for line in lines if line.startswith("| f1 | ") and line.count("|") == 9).split("|")
+    pooled = [line for line in lines if "pooled" in line][-1].split("|")
+    assert float(f0[7]) == pytest.approx((0.05 + 0.2) / 2, abs=1e-4)  # a3 is not gradable
+    assert f1[7].strip() == "-" and f1[8].strip() == "-"
+    assert float(pooled[7]) == pytest.approx((0.05 + 0.2) / 2, abs=1e-4)
+
+
 def test_expert_scale_needs_two_folds(tmp_path: Path) -> None:
     a = _fold(tmp_path, "f0", [["a1", 0.9, 0.8, 0.7, 0.5, 0.4, 0.45, 1]])
     assert main([str(a), "--expert-scale"]) == 2
