@@ -319,6 +319,8 @@ def mid_config() -> ModelConfig:
         fpn=FPNConfig(out_channels=128),
         rpn=_cpu_rpn(),
         roi_heads=RoIHeadConfig(representation_size=512, batch_size_per_image=128),
+        # channels / convs are the two-stream branch's: kept so that --set mask_head.branch=streams (and
+        # the other three options docs/results.md names) trains the previous recipe again.
         mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2,
                                  branch="unet", mask_size=128, unet_pyramid=False, train_rois="jittered_gt"),
         train=TrainConfig(iterations=1500, optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="cosine",

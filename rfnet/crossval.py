@@ -103,16 +103,19 @@ def expert_scale_stats(folds: list[tuple[str, list[dict[str, Any]]]]) -> list[tu
             raise ValueError(f"{name}: no experts' scale from the other folds' ground truth: {exc}") from None
         pred, exp = _pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True)
         mapped = to_expert_scale(pred, (a, b))
-        own = cdr_agreement(*_pairs(rows, "vcdr_expert_pred", "expert_cdr", gradable_only=True))
-        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(gt.size),
-                                                           "mae_own": own["mae"], "pearson_own": own["pearson"]}))
+        out.append((name, _scale_row(pred, mapped, exp) | {"a": a, "b": b, "n_fit": float(gt.size)} | _own_line(rows)))
         raw_all.append(pred)
         mapped_all.append(mapped)
         exp_all.append(exp)
     pooled = _scale_row(np.concatenate(raw_all), np.concatenate(mapped_all), np.concatenate(exp_all))
-    own = cdr_agreement(*_pairs([r for _, rs in folds for r in rs], "vcdr_expert_pred", "expert_cdr", gradable_only=True))
-    return [*out, ("**all (pooled)**", pooled | {"a": math.nan, "b": math.nan, "n_fit": math.nan,
-                                                 "mae_own": own["mae"], "pearson_own": own["pearson"]})]
+    every = [r for _, rs in folds for r in rs]
+    return [*out, ("**all (pooled)**", pooled | {"a": math.nan, "b": math.nan, "n_fit": math.nan} | _own_line(every))]
+
+
+def _own_line(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """MAE and Pearson r against the experts of the model's own ``vcdr_expert_pred`` (NaN without it)."""
+    own = cdr_agreement(*_pairs(rows, "vcdr_expert_pred", "expert_cdr", gradable_only=True))
+    return {"mae_own": own["mae"], "pearson_own": own["pearson"]}
 
 
 def _scale_row(raw: np.ndarray, mapped: np.ndarray, exp: np.ndarray) -> dict[str, float]:

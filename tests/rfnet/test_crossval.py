@@ -15,12 +15,12 @@ from rfnet.crossval import main
 FIELDS = ["name", "dice_disc", "dice_cup", "miou", "vcdr_pred", "vcdr_gt", "expert_cdr", "gradable"]
 
 
-def _fold(root: Path, name: str, rows: list[list[object]]) -> Path:
+def _fold(root: Path, name: str, rows: list[list[object]], fields: list[str] = FIELDS) -> Path:
     d = root / name
     d.mkdir(parents=True)
     with open(d / "per_image.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(FIELDS)
+        w.writerow(fields)
         w.writerows(rows)
     for r in rows:
         disc = np.zeros((40, 50), bool)
@@ -75,18 +75,10 @@ def test_expert_scale_reports_the_models_own_line_where_the_evaluation_has_it(
     """vcdr_expert_pred (the line the model's trainer fitted) is scored against the experts, per fold
     and pooled over gradable images; a fold without it shows '-'."""
     fields = [*FIELDS, "vcdr_expert_pred"]
-
-    def fold(name: str, rows: list[list[object]]) -> Path:
-        d = tmp_path / name
-        d.mkdir()
-        with open(d / "per_image.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([fields, *rows])
-        return d
-
-    a = fold("f0", [["a1", 0.9, 0.8, 0.7, 0.4, 0.4, 0.5, 1, 0.55], ["a2", 0.9, 0.8, 0.7, 0.6, 0.7, 0.6, 1, 0.8],
-                    ["a3", 0.9, 0.8, 0.7, 0.5, 0.5, 0.7, 0, ""]])
-    b = fold("f1", [["b1", 0.9, 0.8, 0.7, 0.2, 0.2, 0.3, 1, ""], ["b2", 0.9, 0.8, 0.7, 0.8, 0.9, 0.8, 1, ""],
-                    ["b3", 0.9, 0.8, 0.7, 0.5, 0.6, 0.6, 1, ""]])
+    a = _fold(tmp_path, "f0", [["a1", 0.9, 0.8, 0.7, 0.4, 0.4, 0.5, 1, 0.55], ["a2", 0.9, 0.8, 0.7, 0.6, 0.7, 0.6, 1, 0.8],
+                    ["a3", 0.9, 0.8, 0.7, 0.5, 0.5, 0.7, 0, ""]], fields)
+    b = _fold(tmp_path, "f1", [["b1", 0.9, 0.8, 0.7, 0.2, 0.2, 0.3, 1, ""], ["b2", 0.9, 0.8, 0.7, 0.8, 0.9, 0.8, 1, ""],
+                    ["b3", 0.9, 0.8, 0.7, 0.5, 0.6, 0.6, 1, ""]], fields)
     assert main([str(a), str(b), "--expert-scale"]) == 0
     lines = capsys.readouterr().out.splitlines()
     f0 = next(line for line in lines if line.startswith("| f0 | ") and line.count("|") == 9).split("|")
