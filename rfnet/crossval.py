@@ -125,15 +125,19 @@ def _scale_row(raw: np.ndarray, mapped: np.ndarray, exp: np.ndarray) -> dict[str
             "bias_scaled": float(np.mean(mapped - exp)) if exp.size else nan}
 
 
+def _num_or_dash(v: float) -> str:
+    """A table cell: the value to 4 decimals, or "-" where there is none (NaN)."""
+    return "-" if math.isnan(v) else f"{v:.4f}"
+
+
 def expert_scale_table(rows: list[tuple[str, dict[str, float]]]) -> str:
     lines = ["| fold | line a, b (fitted on n images) | vCDR MAE vs experts: raw | on the experts' scale "
              "| mean bias: raw | on the experts' scale | the model's own line: MAE | its Pearson r |",
              "|---|---|---|---|---|---|---|---|"]
-    own = lambda v: "-" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
     for name, st in rows:
         fit = "-" if math.isnan(st["a"]) else f"{st['a']:.3f}, {st['b']:+.3f} ({int(st['n_fit'])})"
         lines.append(f"| {name} | {fit} | {st['mae_raw']:.4f} | {st['mae_scaled']:.4f} | {st['bias_raw']:+.4f} "
-                     f"| {st['bias_scaled']:+.4f} | {own(st['mae_own'])} | {own(st['pearson_own'])} |")
+                     f"| {st['bias_scaled']:+.4f} | {_num_or_dash(st['mae_own'])} | {_num_or_dash(st['pearson_own'])} |")
     return "\n".join(lines)
 
 

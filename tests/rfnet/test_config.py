@@ -51,7 +51,8 @@ def test_mid_preset_is_the_cross_validated_recipe() -> None:
     training (the folds trained in float32), 1500 AdamW iterations on 512 px crops of 768 px."""
     from rfnet.config import mid_config
 
-    m, t = mid_config().mask_head, mid_config().train
+    cfg = mid_config()
+    m, t = cfg.mask_head, cfg.train
     assert (m.branch, m.mask_size, m.unet_pyramid, m.train_rois, m.box_scale) == ("unet", 128, False, "jittered_gt", 1.2)
     assert (t.iterations, t.optimizer, t.lr, t.bf16, t.crop_size) == (1500, "adamw", 1e-3, False, 512)
-    assert mid_config().input.size == 768
+    assert cfg.input.size == 768
