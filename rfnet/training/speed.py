@@ -18,6 +18,8 @@ decoded images cached), ``bf16`` the same with bfloat16 autocast, ``channels_las
 channels-last without bf16 (for CPUs without native bfloat16). A fresh model has few
 positive RoIs, so the mask branch is cheap; ``--checkpoint`` starts from trained weights
 (e.g. a run's ``checkpoint_last.pt``) to time the iterations of a model that finds discs.
+``--profile N`` also runs ``torch.profiler`` over each measurement's iterations and prints its N
+most expensive operators by self time, split by input shape: which layer a stage's time is in.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ class SpeedResult:
     iterations: int
     decode_s_per_image: float
     stages: dict[str, float] = field(default_factory=dict)
+    #: ``--profile``: torch.profiler's operator table over the timed iterations ("" if not asked)
+    profile: str = ""
 
     @property
     def iteration_s(self) -> float:
@@ -159,9 +163,11 @@ def _torchvision_pooling() -> contextlib.AbstractContextManager[Any]:
 
 
 def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iterations: int, warmup: int = 2,
-            variant: str = "fp32", seed: int = 0, state: dict[str, torch.Tensor] | None = None) -> SpeedResult:
+            variant: str = "fp32", seed: int = 0, state: dict[str, torch.Tensor] | None = None,
+            profile_rows: int = 0) -> SpeedResult:
     """Run ``warmup + iterations`` training iterations of ``cfg`` (variant of :data:`VARIANTS`,
-    weights ``state`` or fresh) and time their stages."""
+    weights ``state`` or fresh) and time their stages; ``profile_rows`` > 0 also profiles the
+    timed iterations (:attr:`SpeedResult.profile`: the operator table)."""
     from rfnet.model import build_model
     from rfnet.training.loop import prepare_model
 
@@ -182,12 +188,31 @@ def measure(cfg: ModelConfig, dataset: FundusDataset, *, threads: int, iteration
     with contextlib.ExitStack() as stack:
         if before:
             stack.enter_context(_torchvision_pooling())
-        stages = _timed_iterations(model, tds, b, warmup, iterations, bf16, channels_last)
-    return SpeedResult(cfg.name, threads, variant, b, iterations, decode, stages)
+        prof = stack.enter_context(_profiler(warmup)) if profile_rows > 0 else None
+        stages = _timed_iterations(model, tds, b, warmup, iterations, bf16, channels_last,
+                                   step=prof.step if prof is not None else None)
+    table = _operator_table(prof, profile_rows) if prof is not None else ""
+    return SpeedResult(cfg.name, threads, variant, b, iterations, decode, stages, table)
+
+
+def _profiler(warmup: int) -> Any:
+    """``torch.profiler`` that records only the timed iterations (stepped once per iteration): it
+    waits through the warm-up ones but the last, which is the profiler's own warm-up."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    return profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                   schedule=schedule(wait=max(0, warmup - 1), warmup=min(1, warmup), active=1_000_000))
+
+
+def _operator_table(prof: Any, rows: int) -> str:
+    """The ``rows`` operators with the most self time, per input shape, summed over the timed
+    iterations."""
+    return str(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40, max_shapes_column_width=100))
 
 
 def _timed_iterations(model: torch.nn.Module, tds: FundusTorchDataset, b: int, warmup: int, iterations: int,
-                      bf16: bool, channels_last: bool) -> dict[str, float]:
+                      bf16: bool, channels_last: bool, step: Any = None) -> dict[str, float]:
     from rfnet.training.loop import autocast_context
 
     model.train()
@@ -208,6 +233,8 @@ def _timed_iterations(model: torch.nn.Module, tds: FundusTorchDataset, b: int, w
                     loss.backward()
                 with clock.span("optimizer"):
                     opt.step()
+                if step is not None:  # the profiler's iteration counter (after the clock's spans)
+                    step()
     finally:
         for h in hooks:
             h.remove()
@@ -257,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", default="before,fp32,bf16",
                    help=f"comma-separated variants, measured in this order (of {', '.join(VARIANTS)})")
     p.add_argument("--checkpoint", help="start from these weights (a trained model: realistic RoI counts)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile the timed iterations (torch.profiler) and print the N most expensive "
+                        "operators by self time, per input shape (default 0: off)")
     p.add_argument("--json", help="also write the results here")
     return p
 
@@ -284,8 +314,12 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in variants:
                     log.info("measuring %s, %d thread(s), %s", cfg.name, threads, variant)
                     results.append(measure(cfg, ds, threads=threads, iterations=args.iterations, variant=variant,
-                                           state=state))
+                                           state=state, profile_rows=args.profile))
     print(format_results(results))
+    for r in results:
+        if r.profile:
+            print(f"\n{r.preset} {r.threads}t {r.options}: operators by self time over {r.iterations} iteration(s)")
+            print(r.profile)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
     return ExitCode.OK

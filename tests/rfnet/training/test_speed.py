@@ -30,3 +30,26 @@ def test_prints_every_stage_for_each_variant(tmp_path: Path, capsys: pytest.Capt
 
 def test_unknown_variant_is_a_usage_error() -> None:
     assert main(["--threads", "1", "--options", "fp64"]) == 2
+
+
+def test_profile_prints_the_operators_of_the_timed_iterations(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--threads", "1", "--iterations", "2", "--options", "fp32", "--profile", "5",
+            "--json", str(tmp_path / "s.json")]
+    for kv in TINY:
+        args += ["--set", kv]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "operators by self time over 2 iteration(s)" in out
+    table = json.loads((tmp_path / "s.json").read_text())[0]["profile"]
+    assert "aten::convolution_backward" in table or "aten::mkldnn_convolution" in table
+    assert "Input Shapes" in table
+    assert table.count("\n") >= 5  # header plus the rows asked for
+
+
+def test_no_profile_unless_asked(tmp_path: Path) -> None:
+    args = ["--threads", "1", "--iterations", "1", "--options", "fp32", "--json", str(tmp_path / "s.json")]
+    for kv in TINY:
+        args += ["--set", kv]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "s.json").read_text())[0]["profile"] == ""
