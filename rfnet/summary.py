@@ -6,7 +6,8 @@ convolutions, transposed convolutions and matrix products (the bulk of the work)
 NMS, top-k and elementwise ops are not counted. The mask branch always runs on K =
 detections_per_img RoIs, so the count does not depend on the (random) weights.
 
-Usage: ``python -m rfnet.summary [--preset light] [--size 512] [--per-module]``
+Usage: ``python -m rfnet.summary [--preset light] [--size 512] [--per-module] [--set KEY=VALUE]``
+(``--set`` as in ``rfnet.train``: the size and FLOPs of a variant before training it).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.config import PRESETS, get_preset
+from rfnet.errors import UsageError
+from rfnet.training.overrides import apply_overrides
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,12 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(preset: str, size: int | None = None) -> dict[str, object]:
-    """``{"preset", "input_size", "params", "gflops", "per_module": {name: gflops}}`` for one preset."""
+def measure(preset: str, size: int | None = None, overrides: tuple[str, ...] = ()) -> dict[str, object]:
+    """``{"preset", "input_size", "params", "gflops", "per_module": {name: gflops}}`` for one
+    preset with the ``--set`` style ``overrides`` applied (``UsageError`` for a bad one)."""
     from rfnet.model import build_model
 
-    cfg = get_preset(preset)
+    cfg = apply_overrides(get_preset(preset), overrides)
     size = size or cfg.input.size
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="preset to summarise (repeatable; default: all)")
     parser.add_argument("--size", type=int, default=None, help="input size (default: the preset's input.size)")
     parser.add_argument("--per-module", action="store_true", help="also print GFLOPs per top-level module")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="config override applied to every preset, as rfnet.train (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -69,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size must be a positive multiple of 32, got {args.size}")
     print(f"{'preset':<8} {'input':>7} {'params':>12} {'GFLOPs':>9}")
     for name in args.preset or sorted(PRESETS):
-        r = measure(name, args.size)
+        try:
+            r = measure(name, args.size, tuple(args.set))
+        except UsageError as exc:
+            log.error("%s", exc)
+            return ExitCode.USAGE
         print(f"{r['preset']:<8} {r['input_size']:>4}px {r['params']:>12,} {r['gflops']:>9.2f}")
         if args.per_module:
             for mod, g in sorted(r["per_module"].items()):  # type: ignore[attr-defined]

@@ -18,3 +18,17 @@ def test_cli_rejects_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--size", "100"])
     assert exc.value.code == 2 and "multiple of 32" in capsys.readouterr().err
+
+
+def test_set_overrides_the_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = measure("light", 128)
+    narrow = measure("light", 128, ("fpn.out_channels=32",))
+    assert narrow["params"] < plain["params"]  # type: ignore[operator]
+    assert narrow["per_module"]["fpn"] < plain["per_module"]["fpn"]  # type: ignore[index]
+    assert narrow["per_module"]["backbone"] == plain["per_module"]["backbone"]  # type: ignore[index]
+    assert main(["--preset", "light", "--size", "128", "--set", "fpn.out_channels=32"]) == 0
+    assert f"{narrow['params']:,}" in capsys.readouterr().out
+
+
+def test_bad_set_is_a_usage_error() -> None:
+    assert main(["--preset", "light", "--size", "128", "--set", "fpn.channels=32"]) == 2
