@@ -124,6 +124,10 @@ class MaskHeadConfig:
     # False: the U-Net sees only the pooled image, not the pyramid (no gradient from the mask
     # loss reaches the backbone), as in the screen with the true disc box (docs/results.md).
     unet_pyramid: bool = True
+    # True: the image-only U-Net segments each RoI in polar coordinates about its centre (M-Net,
+    # Fu et al. 2018: disc and cup become stacked bands) and its logits are mapped back to the RoI's
+    # Cartesian grid (rfnet.model.unet_head); outputs unchanged. Needs unet_pyramid = False.
+    unet_polar: bool = False
     # Where the mask branch's training RoIs come from: "proposals" (paper, Mask R-CNN: the
     # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
     # "jittered_gt": gt_rois_per_image copies of each ground-truth disc box per image, each

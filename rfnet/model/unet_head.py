@@ -14,12 +14,21 @@ and feeds it the Fusion Feature Pooling streams where their resolution matches::
     -> 1x1 predictor -> logits [R, num_classes, S, S]
 
 ``unet_pyramid = False`` drops the two pyramid inputs (an image-only U-Net over the RoI).
+``unet_polar = True`` (image-only only) segments the RoI in polar coordinates about its centre, as
+M-Net does (Fu et al., IEEE TMI 2018): the pooled image is resampled onto a radius x angle grid
+(rows: radius 0 .. half the RoI's side; columns: angle 0 .. 2 pi), where disc and cup become
+stacked bands whose boundaries run across the image, and the U-Net's logits are resampled back onto
+the RoI's Cartesian grid, so outputs, losses and the export contract do not change. Both resamplings
+are fixed bilinear ``grid_sample`` grids (:func:`polar_grids`; ONNX ``GridSample``, opset 16).
 Every block is two 3x3 conv + BatchNorm + ReLU (BatchNorm folds into the convs at export).
 ``S = mask_size`` must be divisible by ``2 ** unet_depth``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfnet.config import MaskHeadConfig
@@ -35,6 +44,37 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 def _reduce(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def polar_grids(size: int) -> tuple[Tensor, Tensor]:
+    """``(to_polar, to_cartesian)``: ``grid_sample`` grids [1,S,S,2] (x, y normalised to [-1, 1],
+    ``align_corners=False``) for an S x S RoI image.
+
+    ``to_polar`` samples the RoI image at polar pixel (row i, column j) = radius (i + 0.5) / S of
+    half the side, angle 2 pi (j + 0.5) / S (0 along +x, towards +y). ``to_cartesian`` samples a
+    polar map *circularly padded by one column on each side* (:func:`_wrap_angle`, width S + 2) at
+    each Cartesian pixel's radius and angle, so the angle wraps without a seam; radii beyond the
+    inscribed circle (the RoI's corners) clamp to the outermost ring (``padding_mode="border"``).
+    """
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size  # (0, 1): radii, angle fractions
+    r, frac = torch.meshgrid(centres, centres, indexing="ij")
+    theta = 2.0 * math.pi * frac
+    to_polar = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1)
+    y, x = torch.meshgrid(2.0 * centres - 1.0, 2.0 * centres - 1.0, indexing="ij")
+    angle = torch.remainder(torch.atan2(y, x), 2.0 * math.pi)
+    column = angle * size / (2.0 * math.pi) - 0.5 + 1.0  # pixel index in the padded map
+    to_cartesian = torch.stack(((2.0 * column + 1.0) / (size + 2) - 1.0, 2.0 * torch.sqrt(x * x + y * y) - 1.0), dim=-1)
+    return to_polar.float().unsqueeze(0), to_cartesian.float().unsqueeze(0)
+
+
+def _wrap_angle(polar: Tensor) -> Tensor:
+    """[R,C,S,S] polar map -> [R,C,S,S+2]: the last angle column before the first, the first after the last."""
+    return torch.cat((polar[..., -1:], polar, polar[..., :1]), dim=-1)
+
+
+def _resample(x: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 class UNetMaskHead(nn.Module):
@@ -55,6 +95,14 @@ class UNetMaskHead(nn.Module):
                              f"({2 ** depth}) for the U-Net branch")
         self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
         self.uses_pyramid = cfg.unet_pyramid
+        self.polar = cfg.unet_polar
+        if self.polar:
+            if self.uses_pyramid:
+                raise ValueError("mask_head.unet_polar needs unet_pyramid=false: the pyramid streams are Cartesian")
+            to_polar, to_cartesian = polar_grids(cfg.mask_size)
+            # constants of the graph, rebuilt from the config: not saved in checkpoints
+            self.register_buffer("to_polar", to_polar, persistent=False)
+            self.register_buffer("to_cartesian", to_cartesian, persistent=False)
         widths = [c * 2 ** i for i in range(depth + 1)]
         extra: dict[int, int] = {}
         if self.uses_pyramid:
@@ -78,7 +126,7 @@ class UNetMaskHead(nn.Module):
                 raise ValueError("this U-Net mask branch (unet_pyramid) needs the pooled pyramid streams")
             side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
         skips: list[Tensor] = []
-        x = image
+        x = _resample(image, self.to_polar) if self.polar else image
         for i, block in enumerate(self.encoder):
             if i:
                 x = self.pool(x)
@@ -89,4 +137,5 @@ class UNetMaskHead(nn.Module):
         x = skips.pop()
         for up, block in zip(self.up, self.decoder):
             x = block(torch.cat((up(x), skips.pop()), dim=1))
-        return self.predictor(x)
+        logits = self.predictor(x)
+        return _resample(_wrap_angle(logits), self.to_cartesian) if self.polar else logits

@@ -262,12 +262,13 @@ def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, caps
     assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
 
 
-@pytest.mark.parametrize("pyramid", [True, False])
-def test_unet_mask_branch_exports_with_parity(pyramid: bool, parity_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize("pyramid,polar", [(True, False), (False, False), (False, True)])
+def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, parity_dir: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
     BatchNorm in eval mode) exports and keeps parity with PyTorch; image-only
-    (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4."""
+    (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4; polar
+    (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes."""
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
 
@@ -280,6 +281,7 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, parity_dir: Path, t
     cfg.mask_head.unet_channels = 4
     cfg.mask_head.unet_depth = 3
     cfg.mask_head.unet_pyramid = pyramid
+    cfg.mask_head.unet_polar = polar
     model = build_model(cfg).eval()
     detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}
     assert not model.load_state_dict(detection, strict=False).unexpected_keys
@@ -290,3 +292,6 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, parity_dir: Path, t
     assert len(image_rois) == 1 and _attrs(image_rois[0])["output_height"] == 32
     pyramid_mask_rois = [n for n in graph.node if n.op_type == "RoiAlign" and _attrs(n)["output_height"] in (16, 8)]
     assert bool(pyramid_mask_rois) == pyramid
+    grid_samples = [n for n in graph.node if n.op_type == "GridSample"]
+    assert len(grid_samples) == (2 if polar else 0)
+    assert all(_attrs(n)["padding_mode"] == b"border" and _attrs(n)["align_corners"] == 0 for n in grid_samples)

@@ -115,3 +115,72 @@ def test_unknown_train_rois_is_refused(light_cfg: ModelConfig) -> None:
     light_cfg.mask_head.train_rois = "detections"  # type: ignore[assignment]
     with pytest.raises(ValueError, match="train_rois"):
         build_model(light_cfg)  # refused when built, not at the first training step
+
+
+def _disc_image(size: int, radius: float, centre: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """[1,1,S,S]: 1 inside a circle of ``radius`` (in half-sides) about ``centre`` (x, y), else 0."""
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return (((x - centre[0]) ** 2 + (y - centre[1]) ** 2) < radius ** 2).float()[None, None]
+
+
+def test_polar_grids_put_radius_on_rows_and_angle_on_columns() -> None:
+    """A centred disc of radius 0.5 becomes the top half of the polar image at every angle, and a
+    disc off to +x (angle 0) reaches further out in the first and last columns than at angle pi."""
+    from rfnet.model.unet_head import _resample, polar_grids
+
+    size = 64
+    to_polar, _ = polar_grids(size)
+    assert to_polar.shape == (1, size, size, 2)
+    polar = _resample(_disc_image(size, 0.5), to_polar)[0, 0]
+    assert bool((polar[: size // 2 - 2] > 0.99).all()) and bool((polar[size // 2 + 2:] < 0.01).all())
+    shifted = _resample(_disc_image(size, 0.4, (0.3, 0.0)), to_polar)[0, 0]
+    extent = (shifted > 0.5).sum(dim=0)  # rows inside the disc, per angle column
+    assert extent[0] > extent[size // 2] + size // 4 and abs(int(extent[0]) - int(extent[-1])) <= 1
+
+
+def test_polar_round_trip_restores_the_roi_inside_its_inscribed_circle() -> None:
+    """to_polar then (wrapped) to_cartesian gives the RoI image back where the polar grid covers it,
+    the angle seam included; the corners clamp to the outermost ring."""
+    from rfnet.model.unet_head import _resample, _wrap_angle, polar_grids
+
+    size = 64
+    to_polar, to_cartesian = polar_grids(size)
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    smooth = (torch.exp(-((x - 0.1) ** 2 + (y + 0.05) ** 2) / 0.2) + 0.3 * torch.sin(3 * x))[None, None]
+    back = _resample(_wrap_angle(_resample(smooth, to_polar)), to_cartesian)
+    inside = (x ** 2 + y ** 2) < 0.9 ** 2
+    assert float((back - smooth)[0, 0][inside].abs().max()) < 0.01
+    seam = inside & (y.abs() < 0.1) & (x > 0.2)  # angle near 0 / 2 pi: the wrapped columns
+    assert float((back - smooth)[0, 0][seam].abs().max()) < 0.01
+
+
+def test_polar_unet_keeps_the_branch_contract_and_refuses_the_pyramid() -> None:
+    torch.manual_seed(0)
+    head = _head(unet_pyramid=False, unet_polar=True)
+    assert head.polar and "to_polar" not in head.state_dict()  # constants, rebuilt from the config
+    image = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = head(None, None, image)
+        assert out.shape == (3, 2, 32, 32)
+        assert (head(None, None, image.flip(-1)) - out).abs().max() > 1e-6
+        torch.testing.assert_close(head(None, None, image[:1]), out[:1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unet_polar needs unet_pyramid=false"):
+        _head(unet_polar=True)
+
+
+def test_polar_unet_trains_through_both_resamplings(light_cfg: ModelConfig, fundus) -> None:
+    """The mask loss (on the Cartesian grid, as always) reaches the polar U-Net's first layer."""
+    torch.manual_seed(0)
+    cfg = _image_only_jittered_cfg(light_cfg)
+    cfg.mask_head.unet_polar = True
+    model = build_model(cfg).train()
+    x, t = fundus(128, np.random.default_rng(0))
+    losses = model(x[None], [t])
+    assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+    losses["loss_mask"].backward()
+    assert model.mask_head.encoder[0][0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()(x[None])
+    assert out["masks"].shape == (1, cfg.roi_heads.detections_per_img, 2, 32, 32)
