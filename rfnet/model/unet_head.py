@@ -84,6 +84,9 @@ class UNetMaskHead(nn.Module):
     """
 
     uses_image = True
+    # fixed sampling grids [1,S,S,2], registered only when cfg.unet_polar is on
+    to_polar: Tensor
+    to_cartesian: Tensor
 
     def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
         super().__init__()
