@@ -128,6 +128,11 @@ class MaskHeadConfig:
     # Fu et al. 2018: disc and cup become stacked bands) and its logits are mapped back to the RoI's
     # Cartesian grid (rfnet.model.unet_head); outputs unchanged. Needs unet_pyramid = False.
     unet_polar: bool = False
+    # > 0 (needs unet_polar): this many angle columns from each end of the polar image are copied
+    # round to the other end before the U-Net and its logits cropped back to S columns, so the
+    # convolutions see across angle 0 / 2 pi instead of zero padding (without it the cup and disc
+    # outlines can step at 3 o'clock, docs/results.md). A multiple of 2 ** unet_depth.
+    unet_polar_wrap: int = 0
     # Where the mask branch's training RoIs come from: "proposals" (paper, Mask R-CNN: the
     # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
     # "jittered_gt": gt_rois_per_image copies of each ground-truth disc box per image, each

@@ -20,6 +20,9 @@ M-Net does (Fu et al., IEEE TMI 2018): the pooled image is resampled onto a radi
 stacked bands whose boundaries run across the image, and the U-Net's logits are resampled back onto
 the RoI's Cartesian grid, so outputs, losses and the export contract do not change. Both resamplings
 are fixed bilinear ``grid_sample`` grids (:func:`polar_grids`; ONNX ``GridSample``, opset 16).
+``unet_polar_wrap = W > 0`` copies W angle columns round each end of the polar image
+([R,3,S,S] -> [R,3,S,S+2W]) before the U-Net and crops its logits back to S columns, so the
+convolutions see across angle 0 instead of zero padding (the seam the resampling alone leaves).
 Every block is two 3x3 conv + BatchNorm + ReLU (BatchNorm folds into the convs at export).
 ``S = mask_size`` must be divisible by ``2 ** unet_depth``.
 """
@@ -69,7 +72,12 @@ def polar_grids(size: int) -> tuple[Tensor, Tensor]:
 
 def _wrap_angle(polar: Tensor) -> Tensor:
     """[R,C,S,S] polar map -> [R,C,S,S+2]: the last angle column before the first, the first after the last."""
-    return torch.cat((polar[..., -1:], polar, polar[..., :1]), dim=-1)
+    return wrap_columns(polar, 1)
+
+
+def wrap_columns(x: Tensor, width: int) -> Tensor:
+    """[..., W0] -> [..., W0 + 2 width]: the last ``width`` columns before the first, the first after the last."""
+    return torch.cat((x[..., -width:], x, x[..., :width]), dim=-1) if width else x
 
 
 def _resample(x: Tensor, grid: Tensor) -> Tensor:
@@ -99,9 +107,15 @@ class UNetMaskHead(nn.Module):
         self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
         self.uses_pyramid = cfg.unet_pyramid
         self.polar = cfg.unet_polar
+        if cfg.unet_polar_wrap and not self.polar:
+            raise ValueError("mask_head.unet_polar_wrap needs unet_polar=true")
+        self.polar_wrap = cfg.unet_polar_wrap
         if self.polar:
             if self.uses_pyramid:
                 raise ValueError("mask_head.unet_polar needs unet_pyramid=false: the pyramid streams are Cartesian")
+            if cfg.unet_polar_wrap < 0 or cfg.unet_polar_wrap % (2 ** depth) or cfg.unet_polar_wrap > cfg.mask_size:
+                raise ValueError(f"mask_head.unet_polar_wrap ({cfg.unet_polar_wrap}) must be a multiple of 2 ** unet_depth "
+                                 f"({2 ** depth}) between 0 and mask_size ({cfg.mask_size})")
             to_polar, to_cartesian = polar_grids(cfg.mask_size)
             # constants of the graph, rebuilt from the config: not saved in checkpoints
             self.register_buffer("to_polar", to_polar, persistent=False)
@@ -128,8 +142,19 @@ class UNetMaskHead(nn.Module):
             if low is None or high is None:
                 raise ValueError("this U-Net mask branch (unet_pyramid) needs the pooled pyramid streams")
             side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
+        if self.polar:
+            polar = self.polar_logits(_resample(image, self.to_polar))
+            return _resample(_wrap_angle(polar), self.to_cartesian)
+        return self._unet(image, side)
+
+    def polar_logits(self, polar: Tensor) -> Tensor:
+        """[R,3,S,S] polar image (rows radius, columns angle) -> [R,num_classes,S,S] polar logits."""
+        w = self.polar_wrap
+        logits = self._unet(wrap_columns(polar, w), {})
+        return logits[..., w:w + polar.shape[-1]] if w else logits
+
+    def _unet(self, x: Tensor, side: dict[int, Tensor]) -> Tensor:
         skips: list[Tensor] = []
-        x = _resample(image, self.to_polar) if self.polar else image
         for i, block in enumerate(self.encoder):
             if i:
                 x = self.pool(x)
@@ -140,5 +165,4 @@ class UNetMaskHead(nn.Module):
         x = skips.pop()
         for up, block in zip(self.up, self.decoder):
             x = block(torch.cat((up(x), skips.pop()), dim=1))
-        logits = self.predictor(x)
-        return _resample(_wrap_angle(logits), self.to_cartesian) if self.polar else logits
+        return self.predictor(x)

@@ -262,13 +262,14 @@ def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, caps
     assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
 
 
-@pytest.mark.parametrize("pyramid,polar", [(True, False), (False, False), (False, True)])
-def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, parity_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("pyramid,polar,wrap", [(True, False, 0), (False, False, 0), (False, True, 0), (False, True, 8)])
+def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: int, parity_dir: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
     BatchNorm in eval mode) exports and keeps parity with PyTorch; image-only
     (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4; polar
-    (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes."""
+    (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes, with or without the
+    angle wrap (``unet_polar_wrap``: a Concat before the U-Net and a Slice after)."""
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
 
@@ -282,6 +283,7 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, parity
     cfg.mask_head.unet_depth = 3
     cfg.mask_head.unet_pyramid = pyramid
     cfg.mask_head.unet_polar = polar
+    cfg.mask_head.unet_polar_wrap = wrap  # angle columns copied round the polar image's ends
     model = build_model(cfg).eval()
     detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}
     assert not model.load_state_dict(detection, strict=False).unexpected_keys
