@@ -55,7 +55,7 @@ def polar_grids(size: int) -> tuple[Tensor, Tensor]:
 
     ``to_polar`` samples the RoI image at polar pixel (row i, column j) = radius (i + 0.5) / S of
     half the side, angle 2 pi (j + 0.5) / S (0 along +x, towards +y). ``to_cartesian`` samples a
-    polar map *circularly padded by one column on each side* (:func:`_wrap_angle`, width S + 2) at
+    polar map *circularly padded by one column on each side* (:func:`wrap_columns` by 1, width S + 2) at
     each Cartesian pixel's radius and angle, so the angle wraps without a seam; radii beyond the
     inscribed circle (the RoI's corners) clamp to the outermost ring (``padding_mode="border"``).
     """
@@ -68,11 +68,6 @@ def polar_grids(size: int) -> tuple[Tensor, Tensor]:
     column = angle * size / (2.0 * math.pi) - 0.5 + 1.0  # pixel index in the padded map
     to_cartesian = torch.stack(((2.0 * column + 1.0) / (size + 2) - 1.0, 2.0 * torch.sqrt(x * x + y * y) - 1.0), dim=-1)
     return to_polar.float().unsqueeze(0), to_cartesian.float().unsqueeze(0)
-
-
-def _wrap_angle(polar: Tensor) -> Tensor:
-    """[R,C,S,S] polar map -> [R,C,S,S+2]: the last angle column before the first, the first after the last."""
-    return wrap_columns(polar, 1)
 
 
 def wrap_columns(x: Tensor, width: int) -> Tensor:
@@ -144,7 +139,7 @@ class UNetMaskHead(nn.Module):
             side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
         if self.polar:
             polar = self.polar_logits(_resample(image, self.to_polar))
-            return _resample(_wrap_angle(polar), self.to_cartesian)
+            return _resample(wrap_columns(polar, 1), self.to_cartesian)
         return self._unet(image, side)
 
     def polar_logits(self, polar: Tensor) -> Tensor:

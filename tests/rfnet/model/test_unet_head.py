@@ -142,14 +142,14 @@ def test_polar_grids_put_radius_on_rows_and_angle_on_columns() -> None:
 def test_polar_round_trip_restores_the_roi_inside_its_inscribed_circle() -> None:
     """to_polar then (wrapped) to_cartesian gives the RoI image back where the polar grid covers it,
     the angle seam included; the corners clamp to the outermost ring."""
-    from rfnet.model.unet_head import _resample, _wrap_angle, polar_grids
+    from rfnet.model.unet_head import _resample, polar_grids, wrap_columns
 
     size = 64
     to_polar, to_cartesian = polar_grids(size)
     c = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
     y, x = torch.meshgrid(c, c, indexing="ij")
     smooth = (torch.exp(-((x - 0.1) ** 2 + (y + 0.05) ** 2) / 0.2) + 0.3 * torch.sin(3 * x))[None, None]
-    back = _resample(_wrap_angle(_resample(smooth, to_polar)), to_cartesian)
+    back = _resample(wrap_columns(_resample(smooth, to_polar), 1), to_cartesian)
     inside = (x ** 2 + y ** 2) < 0.9 ** 2
     assert float((back - smooth)[0, 0][inside].abs().max()) < 0.01
     seam = inside & (y.abs() < 0.1) & (x > 0.2)  # angle near 0 / 2 pi: the wrapped columns
@@ -194,10 +194,9 @@ def test_polar_wrap_removes_the_seam_at_angle_zero() -> None:
     kw = dict(branch="unet", mask_size=32, unet_channels=4, unet_depth=2, unet_pyramid=False, unet_polar=True)
     plain = UNetMaskHead(16, MaskHeadConfig(**kw)).eval()  # type: ignore[arg-type]
     wrapped = UNetMaskHead(16, MaskHeadConfig(unet_polar_wrap=32, **kw)).eval()  # type: ignore[arg-type]
-    wrapped.load_state_dict(plain.state_dict())
     with torch.no_grad():
         plain.predictor.weight.normal_(0.0, 0.5)
-        wrapped.predictor.weight.copy_(plain.predictor.weight)
+        wrapped.load_state_dict(plain.state_dict())  # the same weights: only the wrap differs
         rows = torch.randn(2, 3, 32, 1)
         polar = rows.expand(-1, -1, -1, 32).contiguous()  # radius profile repeated at every angle
         seam = plain.polar_logits(polar)
