@@ -311,12 +311,13 @@ def light_config() -> ModelConfig:
 def mid_config() -> ModelConfig:
     """Between light and paper, with the recipe that trains it on a 2-core CPU (docs/results.md).
 
-    MobileNet-v1 width 0.5, FPN 128 channels; input letterboxed to 768 px (a Drishti-GS disc
+    MobileNet-v1 width 0.5, FPN 64 channels; input letterboxed to 768 px (a Drishti-GS disc
     spans about 135 px of it, 90 px of a 512 input). The mask branch is a U-Net over the input
     image pooled at 128 x 128 from the detection box scaled by 1.2 (a disc outline is not cut
-    along a tight box), without the pyramid, and trained on jittered copies of the ground-truth
-    disc box rather than on proposals: the boxes it meets at test time (not in the paper;
-    5-fold cross-validated, docs/results.md). Training: 1500 iterations of AdamW (lr 1e-3,
+    along a tight box), resampled to polar coordinates about the box centre (disc and cup become
+    stacked bands; M-Net), without the pyramid, and trained on jittered copies of the
+    ground-truth disc box rather than on proposals: the boxes it meets at test time (not in the
+    paper; 5-fold cross-validated, docs/results.md). Training: 1500 iterations of AdamW (lr 1e-3,
     weight decay 0.01) with a cosine learning rate, in float32, on 512 px crops of the 768 px
     input that contain the disc, flips and quarter turns plus zoom (x1.25), rotation (+-15
     degrees), shift (10 %) and colour jitter (20 %).
@@ -325,13 +326,15 @@ def mid_config() -> ModelConfig:
         name="mid",
         input=InputConfig(size=768),
         backbone=BackboneConfig(width_mult=0.5),
-        fpn=FPNConfig(out_channels=128),
+        fpn=FPNConfig(out_channels=64),
         rpn=_cpu_rpn(),
         roi_heads=RoIHeadConfig(representation_size=512, batch_size_per_image=128),
-        # channels / convs are the two-stream branch's: kept so that --set mask_head.branch=streams (and
-        # the other three options docs/results.md names) trains the previous recipe again.
+        # channels / convs are the two-stream branch's: kept so that the earlier recipes train again
+        # with the --set options docs/results.md names (the Cartesian U-Net with FPN 128 until
+        # 2026-12-05: fpn.out_channels=128, mask_head.unet_polar=false).
         mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2,
-                                 branch="unet", mask_size=128, unet_pyramid=False, train_rois="jittered_gt"),
+                                 branch="unet", mask_size=128, unet_pyramid=False, unet_polar=True,
+                                 train_rois="jittered_gt"),
         train=TrainConfig(iterations=1500, optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="cosine",
                           bf16=False, color_jitter=0.2, scale_jitter=0.25, rotate_deg=15.0, translate=0.1,
                           crop_size=512),

@@ -47,12 +47,14 @@ def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() 
 
 def test_mid_preset_is_the_cross_validated_recipe() -> None:
     """The mid preset is the recipe whose 5-fold cross-validation docs/results.md reports: the
-    image-only U-Net branch at 128 x 128 trained on jittered ground-truth disc boxes, float32
-    training (the folds trained in float32), 1500 AdamW iterations on 512 px crops of 768 px."""
+    image-only polar U-Net branch at 128 x 128 trained on jittered ground-truth disc boxes, a
+    64-channel FPN, float32 training (the folds trained in float32), 1500 AdamW iterations on
+    512 px crops of 768 px."""
     from rfnet.config import mid_config
 
     cfg = mid_config()
     m, t = cfg.mask_head, cfg.train
     assert (m.branch, m.mask_size, m.unet_pyramid, m.train_rois, m.box_scale) == ("unet", 128, False, "jittered_gt", 1.2)
+    assert (m.unet_polar, m.unet_polar_wrap, cfg.fpn.out_channels) == (True, 0, 64)
     assert (t.iterations, t.optimizer, t.lr, t.bf16, t.crop_size) == (1500, "adamw", 1e-3, False, 512)
     assert cfg.input.size == 768
