@@ -115,9 +115,10 @@ class MaskHeadConfig:
     image_channels: int = 0
     # "streams": the paper's two-stream branch over the pooled pyramid (rfnet.model.mask_head);
     # "unet": a U-Net over the input image pooled at mask_size x mask_size, fed the pooled
-    # pyramid at mask_size / 2 and / 4 (rfnet.model.unet_head; not in the paper). The U-Net has
-    # unet_depth pooling steps and unet_channels at full resolution (doubling per step);
-    # cross-validated on Drishti-GS and not kept for the mid preset (docs/results.md).
+    # pyramid at mask_size / 2 and / 4 unless unet_pyramid is off (rfnet.model.unet_head; not in
+    # the paper). The U-Net has unet_depth pooling steps and unet_channels at full resolution
+    # (doubling per step). With the pyramid it was cross-validated and not kept; image-only, it is
+    # the mid preset's branch (docs/results.md).
     branch: MaskBranchKind = "streams"
     unet_channels: int = 16
     unet_depth: int = 4
