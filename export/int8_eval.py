@@ -4,15 +4,23 @@ the shared image -> segmentation core (``export.compare.run_onnx``).
 """
 from __future__ import annotations
 
+import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from export.compare import EvalImage, mask_agreement, run_onnx
+from export.calibration import CalibrationDataError
+from export.compare import EvalImage, folder_images, mask_agreement, run_onnx, synthetic_images
+from rfnet.common.cli import ExitCode
+from rfnet.common.imageio import list_images
 from rfnet.common.metrics import agreement
+from rfnet.data.splits import kfold_split
 from rfnet.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,3 +98,84 @@ def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | No
     if not items:
         raise UsageError(f"{root}: no usable {name} images for the evaluation")
     return items
+
+
+@dataclass
+class EvalSet:
+    """Images INT8 is judged on: ``gate`` (its Dice drop decides the exit code), ``held_out`` (its
+    images are left out of the calibration)."""
+
+    title: str
+    items: list[EvalImage]
+    gate: bool = True
+    held_out: bool = False
+
+
+def eval_sets(args: argparse.Namespace) -> list[EvalSet]:
+    """The sets INT8 is evaluated on: a dataset (fold), a folder, or the held-out part of the
+    calibration folder; plus generated images for information."""
+    sets: list[EvalSet] = []
+    if args.eval_dataset is not None:
+        if args.eval_root is None:
+            raise UsageError("--eval-dataset needs --eval-root")
+        fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
+        sets.append(EvalSet(f"{args.eval_dataset} {args.eval_root} {fold}", dataset_fold_images(
+            args.eval_dataset, args.eval_root, args.eval_split, args.eval_fold, args.folds, args.fold_seed,
+            args.num_eval), held_out=args.eval_fold is not None))
+    elif args.eval_dir is not None:
+        sets.append(EvalSet(f"eval {args.eval_dir}", folder_images(args.eval_dir, args.num_eval)))
+    else:
+        sets.append(_holdout_set(args))
+    if args.num_synthetic > 0:
+        sets.append(EvalSet("synthetic images (information only, not gated)",
+                            synthetic_images(args.num_synthetic, args.seed, 512), gate=False))
+    return sets
+
+
+def _holdout_set(args: argparse.Namespace) -> EvalSet:
+    """Fold 0 of a k-fold split (by name, ``--fold-seed``) of the calibration images, k = 1/--holdout,
+    at most --num-eval of them: judged instead of calibrated on."""
+    if not 0.0 < args.holdout <= 0.5:
+        raise UsageError(f"--holdout must be in (0, 0.5], got {args.holdout}")
+    src = args.calib_dir / "images" if (args.calib_dir / "images").is_dir() else args.calib_dir
+    try:
+        stems = sorted({p.stem for p in list_images(src)})
+    except FileNotFoundError as exc:
+        raise CalibrationDataError(f"{args.calib_dir}: {exc}") from None
+    k = max(2, round(1.0 / args.holdout))
+    if len(stems) < 2 * k:
+        raise CalibrationDataError(f"{args.calib_dir}: {len(stems)} images are too few to hold out 1/{k} of them "
+                                   f"for the INT8 check; pass --eval-dir or --eval-dataset, or --no-eval")
+    names = kfold_split(stems, k, args.fold_seed)[0][1][: args.num_eval]
+    items = folder_images(args.calib_dir, names=set(names))
+    gt = "ground truth from masks/" if all(it.disc is not None for it in items) else "no ground truth: FP32 agreement"
+    return EvalSet(f"{len(items)} calibration images held out of the calibration ({gt})", items, held_out=True)
+
+
+#: Decimals of the Dice figures the gate compares and prints (far below any meaningful difference,
+#: so the printed numbers are exactly the ones compared).
+GATE_DECIMALS = 6
+
+
+def evaluate_all(args: argparse.Namespace, eval_sets: list[EvalSet]) -> int:
+    """INT8 vs FP32 on every set; FAILED when INT8 loses more than ``--max-dice-drop`` on a gating set."""
+    worst, judged = 0.0, []
+    for es in eval_sets:
+        rep = evaluate(args.onnx, args.output, es.items, args.threads, args.fps_iters)
+        print_eval(es.title, rep)
+        print(f"  images: {', '.join(it.name for it in es.items)}")
+        drop = round(rep.dice_drop(), GATE_DECIMALS)
+        print(f"  INT8 Dice drop vs FP32 ({'vs ground truth' if rep.gt is not None else '1 - agreement'}): "
+              f"{drop:.{GATE_DECIMALS}f}" + ("" if es.gate else " (not gated)"))
+        if es.gate:
+            worst = max(worst, drop)
+            judged.append(es.title)
+    limit = round(args.max_dice_drop, GATE_DECIMALS)
+    if worst > limit:
+        log.error("INT8 loses %.*f Dice vs FP32 (> --max-dice-drop %.*f) on %s; calibrate on more representative "
+                  "images or keep more layers in float (--float-mask-layers)", GATE_DECIMALS, worst, GATE_DECIMALS,
+                  limit, "; ".join(judged))
+        return ExitCode.FAILED
+    print(f"INT8 Dice drop vs FP32: {worst:.{GATE_DECIMALS}f} <= {limit:.{GATE_DECIMALS}f} "
+          f"(judged on: {'; '.join(judged)})")
+    return ExitCode.OK
