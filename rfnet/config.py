@@ -134,6 +134,10 @@ class MaskHeadConfig:
     # convolutions see across angle 0 / 2 pi instead of zero padding (without it the cup and disc
     # outlines can step at 3 o'clock, docs/results.md). A multiple of 2 ** unet_depth.
     unet_polar_wrap: int = 0
+    # True (needs unet_polar): every 3x3 conv of the U-Net pads the angle axis circularly (radius:
+    # zeros), so no level of the U-Net sees an edge at angle 0; the wrap above only reaches
+    # unet_polar_wrap / 2 ** level columns at each level. No extra columns, same parameters.
+    unet_polar_circular: bool = False
     # Where the mask branch's training RoIs come from: "proposals" (paper, Mask R-CNN: the
     # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
     # "jittered_gt": gt_rois_per_image copies of each ground-truth disc box per image, each

@@ -22,7 +22,10 @@ the RoI's Cartesian grid, so outputs, losses and the export contract do not chan
 are fixed bilinear ``grid_sample`` grids (:func:`polar_grids`; ONNX ``GridSample``, opset 16).
 ``unet_polar_wrap = W > 0`` copies W angle columns round each end of the polar image
 ([R,3,S,S] -> [R,3,S,S+2W]) before the U-Net and crops its logits back to S columns, so the
-convolutions see across angle 0 instead of zero padding (the seam the resampling alone leaves).
+convolutions see across angle 0 instead of zero padding (the seam the resampling alone leaves);
+its reach shrinks with depth (W / 2 ** level columns). ``unet_polar_circular = True`` pads every
+3x3 convolution of the U-Net circularly along the angle instead (:class:`AngleCircularConv2d`), so
+no level sees an edge at angle 0 and the polar logits shift with the polar image.
 Every block is two 3x3 conv + BatchNorm + ReLU (BatchNorm folds into the convs at export).
 ``S = mask_size`` must be divisible by ``2 ** unet_depth``.
 """
@@ -38,10 +41,29 @@ from rfnet.config import MaskHeadConfig
 from rfnet.model.mask_head import init_mask_branch
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+class AngleCircularConv2d(nn.Conv2d):
+    """3x3 convolution over a polar map [R,C,H (radius),W (angle)] that pads the angle axis
+    circularly and the radius axis with zeros, so no layer sees an edge at angle 0 / 2 pi.
+
+    Parameters and state-dict keys are those of ``nn.Conv2d(cin, cout, 3, padding=1)``; in ONNX the
+    padding is a Slice/Concat (angle) and a Pad (radius) before a Conv without padding.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=0, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(wrap_columns(x, 1), (0, 0, 1, 1)))
+
+
+def _conv3(cin: int, cout: int, circular: bool) -> nn.Conv2d:
+    return AngleCircularConv2d(cin, cout) if circular else nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+
+
+def _block(cin: int, cout: int, circular: bool = False) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        _conv3(cin, cout, circular), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        _conv3(cout, cout, circular), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
     )
 
 
@@ -104,6 +126,9 @@ class UNetMaskHead(nn.Module):
         self.polar = cfg.unet_polar
         if cfg.unet_polar_wrap and not self.polar:
             raise ValueError("mask_head.unet_polar_wrap needs unet_polar=true")
+        if cfg.unet_polar_circular and not self.polar:
+            raise ValueError("mask_head.unet_polar_circular needs unet_polar=true")
+        circular = cfg.unet_polar_circular
         self.polar_wrap = cfg.unet_polar_wrap
         if self.polar:
             if self.uses_pyramid:
@@ -122,10 +147,10 @@ class UNetMaskHead(nn.Module):
             self.reduce_high = _reduce(in_channels, c)
             extra = {1: c, 2: c}  # FFP channels concatenated at encoder levels 1 (S/2) and 2 (S/4)
         self.encoder = nn.ModuleList(
-            _block((3 if i == 0 else widths[i - 1]) + extra.get(i, 0), widths[i]) for i in range(depth + 1))
+            _block((3 if i == 0 else widths[i - 1]) + extra.get(i, 0), widths[i], circular) for i in range(depth + 1))
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2) for i in range(depth, 0, -1))
-        self.decoder = nn.ModuleList(_block(2 * widths[i - 1], widths[i - 1]) for i in range(depth, 0, -1))
+        self.decoder = nn.ModuleList(_block(2 * widths[i - 1], widths[i - 1], circular) for i in range(depth, 0, -1))
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
         init_mask_branch(self)
 

@@ -262,14 +262,17 @@ def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, caps
     assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
 
 
-@pytest.mark.parametrize("pyramid,polar,wrap", [(True, False, 0), (False, False, 0), (False, True, 0), (False, True, 8)])
-def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: int, parity_dir: Path,
+@pytest.mark.parametrize("pyramid,polar,wrap,circular", [(True, False, 0, False), (False, False, 0, False),
+                                                          (False, True, 0, False), (False, True, 8, False),
+                                                          (False, True, 0, True)])
+def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: int, circular: bool, parity_dir: Path,
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
     BatchNorm in eval mode) exports and keeps parity with PyTorch; image-only
     (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4; polar
     (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes, with or without the
-    angle wrap (``unet_polar_wrap``: a Concat before the U-Net and a Slice after)."""
+    angle wrap (``unet_polar_wrap``: a Concat before the U-Net and a Slice after) or circular
+    padding (``unet_polar_circular``: a Concat and a Pad before each 3x3 Conv)."""
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
 
@@ -284,6 +287,7 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: 
     cfg.mask_head.unet_pyramid = pyramid
     cfg.mask_head.unet_polar = polar
     cfg.mask_head.unet_polar_wrap = wrap  # angle columns copied round the polar image's ends
+    cfg.mask_head.unet_polar_circular = circular
     model = build_model(cfg).eval()
     detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}
     assert not model.load_state_dict(detection, strict=False).unexpected_keys
@@ -297,3 +301,7 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: 
     grid_samples = [n for n in graph.node if n.op_type == "GridSample"]
     assert len(grid_samples) == (2 if polar else 0)
     assert all(_attrs(n)["padding_mode"] == b"border" and _attrs(n)["align_corners"] == 0 for n in grid_samples)
+    # circular padding: each of the U-Net's 2 * (depth + 1) + 2 * depth = 14 3x3 convs reads a Pad
+    conv_pads = [n for n in graph.node if n.op_type == "Pad" and any(
+        m.op_type == "Conv" and n.output[0] in m.input for m in graph.node)]
+    assert len(conv_pads) == (14 if circular else 0)

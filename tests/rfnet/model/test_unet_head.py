@@ -209,7 +209,34 @@ def test_polar_wrap_removes_the_seam_at_angle_zero() -> None:
     assert spread(fixed) < 1e-5
 
 
+def test_circular_padding_makes_the_polar_unet_shift_equivariant() -> None:
+    """With ``unet_polar_circular`` no level of the U-Net sees an edge at angle 0: rotating the polar
+    image by a multiple of 2 ** depth columns rotates its logits by as much (no seam anywhere).
+    The same weights with zero padding, or with a wrap of 2 ** depth columns, do not."""
+    torch.manual_seed(0)
+    kw = dict(branch="unet", mask_size=32, unet_channels=4, unet_depth=3, unet_pyramid=False, unet_polar=True)
+    circular = UNetMaskHead(16, MaskHeadConfig(unet_polar_circular=True, **kw)).eval()  # type: ignore[arg-type]
+    others = [UNetMaskHead(16, MaskHeadConfig(**kw)).eval(),  # type: ignore[arg-type]
+              UNetMaskHead(16, MaskHeadConfig(unet_polar_wrap=8, **kw)).eval()]  # type: ignore[arg-type]
+    with torch.no_grad():
+        circular.predictor.weight.normal_(0.0, 0.5)
+        for other in others:  # same parameters and state-dict keys: only the padding differs
+            other.load_state_dict(circular.state_dict())
+        polar = torch.randn(2, 3, 32, 32)
+        for shift in (8, 16):
+            rolled = torch.roll(polar, shift, dims=-1)
+            torch.testing.assert_close(circular.polar_logits(rolled),
+                                       torch.roll(circular.polar_logits(polar), shift, dims=-1), rtol=1e-4, atol=1e-5)
+            for other in others:
+                gap = other.polar_logits(rolled) - torch.roll(other.polar_logits(polar), shift, dims=-1)
+                assert float(gap.abs().max()) > 1e-3
+        out = circular(None, None, torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 2, 32, 32) and torch.isfinite(out).all()
+
+
 def test_polar_wrap_is_checked() -> None:
+    with pytest.raises(ValueError, match="unet_polar_circular needs unet_polar"):
+        _head(unet_pyramid=False, unet_polar_circular=True)
     with pytest.raises(ValueError, match="unet_polar_wrap needs unet_polar"):
         _head(unet_pyramid=False, unet_polar_wrap=8)
     with pytest.raises(ValueError, match="multiple of 2 \\*\\* unet_depth"):
