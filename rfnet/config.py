@@ -45,19 +45,30 @@ class BackboneConfig:
 
     width_mult: float = 1.0
     pretrained_path: str | None = None  # optional state dict to load into the backbone
+    # The detector (backbone, FPN, RPN, box head) runs on the input average-pooled by this factor,
+    # while an image-only mask branch samples the full-resolution input: the disc is found on a
+    # small image and segmented from a large one. 1 = one resolution for both (paper). Boxes stay
+    # in input pixels either way.
+    input_stride: int = 1
 
 
 @dataclass
 class FPNConfig:
-    out_channels: int = 256  # P2..P5 channels
+    out_channels: int = 256  # P_min..P5 channels
+    # Finest pyramid level: 2 = P2..P5 (paper, strides 4-32); 3 = P3..P5 (strides 8-32): P2's
+    # cells serve only objects far smaller than an optic disc. The two-stream mask branch and
+    # Fusion Feature Pooling need P2.
+    min_level: int = 2
 
 
 @dataclass
 class AnchorConfig:
-    """One anchor size per pyramid level P2..P5 (strides 4, 8, 16, 32)."""
+    """One base anchor size per pyramid level (P2..P5: strides 4, 8, 16, 32; from
+    ``fpn.min_level``), times each of ``scales``, at each of ``aspect_ratios``."""
 
     sizes: tuple[int, ...] = (32, 64, 128, 256)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    scales: tuple[float, ...] = (1.0,)
 
 
 @dataclass
@@ -347,7 +358,41 @@ def mid_config() -> ModelConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "mid": mid_config, "light": light_config}
+#: The ``screen`` preset's minimum disc score: provisional (the mid preset's) until its
+#: cross-validation calibrates it (``python -m rfnet.grading_calibration``).
+SCREEN_MIN_DISC_SCORE = MID_MIN_DISC_SCORE
+
+
+def screen_config() -> ModelConfig:
+    """The model a screening programme deploys: one disc found on a small image, segmented from a large one.
+
+    The detector (MobileNet-v1 width 0.5, a 64-channel FPN over P3..P5, no P2) runs on the
+    1024 px input average-pooled to 512 px; its anchors (40, 80, 160 px at P3, P4, P5, each x1,
+    x1.6, x2.56, square) cover discs from 5 % to over 90 % of a 512 px view: a 45-degree Canon
+    fundus (REFUGE, discs about 14 % of the field), an optic-nerve-head field (Drishti-GS, about
+    20 %), a disc-centred crop (RIM-ONE DL, 65-95 %). The mask branch is the mid preset's polar
+    U-Net (128 x 128, the box x1.2), sampling the full 1024 px input. Training: AdamW with a cosine
+    learning rate, zoom up to x1.5 either way, rotation, shift and colour jitter, on several
+    datasets mixed by weight (``rfnet.train --data``; docs/results.md).
+    """
+    return ModelConfig(
+        name="screen",
+        input=InputConfig(size=1024),
+        backbone=BackboneConfig(width_mult=0.5, input_stride=2),
+        fpn=FPNConfig(out_channels=64, min_level=3),
+        anchors=AnchorConfig(sizes=(40, 80, 160), aspect_ratios=(1.0,), scales=(1.0, 1.6, 2.56)),
+        rpn=RPNConfig(pre_nms_top_n_train=1000, post_nms_top_n_train=300, pre_nms_top_n_test=200,
+                      post_nms_top_n_test=100),
+        roi_heads=RoIHeadConfig(representation_size=256, batch_size_per_image=128),
+        mask_head=MaskHeadConfig(box_scale=1.2, branch="unet", mask_size=128, unet_pyramid=False, unet_polar=True,
+                                 train_rois="jittered_gt"),
+        train=TrainConfig(iterations=2000, optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="cosine",
+                          color_jitter=0.2, scale_jitter=0.5, rotate_deg=15.0, translate=0.1),
+        grading=GradingConfig(min_disc_score=SCREEN_MIN_DISC_SCORE),
+    )
+
+
+PRESETS = {"paper": paper_config, "mid": mid_config, "light": light_config, "screen": screen_config}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -33,7 +33,7 @@ from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import DATASET_NAMES, SampleError
 from rfnet.data.expert_scale import dataset_expert_scale
 from rfnet.data.torch_dataset import require_soft_masks
-from rfnet.training.datasets import DataSelection, select_datasets
+from rfnet.training.datasets import DataSelection, data_specs, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
 from rfnet.training.loop import NonFiniteLossError
 from rfnet.training.overrides import apply_overrides
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Arguments that define a run; on --resume they come from the checkpoint.
 RUN_ARGS = (
-    "dataset", "split", "val_split", "val_fraction", "fold", "folds", "seed", "preset", "set",
+    "dataset", "data", "split", "val_split", "val_fraction", "fold", "folds", "seed", "preset", "set",
     "batch_size", "lr", "lr_step", "warmup_iters", "iterations",
 )
 
@@ -70,12 +70,21 @@ examples:
       --preset light --epochs 12 --max-time-min 20 --device cpu --out runs/syn
   python -m rfnet.train --dataset refuge --data-root REFUGE --val-split validation --out runs/refuge
   python -m rfnet.train --dataset drishti-gs --data-root Drishti-GS1_files --fold 0 --folds 5 --out runs/dgs_f0
+  python -m rfnet.train --preset screen --data kind=drishti-gs,root=DATA \
+      --data kind=refuge,root=DATA/REFUGE,split=validation \
+      --data kind=rim-one-dl,root=DATA/RIM-ONE_DL,partition=randomly --fold 0 --out runs/screen_f0
   python -m rfnet.train --out runs/refuge --resume          # continue after an interruption
 """,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASET_NAMES, help="dataset layout (required unless --resume)")
-    g.add_argument("--data-root", help="dataset root folder (required unless --resume)")
+    g.add_argument("--dataset", choices=DATASET_NAMES, help="dataset layout (required unless --data or --resume)")
+    g.add_argument("--data-root", help="dataset root folder (required unless --data or --resume)")
+    g.add_argument("--data", action="append", metavar="SPEC",
+                   help="a dataset of a mixture, repeatable: kind=K,root=PATH[,split=S][,weight=W][,OPTION=V] "
+                        "(options: partition=randomly for RIM-ONE DL, soft_threshold=N for Drishti-GS); each is "
+                        "drawn in proportion to its weight whatever its size, and --fold splits each dataset on its own")
+    g.add_argument("--data-config", metavar="FILE",
+                   help="the mixture as a JSON list of {kind, root, split, weight, ...} objects (adds to --data)")
     g.add_argument("--split", help="training split (default: the loader's train split; folder: ROOT itself)")
     g.add_argument("--val-split", help="validation split name (see below)")
     g.add_argument("--val-data-root", help="validation data root of the same dataset kind (see below)")
@@ -192,7 +201,7 @@ def _set_threads(threads: int | None) -> None:
 
 def _selection(args: argparse.Namespace) -> DataSelection:
     return DataSelection(
-        dataset=args.dataset, data_root=args.data_root, split=args.split, val_split=args.val_split,
+        dataset=args.dataset, data_root=args.data_root, split=args.split, data=args.data, val_split=args.val_split,
         val_data_root=args.val_data_root, val_fraction=args.val_fraction, fold=args.fold,
         folds=5 if args.folds is None else args.folds, seed=0 if args.seed is None else args.seed, strict=args.strict,
     )
@@ -206,8 +215,9 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser, info: Di
         _check_out(out, args.resume, args.overwrite)
     if args.resume:
         return _resume_state(args, out)
-    if args.dataset is None or args.data_root is None:
-        parser.error("--dataset and --data-root are required (unless --resume)")
+    args.data = data_specs(args.data, args.data_config)
+    if not args.data and (args.dataset is None or args.data_root is None):
+        parser.error("--dataset and --data-root (or --data, repeatable) are required (unless --resume)")
     if args.sync_bn:
         args.set = [*(args.set or []), "train.sync_bn=true"]
     return resolve_config(args), None

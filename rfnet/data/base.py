@@ -174,6 +174,12 @@ class FundusDataset(Sequence[Sample]):
     def labels(self) -> list[int | None]:
         return [e.label for e in self.entries]
 
+    @property
+    def groups(self) -> dict[str, str] | None:
+        """Item name -> the dataset it comes from, for a mixture of datasets (k-fold splits are
+        then made per dataset); None for a single dataset."""
+        return None
+
     def subset(self, names_or_indices: Iterable[str | int]) -> "FundusDataset":
         """A loader of the same kind over some of the entries (by name or index), in the given
         order; problems are tracked separately."""

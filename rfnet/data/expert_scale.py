@@ -21,6 +21,8 @@ def dataset_expert_scale(dataset: Any) -> tuple[tuple[float, float], int]:
     them). Raises ``UsageError`` when fewer than 3 items carry the experts' CDRs.
     """
     x, y = [], []
+    if getattr(dataset, "groups", None) is not None:  # a mixture: only the items that carry expert CDRs (Drishti-GS's) are read
+        dataset = dataset.subset([e.name for e in dataset.entries if "cdr_file" in e.extra])
     for i in range(len(dataset)):
         sample = dataset.get(i)
         expert = None if sample is None else sample.meta.get("expert_cdr_mean")

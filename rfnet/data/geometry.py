@@ -29,6 +29,8 @@ from rfnet.data.augment import FlipRotate
 #: Pixels kept between the disc and the canvas edge when placing it (a disc cut by the
 #: canvas edge would teach the detector truncated boxes).
 DISC_MARGIN = 8
+#: Zooming in stops once the disc spans this fraction of the output side.
+MAX_DISC_FILL = 0.95
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ def random_view(lb: Letterbox, disc_box: np.ndarray, jitter: GeometryJitter, rng
     m = flip_rotate_matrix(op, size) @ letterbox_matrix(lb)
     box = _transform_box(m, disc_box)
     zoom = math.exp(rng.uniform(-1.0, 1.0) * math.log1p(jitter.scale)) if jitter.scale > 0 else 1.0
+    extent = max(box[2] - box[0], box[3] - box[1], 1.0)
+    if zoom > 1.0:  # zoom in only as far as the disc still fits the canvas (disc-centred crops fill it)
+        zoom = max(1.0, min(zoom, MAX_DISC_FILL * canvas / extent))
     angle = float(rng.uniform(-jitter.rotate_deg, jitter.rotate_deg)) if jitter.rotate_deg > 0 else 0.0
     m = _about(((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0), zoom, angle) @ m
     box = _transform_box(m, disc_box)

@@ -5,7 +5,7 @@ same data gives the same split on every machine and in every process.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -34,13 +34,24 @@ def train_val_split(names: Sequence[str], val_fraction: float, seed: int = 0) ->
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
-def kfold_split(names: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+def kfold_split(names: Sequence[str], k: int, seed: int = 0,
+                groups: Mapping[str, str] | None = None) -> list[tuple[list[str], list[str]]]:
     """k (train, val) pairs; every name is in exactly one val fold, fold sizes differ by <= 1.
 
-    E.g. ``kfold_split(drishti.names, 5)`` for the 5-fold cross-validation on Drishti-GS.
+    E.g. ``kfold_split(drishti.names, 5)`` for the 5-fold cross-validation on Drishti-GS. With
+    ``groups`` (name -> dataset, a mixture's :attr:`~rfnet.data.base.FundusDataset.groups`) each
+    group is split on its own, with the same seed, and fold i joins every group's fold i: each
+    dataset's images are then held out exactly as a cross-validation of that dataset alone would.
     """
     if k < 2:
         raise UsageError(f"k must be at least 2, got {k}")
+    if groups is not None:
+        members: dict[str, list[str]] = {}
+        for n in names:
+            members.setdefault(groups[n], []).append(n)
+        per_group = [kfold_split(m, k, seed) for _, m in sorted(members.items())]
+        return [(sorted(n for g in per_group for n in g[i][0]), sorted(n for g in per_group for n in g[i][1]))
+                for i in range(k)]
     shuffled = _shuffled(names, seed)
     if len(shuffled) < k:
         raise UsageError(f"cannot make {k} folds from {len(shuffled)} items")
@@ -56,7 +67,7 @@ def split_dataset(ds: FundusDataset, val_fraction: float, seed: int = 0) -> tupl
 
 def kfold_datasets(ds: FundusDataset, k: int, seed: int = 0) -> list[tuple[FundusDataset, FundusDataset]]:
     """(train, val) sub-loaders of ``ds`` for each of the k folds of :func:`kfold_split`."""
-    return [(ds.subset(tr), ds.subset(va)) for tr, va in kfold_split(ds.names, k, seed)]
+    return [(ds.subset(tr), ds.subset(va)) for tr, va in kfold_split(ds.names, k, seed, ds.groups)]
 
 
 def held_out_fold(ds: FundusDataset, fold: int, k: int, seed: int = 0, option: str = "--fold") -> FundusDataset:
@@ -65,4 +76,4 @@ def held_out_fold(ds: FundusDataset, fold: int, k: int, seed: int = 0, option: s
     in the error for a fold outside ``0..k-1``."""
     if not 0 <= fold < k:
         raise UsageError(f"{option} must be in 0..{k - 1} for --folds {k}, got {fold}")
-    return ds.subset(kfold_split(ds.names, k, seed)[fold][1])
+    return ds.subset(kfold_split(ds.names, k, seed, ds.groups)[fold][1])

@@ -25,7 +25,8 @@ def cell_anchors(size: float, aspect_ratios: tuple[float, ...]) -> Tensor:
 
 
 class AnchorGenerator(nn.Module):
-    """Anchors for P2..P5 (strides 4, 8, 16, 32).
+    """Anchors for each pyramid level: ``size x scale`` for every scale, at every aspect ratio
+    (``A = len(scales) * len(aspect_ratios)`` per cell, scale-major).
 
     ``forward(feature_sizes, image_size) -> list of [H_l*W_l*A, 4]`` ordered (y, x, anchor),
     which matches ``head_output.permute(0, 2, 3, 1)`` flattening in the RPN.
@@ -33,11 +34,14 @@ class AnchorGenerator(nn.Module):
 
     def __init__(self, cfg: AnchorConfig) -> None:
         super().__init__()
-        if not cfg.sizes or not cfg.aspect_ratios:
-            raise ValueError("anchors.sizes and anchors.aspect_ratios must be non-empty")
+        if not cfg.sizes or not cfg.aspect_ratios or not cfg.scales:
+            raise ValueError("anchors.sizes, anchors.aspect_ratios and anchors.scales must be non-empty")
+        if min(cfg.scales) <= 0:
+            raise ValueError(f"anchors.scales must be > 0, got {cfg.scales}")
         self.sizes = tuple(cfg.sizes)
         self.aspect_ratios = tuple(cfg.aspect_ratios)
-        self.num_anchors = len(self.aspect_ratios)
+        self.scales = tuple(cfg.scales)
+        self.num_anchors = len(self.aspect_ratios) * len(self.scales)
         # Per-instance cache keyed by the static sizes (inputs have a fixed size).
         self._cache: dict[tuple, list[Tensor]] = {}
 
@@ -60,10 +64,11 @@ class AnchorGenerator(nn.Module):
               device: torch.device) -> list[Tensor]:
         out = []
         for (fh, fw), size in zip(feature_sizes, self.sizes):
-            sy, sx = image_size[0] / fh, image_size[1] / fw  # strides 4, 8, 16, 32
+            sy, sx = image_size[0] / fh, image_size[1] / fw  # the level's stride
             ys = torch.arange(fh, dtype=torch.float32) * sy
             xs = torch.arange(fw, dtype=torch.float32) * sx
             yy, xx = torch.meshgrid(ys, xs, indexing="ij")
             shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
-            out.append((shifts + cell_anchors(size, self.aspect_ratios)[None]).reshape(-1, 4).to(device))
+            cells = torch.cat([cell_anchors(size * scale, self.aspect_ratios) for scale in self.scales])
+            out.append((shifts + cells[None]).reshape(-1, 4).to(device))
         return out

@@ -29,6 +29,11 @@ from rfnet.model.tracing import is_exporting, quiet_tracer
 STRIDES = (4, 8, 16, 32)
 
 
+def level_stride(level: int, min_level: int = 2) -> int:
+    """Stride of ``feats[level]`` in a pyramid that starts at ``P<min_level>``."""
+    return 2 ** (min_level + level)
+
+
 def _pool(feat: Tensor, rois: Tensor, size: int, stride: int, sampling_ratio: int) -> Tensor:
     if feat.requires_grad and feat.device.type == "cpu" and sampling_ratio > 0 and not is_exporting():
         # CPU training: same values, a backward several times faster (rfnet/model/roi_align_mm.py)
@@ -44,7 +49,7 @@ def pool_image(images: Tensor, rois: Tensor, size: int, sampling_ratio: int) -> 
 
 
 def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: int,
-                 static: bool = False) -> Tensor:
+                 static: bool = False, min_level: int = 2) -> Tensor:
     """One-level-per-RoI pooling (Mask R-CNN): ``[R,5] -> [R,C,size,size]``.
 
     Each RoI is pooled only on the level the FPN rule assigns it. Eager mode gathers the RoIs
@@ -54,26 +59,27 @@ def level_select(feats: list[Tensor], rois: Tensor, size: int, sampling_ratio: i
     ``Concat`` -> the inverse permutation), so the graph pools R RoIs once instead of R on
     every level. ``static=True``: the fixed-shape form exported before, every RoI on every
     level kept by ``Where`` (4x the RoIAlign work, no data-dependent shapes). All give
-    identical values.
+    identical values. ``feats`` start at ``P<min_level>`` (2: P2..P5; 3: P3..P5).
     """
-    levels = fpn_levels(rois[:, 1:], k_min=2, k_max=1 + len(feats))
+    levels = fpn_levels(rois[:, 1:], k_min=min_level, k_max=min_level - 1 + len(feats))
     if static:
-        out = _pool(feats[0], rois, size, STRIDES[0], sampling_ratio)
+        out = _pool(feats[0], rois, size, level_stride(0, min_level), sampling_ratio)
         for lvl in range(1, len(feats)):
-            pooled = _pool(feats[lvl], rois, size, STRIDES[lvl], sampling_ratio)
+            pooled = _pool(feats[lvl], rois, size, level_stride(lvl, min_level), sampling_ratio)
             out = torch.where((levels == lvl).view(-1, 1, 1, 1), pooled, out)
         return out
     if is_exporting():
-        return _gather_levels(feats, rois, levels, size, sampling_ratio)
+        return _gather_levels(feats, rois, levels, size, sampling_ratio, min_level)
     out = rois.new_zeros((rois.shape[0], feats[0].shape[1], size, size))
     for lvl, feat in enumerate(feats):
         idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
         if idx.numel():
-            out = out.index_copy(0, idx, _pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
+            out = out.index_copy(0, idx, _pool(feat, rois[idx], size, level_stride(lvl, min_level), sampling_ratio))
     return out
 
 
-def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int, sampling_ratio: int) -> Tensor:
+def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int, sampling_ratio: int,
+                   min_level: int = 2) -> Tensor:
     """Traceable per-level pooling: the RoIs of each level (``NonZero`` on ``levels == l``, a
     bool input TensorRT's INonZeroLayer takes; ``Gather``) through that level's ``RoiAlign``,
     concatenated in level order, then put back in RoI order by gathering with the inverse
@@ -85,7 +91,7 @@ def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int,
     for lvl, feat in enumerate(feats):
         idx = torch.nonzero(levels == lvl).reshape(-1)
         order.append(idx)
-        pooled.append(_pool(feat, rois[idx], size, STRIDES[lvl], sampling_ratio))
+        pooled.append(_pool(feat, rois[idx], size, level_stride(lvl, min_level), sampling_ratio))
     return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfnet.common.contract import OUTPUT_NAMES
@@ -50,26 +51,45 @@ class RFNet(nn.Module):
         if cfg.mask_head.num_classes != 2:
             raise ValueError(f"mask_head.num_classes must be 2 (disc, cup), got {cfg.mask_head.num_classes}")
         self.cfg = cfg
+        min_level, self.stride = cfg.fpn.min_level, cfg.backbone.input_stride
+        if min_level not in (2, 3, 4):
+            raise ValueError(f"fpn.min_level must be 2, 3 or 4 (the finest of P2..P5), got {min_level}")
+        if self.stride < 1:
+            raise ValueError(f"backbone.input_stride must be >= 1, got {self.stride}")
         self.backbone = build_backbone(cfg.backbone)
-        self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels)
+        self.fpn = FPN(self.backbone.out_channels[min_level - 2:], cfg.fpn.out_channels)
         self.anchors = AnchorGenerator(cfg.anchors)
-        if len(cfg.anchors.sizes) != 4:
-            raise ValueError(f"anchors.sizes needs one size per level P2..P5 (4), got {len(cfg.anchors.sizes)}")
+        levels = 6 - min_level
+        if len(cfg.anchors.sizes) != levels:
+            raise ValueError(f"anchors.sizes needs one size per level P{min_level}..P5 ({levels}), "
+                             f"got {len(cfg.anchors.sizes)}")
         self.rpn = RegionProposalNetwork(cfg.rpn, cfg.fpn.out_channels, self.anchors.num_anchors)
-        self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head)
+        self.roi_heads = RoIHeads(cfg.roi_heads, cfg.fpn.out_channels, cfg.mask_head, min_level=min_level)
         self.mask_head = build_mask_head(cfg.fpn.out_channels, cfg.mask_head)
+        if self.mask_head.uses_pyramid and min_level != 2:
+            raise ValueError("a mask branch fed by the pyramid (the two-stream branch, or the U-Net with "
+                             "unet_pyramid) needs fpn.min_level = 2")
+        if (self.mask_head.uses_pyramid or not self.mask_head.uses_image) and self.stride != 1:
+            raise ValueError("backbone.input_stride > 1 needs an image-only mask branch (branch=unet, unet_pyramid=false)")
         self.mask_pooler = build_mask_pooler(cfg.mask_head.pooling, self.mask_head.pyramid_size,
                                              cfg.mask_head.sampling_ratio)
 
     def _check_images(self, images: Tensor) -> None:
         if images.dim() != 4 or static_int(images.shape[1]) != 3:
             raise ValueError(f"images must be [B,3,H,W], got {tuple(images.shape)}")
-        if static_int(images.shape[-1]) % 32 or static_int(images.shape[-2]) % 32:
-            raise ValueError(f"image height and width must be multiples of 32 (stride of P5), got {tuple(images.shape)}")
+        m = 32 * self.stride
+        if static_int(images.shape[-1]) % m or static_int(images.shape[-2]) % m:
+            raise ValueError(f"image height and width must be multiples of {m} (stride of P5 times "
+                             f"backbone.input_stride), got {tuple(images.shape)}")
+
+    def detector_input(self, images: Tensor) -> Tensor:
+        """[B,3,H,W] -> [B,3,H/s,W/s]: what the detector sees (s = ``backbone.input_stride``; an
+        ONNX ``AveragePool``). Box coordinates scale exactly by s (pixel edges)."""
+        return images if self.stride == 1 else F.avg_pool2d(images, self.stride)
 
     def features(self, images: Tensor) -> list[Tensor]:
-        """Pyramid P2..P5 for ``images`` [B,3,H,W]."""
-        return self.fpn(self.backbone(images))
+        """Pyramid P_min..P5 for the detector's ``images`` [B,3,H,W] (see :meth:`detector_input`)."""
+        return self.fpn(self.backbone(images)[self.cfg.fpn.min_level - 2:])
 
     def mask_logits(self, images: Tensor, feats: list[Tensor], rois: Tensor) -> Tensor:
         """RoIs [R,5] -> mask logits [R,2,M,M] (``images`` [B,3,S,S] feed the optional image stream)."""
@@ -83,8 +103,9 @@ class RFNet(nn.Module):
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
         self._check_images(images)
-        image_size = (static_int(images.shape[-2]), static_int(images.shape[-1]))
-        feats = self.features(images)
+        det = self.detector_input(images)
+        image_size = (static_int(det.shape[-2]), static_int(det.shape[-1]))
+        feats = self.features(det)
         anchors = self.anchors([(static_int(f.shape[-2]), static_int(f.shape[-1])) for f in feats], image_size, images.device)
         if self.training:
             if targets is None or len(targets) != images.shape[0]:
@@ -92,6 +113,8 @@ class RFNet(nn.Module):
             return self._losses(images, feats, anchors, image_size, targets)
         proposals, _ = self.rpn(feats, anchors, image_size)
         boxes, scores = self.roi_heads.detect(feats, proposals, image_size)
+        if self.stride != 1:
+            boxes = boxes * float(self.stride)  # detector pixels -> input pixels
         masks = torch.sigmoid(self.mask_logits(images, feats, make_rois(scale_boxes(boxes, self.cfg.mask_head.box_scale))))
         b, k, m = boxes.shape[0], boxes.shape[1], self.cfg.mask_head.mask_size
         masks = masks.reshape(b, k, 2, m, m) * (scores > 0).to(masks.dtype).view(b, k, 1, 1, 1)
@@ -99,17 +122,22 @@ class RFNet(nn.Module):
 
     def _losses(self, images: Tensor, feats: list[Tensor], anchors: list[Tensor], image_size: tuple[int, int],
                 targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Training losses; ``image_size`` is the detector's (the input's / ``input_stride``)."""
+        full_size = (static_int(images.shape[-2]), static_int(images.shape[-1]))
         for i, t in enumerate(targets):
             for key in ("boxes", "masks"):
                 if key not in t:
                     raise ValueError(f"target {i} has no {key!r}")
-            if t["masks"].shape[0] != t["boxes"].shape[0] or tuple(t["masks"].shape[-2:]) != image_size:
+            if t["masks"].shape[0] != t["boxes"].shape[0] or tuple(t["masks"].shape[-2:]) != full_size:
                 raise ValueError(f"target {i}: masks {tuple(t['masks'].shape)} do not fit boxes "
-                                 f"{tuple(t['boxes'].shape)} and image size {image_size}")
-        proposals, rpn_losses = self.rpn(feats, anchors, image_size, targets)
-        box_losses, positives = self.roi_heads.loss(feats, proposals, targets)
+                                 f"{tuple(t['boxes'].shape)} and image size {full_size}")
+        det_targets = targets if self.stride == 1 else [dict(t, boxes=t["boxes"] / self.stride) for t in targets]
+        proposals, rpn_losses = self.rpn(feats, anchors, image_size, det_targets)
+        box_losses, positives = self.roi_heads.loss(feats, proposals, det_targets)
         cfg = self.cfg
         rois = positives.rois
+        if self.stride != 1:
+            rois = torch.cat((rois[:, :1], rois[:, 1:] * self.stride), dim=1)
         if cfg.mask_head.box_scale != 1.0:
             rois = torch.cat((rois[:, :1], scale_boxes(rois[:, 1:], cfg.mask_head.box_scale)), dim=1)
         logits = self.mask_logits(images, feats, rois)

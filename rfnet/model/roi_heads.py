@@ -67,8 +67,10 @@ class RoIHeads(nn.Module):
     None: all positives.
     """
 
-    def __init__(self, cfg: RoIHeadConfig, channels: int, mask: MaskHeadConfig | None = None) -> None:
+    def __init__(self, cfg: RoIHeadConfig, channels: int, mask: MaskHeadConfig | None = None,
+                 min_level: int = 2) -> None:
         super().__init__()
+        self.min_level = min_level  # the pyramid handed to loss() / detect() starts at P<min_level>
         if cfg.detections_per_img < 1:
             raise ValueError(f"roi_heads.detections_per_img must be >= 1, got {cfg.detections_per_img}")
         mask = mask or MaskHeadConfig()
@@ -80,7 +82,8 @@ class RoIHeads(nn.Module):
         self.coder = BoxCoder(cfg.box_weights)
 
     def _features(self, feats: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
-        return self.head(level_select(feats, rois, self.cfg.pool_size, self.cfg.sampling_ratio))
+        return self.head(level_select(feats, rois, self.cfg.pool_size, self.cfg.sampling_ratio,
+                                      min_level=self.min_level))
 
     # ------------------------------------------------------------------ training
     def loss(self, feats: list[Tensor], proposals: Tensor, targets: list[dict[str, Tensor]]

@@ -29,9 +29,11 @@ from rfnet.common.viz import plot_training_curves
 from rfnet.config import ModelConfig, TrainConfig
 from rfnet.errors import UsageError
 from rfnet.data import FundusDataset
+from rfnet.data.mixture import MixedDataset
 from rfnet.data.torch_dataset import Batch, FundusTorchDataset
 from rfnet.training.distributed import DistInfo, agree, barrier, gather_objects, mean_across, unwrap, wrap_model
 from rfnet.training.loop import prepare_model, resolve_bf16, train_one_epoch
+from rfnet.training.sampler import WeightedMixtureSampler
 from rfnet.training.schedule import WarmupStepLR
 from rfnet.training.state import capture_rng_state, restore_rng_state, seed_everything
 from rfnet.model import build_model
@@ -149,8 +151,19 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _sampler(train_ds: FundusDataset, tds: FundusTorchDataset, seed: int, dist_info: DistInfo
+             ) -> DistributedSampler | WeightedMixtureSampler | None:
+    """A mixture's weighted draw, torchrun's split of a plain dataset, or None (the loader shuffles)."""
+    weights = train_ds.item_weights() if isinstance(train_ds, MixedDataset) else None
+    if weights is not None:
+        return WeightedMixtureSampler(weights, seed, dist_info.rank, dist_info.world_size)
+    if dist_info.enabled:
+        return DistributedSampler(tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)
+    return None
+
+
 def _make_loader(tds: FundusTorchDataset, batch_size: int, workers: int, generator: torch.Generator,
-                 sampler: DistributedSampler | None = None) -> DataLoader:
+                 sampler: DistributedSampler | WeightedMixtureSampler | None = None) -> DataLoader:
     return DataLoader(
         tds,
         batch_size=batch_size,
@@ -191,8 +204,7 @@ class _Session:
         self.optimizer = build_optimizer(model, t)
         self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
         self.generator = torch.Generator()
-        self.sampler: DistributedSampler[int] | None = (DistributedSampler(self.tds, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed)
-                        if dist_info.enabled else None)
+        self.sampler = _sampler(train_ds, self.tds, seed, dist_info)
         self.loader = _make_loader(self.tds, t.batch_size, workers, self.generator, self.sampler)
         self.iters_per_epoch = len(self.loader)
         if t.iterations > 0:
