@@ -54,6 +54,7 @@ from rfnet.checkpoint import checkpoint_sha256
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
+from rfnet.common.gradability import apply_grading_file
 from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
 from rfnet.errors import RFNetError, UsageError
@@ -319,6 +320,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--box-min-score", type=float, default=0.05,
                    help="compare the detections scoring at least this (default 0.05), as matched sets: equal scores "
                         "matched by IoU; tied scores that NMS or the top K resolve differently are not failures")
+    p.add_argument("--grading", metavar="FILE",
+                   help="a model's calibrated verdict and referral (the JSON python -m rfnet.screening_calibration "
+                        "writes: min_disc_score, limits, referral_vcdr), written as rfnet.min_disc_score, "
+                        "rfnet.grading_limits and rfnet.referral_vcdr; --min-disc-score still overrides its score")
     p.add_argument("--min-disc-score", type=float, default=None,
                    help="minimum disc score of a gradable result, written as rfnet.min_disc_score (default: the "
                         "checkpoint's grading.min_disc_score; derive it with python -m rfnet.grading_calibration)")
@@ -340,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_file():
             raise UsageError(f"{args.checkpoint}: no such checkpoint file")
         model, cfg = load_model_for_export(args.checkpoint, args.top_k)
+        if args.grading is not None:
+            apply_grading_file(cfg.grading, Path(args.grading))
         if args.min_disc_score is not None:  # a property of these weights: the metadata carries it
             if not 0.0 <= args.min_disc_score < 1.0:
                 raise UsageError(f"--min-disc-score must be in [0, 1), got {args.min_disc_score}")

@@ -252,6 +252,14 @@ class GradingConfig:
     # dataset has expert CDRs (Drishti-GS). None: not fitted, no such value is reported.
     # Exported as ``rfnet.vcdr_expert_scale``.
     vcdr_expert_scale: tuple[float, float] | None = None
+    # Limits of the detection checks (rfnet.common.gradability.GradingLimits: max_disc_fraction,
+    # min / max_disc_field_ratio, min_disc_contrast), calibrated on cross-validation folds with
+    # ``python -m rfnet.grading_calibration --limits``; {}: the defaults. Exported as
+    # ``rfnet.grading_limits``.
+    limits: dict[str, float] = field(default_factory=dict)
+    # A gradable eye whose vCDR (on the experts' scale when fitted) is at least this is referred
+    # (glaucoma suspect); chosen on cross-validation folds. None: no referral. ``rfnet.referral_vcdr``.
+    referral_vcdr: float | None = None
 
 
 @dataclass

@@ -34,7 +34,13 @@ from rfnet.common.metrics import cdr_agreement, fit_expert_scale, from_refuge_se
 log = logging.getLogger(__name__)
 
 COLUMNS = ("images", "gradable", "dice_disc", "dice_cup", "miou", "vcdr_mae_masks", "vcdr_mae_experts",
-           "pearson_experts", "pearson_masks")
+           "pearson_experts", "pearson_masks", "wrong_graded", "well_kept")
+#: A result is *wrong* when its disc Dice is below WRONG_DICE or its vCDR is off by more than
+#: WRONG_VCDR; "wrong but graded" counts the gradable ones, "well kept" is the share of the
+#: images segmented well (not wrong) that stay gradable.
+WRONG_DICE = 0.8
+WRONG_VCDR = 0.2
+_COUNTS = ("images", "gradable", "wrong_graded")
 
 
 def _num(v: Any) -> float:
@@ -66,9 +72,17 @@ def _pairs(rows: list[dict[str, Any]], pred: str, ref: str, gradable_only: bool)
     return np.array([_num(r[pred]) for r in keep]), np.array([_num(r[ref]) for r in keep])
 
 
+def is_wrong(row: dict[str, Any]) -> bool:
+    """Disc Dice below :data:`WRONG_DICE` or vCDR error above :data:`WRONG_VCDR` (the error whatever
+    the verdict, ``vcdr_ae_all``, where the row has it)."""
+    err = _num(row.get("vcdr_ae_all", row.get("vcdr_ae")))
+    return _num(row["dice_disc"]) < WRONG_DICE or not err <= WRONG_VCDR
+
+
 def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The table's columns for a set of per-image rows."""
     grad = [r for r in rows if _gradable(r)]
+    well = [r for r in rows if not is_wrong(r)]
     masks = cdr_agreement(*_pairs(rows, "vcdr_pred", "vcdr_gt", gradable_only=True))
     experts = cdr_agreement(*_pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True))
     mean = lambda key: float(np.nanmean([_num(r[key]) for r in rows])) if rows else math.nan  # noqa: E731
@@ -76,14 +90,24 @@ def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
         "images": len(rows), "gradable": len(grad), "dice_disc": mean("dice_disc"), "dice_cup": mean("dice_cup"),
         "miou": mean("miou"), "vcdr_mae_masks": masks["mae"], "vcdr_mae_experts": experts["mae"],
         "pearson_experts": experts["pearson"], "pearson_masks": masks["pearson"],
+        "wrong_graded": sum(1 for r in grad if is_wrong(r)),
+        "well_kept": sum(1 for r in well if _gradable(r)) / len(well) if well else math.nan,
     }
+
+
+def by_dataset(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by their ``dataset`` column (one group "" for rows without it)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(str(r.get("dataset") or ""), []).append(r)
+    return dict(sorted(out.items()))
 
 
 def markdown_table(folds: list[tuple[str, dict[str, float]]], pooled: dict[str, float]) -> str:
     head = "| fold | " + " | ".join(COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, st in [*folds, ("**all (pooled)**", pooled)]:
-        cells = [f"{int(st[c])}" if c in ("images", "gradable") else f"{st[c]:.4f}" for c in COLUMNS]
+        cells = [f"{int(st[c])}" if c in _COUNTS else _num_or_dash(st[c]) for c in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -192,10 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     pooled = fold_stats([r for _, r in pooled_rows])
     print(markdown_table(folds, pooled))
+    groups = by_dataset([r for _, r in pooled_rows])
+    per_dataset: dict[str, Any] = {}
+    if len(groups) > 1 or "" not in groups:
+        for name, rows in groups.items():
+            per_fold = [(fold, fold_stats(by_dataset(rs).get(name, []))) for fold, rs in fold_rows]
+            per_fold = [(fold, st) for fold, st in per_fold if st["images"]]
+            per_dataset[name] = {"folds": dict(per_fold), "pooled": fold_stats(rows)}
+            print(f"\n{name or 'no dataset column'}:\n" + markdown_table(per_fold, per_dataset[name]["pooled"]))
     if scaled is not None:
         print("\n" + expert_scale_table(scaled))
     if args.json:
-        result: dict[str, Any] = {"folds": dict(folds), "pooled": pooled}
+        result: dict[str, Any] = {"folds": dict(folds), "pooled": pooled, "per_dataset": per_dataset}
         if scaled is not None:
             result["expert_scale"] = dict(scaled)
         atomic_write_json(Path(args.json), result)

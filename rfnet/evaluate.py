@@ -41,13 +41,17 @@ from typing import Any
 import numpy as np
 
 from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.crossval import WRONG_DICE, WRONG_VCDR, by_dataset, fold_stats, is_wrong, markdown_table
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
+from rfnet.common.gradability import apply_grading_file
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import overlay
-from rfnet.data import DATASET_NAMES, Sample, SampleError, load_dataset
+from rfnet.data import DATASET_NAMES, Sample, SampleError
+from rfnet.data.mixture import load_mixture
 from rfnet.data.splits import held_out_fold
+from rfnet.training.datasets import DataSelection
 from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -71,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="outputs: per_image.csv, summary.json, segmentation/<name>.bmp (REFUGE 0/128/255), overlays/<name>.jpg",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint written by rfnet.train (checkpoint_best.pt)")
-    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset layout")
-    p.add_argument("--data-root", required=True, help="dataset root folder")
+    p.add_argument("--dataset", choices=DATASET_NAMES, help="dataset layout (or --data)")
+    p.add_argument("--data-root", help="dataset root folder (or --data)")
+    p.add_argument("--data", action="append", metavar="SPEC",
+                   help="score several datasets in one run, repeatable: kind=K,root=PATH[,split=S][,OPTION=V] as in "
+                        "rfnet.train (e.g. kind=rim-one-dl,root=R,split=test,partition=randomly); the summary reports "
+                        "each dataset apart, and --fold picks each dataset's fold as rfnet.train --data does")
     p.add_argument("--split", help="split to evaluate (REFUGE: train|validation|test; folder: ROOT/<split>/ or ROOT)")
     p.add_argument("--fold", type=int, help="evaluate only the validation fold K of a k-fold split (as in rfnet.train)")
     p.add_argument("--folds", type=int, default=5, help="number of folds for --fold (default 5)")
@@ -84,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     p.add_argument("--min-score", type=float, default=None,
                    help="minimum disc score of a gradable image (default: the checkpoint's grading.min_disc_score)")
+    p.add_argument("--grading", metavar="FILE",
+                   help="score with this verdict instead of the checkpoint's (a JSON of min_disc_score, limits, "
+                        "referral_vcdr, as python -m rfnet.screening_calibration writes; e.g. the limits off to "
+                        "calibrate them: {\"min_disc_score\": 0, \"limits\": {\"max_disc_fraction\": 1}})")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup (post-processing option)")
     p.add_argument("--tta", action="store_true",
                    help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
@@ -178,7 +190,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         device = resolve_device(args.device)
     except RuntimeError as exc:  # torch's own message for a malformed device string, or no GPU
         raise UsageError(str(exc)) from None
-    ds = load_dataset(args.dataset, args.data_root, args.split, strict=args.strict)
+    ds = load_mixture(DataSelection(args.dataset, args.data_root, args.split, data=args.data).sources(),
+                      strict=args.strict)
     if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
         raise UsageError(f"--min-score must be in [0, 1), got {args.min_score}")
     if args.fold is not None:  # the same held-out names as ``rfnet.train --fold K --folds N --seed S``
@@ -190,6 +203,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         model, cfg = load_model(ckpt_path, device)
     except Exception as exc:  # corrupt / foreign file: say which one
         raise CheckpointError(f"{ckpt_path}: cannot load checkpoint ({exc})") from exc
+    if args.grading is not None:
+        apply_grading_file(cfg.grading, Path(args.grading))
     log.info("%s (%s preset, input %d) on %s: %d items", ckpt_path, cfg.name, cfg.input.size, ds, len(ds))
     return model, cfg, device, ds
 
@@ -221,10 +236,13 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
 def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, result: Any) -> None:
     """summary.json, then the table (and the glaucoma screening figures) on stdout."""
     classification = _classification(result.rows)
+    per_dataset = {name: fold_stats(rows) | {"glaucoma_classification": _classification(rows)}
+                   for name, rows in by_dataset(result.rows).items()}
     summary = {
         "checkpoint": str(args.checkpoint),
         "dataset": args.dataset,
-        "data_root": str(args.data_root),
+        "data_root": None if args.data_root is None else str(args.data_root),
+        "data": args.data,
         "split": ds.split,
         "preset": cfg.name,
         "threshold": args.threshold,
@@ -241,6 +259,7 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         "metrics_gradable": _stats(result.gradable_summary),
         "vcdr_agreement": vcdr_agreement(result.rows),
         "glaucoma_classification": classification,
+        "per_dataset": per_dataset,
         "skipped": result.skipped,
         "no_disc_detected": result.no_disc,
         "problems": [str(p) for p in ds.problems],
@@ -255,6 +274,10 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         if agree["n"]:
             print(f"{pred} vs {what} (gradable, n = {agree['n']}): MAE {agree['mae']:.4f}, "
                   f"Pearson r {agree['pearson']:.4f}")
+    wrong = sum(1 for r in result.rows if r["gradable"] and is_wrong(r))
+    print(f"wrong but graded (disc Dice < {WRONG_DICE} or vCDR error > {WRONG_VCDR}): {wrong} of {len(result.rows)}")
+    if len(per_dataset) > 1:
+        print("\nper dataset:\n" + markdown_table([(k, v) for k, v in per_dataset.items()], fold_stats(result.rows)))
     if classification is not None:
         print(
             f"glaucoma (predicted vCDR as risk, n = {int(classification['n'])}): AUC {classification['auc']:.4f}, "

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rfnet.common.gradability import MEASURES
 from rfnet.common.metrics import case_metrics, summarize
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.progress import track
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 #: Columns of the per-image table, in order (``rfnet.evaluate`` writes them to CSV).
 CASE_COLUMNS: tuple[str, ...] = (
     "name",
+    "dataset",
     "dice_disc",
     "dice_cup",
     "iou_disc",
@@ -47,6 +49,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     "vcdr_pred",
     "vcdr_gt",
     "vcdr_ae",
+    "vcdr_ae_all",
     "vcdr_extent_pred",
     "vcdr_extent_gt",
     "vcdr_extent_ae",
@@ -60,14 +63,26 @@ CASE_COLUMNS: tuple[str, ...] = (
     "cup_low_confidence",
     "gradable",
     "reason",
+    "refer",
     "label",
     "expert_cdr",
+    # what the gradability checks measured (rfnet.common.gradability.MEASURES and the image's
+    # colour and field): the limits are calibrated on these (rfnet.grading_calibration --limits)
+    "disc_fraction",
+    "disc_field_ratio",
+    "disc_contrast",
+    "disc_uncertainty",
+    "cup_uncertainty",
+    "saturation",
+    "field_edge",
 )
 #: Predicted-CDR columns: empty (None) for an image that is not gradable.
 CDR_PRED_COLUMNS: tuple[str, ...] = tuple(
     f"{name}_{part}" for name in ("vcdr", "vcdr_extent", "hcdr", "area_cdr") for part in ("pred", "ae"))
 #: Per-image values that are not metrics (left out of the statistics).
-_NOT_METRICS = ("label", "expert_cdr", "disc_found", "cup_low_confidence", "score", "gradable")
+_NOT_METRICS = ("vcdr_ae_all", "label", "expert_cdr", "disc_found", "cup_low_confidence", "score", "gradable", "dataset", "refer",
+                "disc_fraction", "disc_field_ratio", "disc_contrast", "disc_uncertainty", "cup_uncertainty", "saturation",
+                "field_edge")
 
 
 @dataclass
@@ -178,8 +193,11 @@ def case_row(sample: Sample, result: SegmentedImage) -> dict[str, Any]:
     verdict, glaucoma label and expert CDR when the dataset knows them; the predicted CDRs and
     their errors are None when the image is not gradable."""
     seg = result.segmentation
-    row: dict[str, Any] = {"name": sample.name}
+    row: dict[str, Any] = {"name": sample.name, "dataset": sample.meta.get("dataset", "")}
     row.update(case_metrics(seg.disc, seg.cup, sample.disc, sample.cup))
+    # the vCDR error whatever the verdict: what calibrating the verdict needs (is a refused image one
+    # the model segments well?); an error against the ground truth, not a CDR to report
+    row["vcdr_ae_all"] = row.get("vcdr_ae")
     if not result.gradable:
         row.update(dict.fromkeys(CDR_PRED_COLUMNS))
     # the vertical CDR on the experts' scale, for models with rfnet.vcdr_expert_scale (None otherwise)
@@ -189,6 +207,12 @@ def case_row(sample: Sample, result: SegmentedImage) -> dict[str, Any]:
     row["cup_low_confidence"] = int(seg.cup_fallback)
     row["gradable"] = int(result.gradable)
     row["reason"] = result.grade.reason
+    row["refer"] = "" if result.cdr is None or "refer" not in result.cdr else int(result.cdr["refer"])
+    for key in MEASURES:
+        value = result.grade.measures.get(key)
+        row[key] = "" if value is None or math.isnan(value) else float(value)
+    row["saturation"] = float(result.quality.saturation)
+    row["field_edge"] = int(result.quality.field_edge)
     label = sample.meta.get("label")
     row["label"] = "" if label is None else int(label)
     # Drishti-GS: the experts' CDRs and their mean (``expert_cdr_mean``); other loaders may give one value

@@ -99,6 +99,9 @@ RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("vcdr_expert", "float", lambda r: None if r.cdr is None else r.cdr.get("vcdr_expert"), ".6f",
                 "vertical CDR on the experts' scale (rfnet.vcdr_expert_scale: a line fitted on the training "
                 "images' ground truth); no value when the model has none"),
+    ResultField("refer", "float", lambda r: None if r.cdr is None else r.cdr.get("refer"), ".0f",
+                "1: refer (glaucoma suspect: the vCDR, on the experts' scale where the model has one, reaches the "
+                "model's rfnet.referral_vcdr), 0: do not; no value when not gradable or the model has no threshold"),
     ResultField("message", "str", lambda r: r.grade.message, "s", "why not gradable, for a person to read"),
 )
 

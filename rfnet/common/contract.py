@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from rfnet.common.gradability import GradingLimits
 from rfnet.config import CLASS_NAMES, DEFAULT_MIN_DISC_SCORE, InputConfig, ModelConfig
 from rfnet.errors import RFNetError
 
@@ -52,6 +53,8 @@ KEY_PRECISION = "rfnet.precision"  # one of PRECISIONS
 KEY_MASK_BOX_SCALE = "rfnet.mask_box_scale"  # masks cover each box scaled by this about its centre
 KEY_MIN_DISC_SCORE = "rfnet.min_disc_score"  # below it a detection backs no CDR (rfnet.common.gradability)
 KEY_VCDR_EXPERT_SCALE = "rfnet.vcdr_expert_scale"  # JSON [a, b] or null: vCDR on the experts' scale = a * vcdr + b
+KEY_GRADING_LIMITS = "rfnet.grading_limits"  # JSON object: rfnet.common.gradability.GradingLimits
+KEY_REFERRAL_VCDR = "rfnet.referral_vcdr"  # JSON number or null: refer a gradable eye at this vCDR or above
 KEY_CHECKPOINT_SHA256 = "rfnet.checkpoint_sha256"
 KEY_CONFIG = "rfnet.config"  # JSON of ModelConfig
 KEY_EXPORTER = "rfnet.exporter"  # JSON: library versions, opset, batch, simplification
@@ -61,7 +64,9 @@ KEY_FP16 = "rfnet.fp16"  # JSON, FP16 models (export/fp16.py)
 #: Keys every exported model has (:func:`parse_metadata` rejects a model missing any).
 #: ``rfnet.mask_box_scale`` is optional: models exported before it existed mean 1.0;
 #: ``rfnet.min_disc_score`` too: absent means ``rfnet.config.DEFAULT_MIN_DISC_SCORE``;
-#: ``rfnet.vcdr_expert_scale`` too: absent (or null) means no vCDR on the experts' scale.
+#: ``rfnet.vcdr_expert_scale`` too: absent (or null) means no vCDR on the experts' scale;
+#: ``rfnet.grading_limits``: absent means the default limits; ``rfnet.referral_vcdr``: absent or
+#: null means no referral threshold (results leave ``refer`` empty).
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
     KEY_PRECISION, KEY_CHECKPOINT_SHA256, KEY_CONFIG, KEY_EXPORTER,
@@ -70,11 +75,13 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #: like the keys without ``rfnet.`` (``input_size``, ``mean``, ...).
 DEPLOY_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
-    KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE,
+    KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE, KEY_GRADING_LIMITS,
+    KEY_REFERRAL_VCDR,
 )
 #: Keys whose value is a plain string; every other known key holds JSON.
 _PLAIN_KEYS = frozenset({KEY_PRESET, KEY_PRECISION, KEY_CHECKPOINT_SHA256})
-_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE})
+_OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE, KEY_GRADING_LIMITS,
+                            KEY_REFERRAL_VCDR})
 _KNOWN_KEYS = frozenset(REQUIRED_KEYS) | frozenset(DEPLOY_KEYS)
 
 
@@ -113,6 +120,10 @@ class ModelMetadata:
             ``DEFAULT_MIN_DISC_SCORE`` for models exported before the key existed).
         vcdr_expert_scale: ``(a, b)``: results also carry the vertical CDR on the experts' scale,
             ``a * vcdr + b`` (``grading.vcdr_expert_scale``); None: not fitted.
+        grading_limits: the detection checks' limits (``grading.limits``,
+            :class:`rfnet.common.gradability.GradingLimits`); empty: the defaults.
+        referral_vcdr: a gradable image whose vCDR (on the experts' scale when the model has
+            one) is at least this is referred (``grading.referral_vcdr``); None: no referral.
         checkpoint_sha256, config, exporter: provenance (empty in an engine manifest's copy).
         extra: other ``rfnet.*`` strings carried along (``rfnet.quantization``, ``rfnet.fp16``).
     """
@@ -128,6 +139,8 @@ class ModelMetadata:
     mask_box_scale: float = 1.0
     min_disc_score: float = DEFAULT_MIN_DISC_SCORE
     vcdr_expert_scale: tuple[float, float] | None = None
+    grading_limits: dict[str, float] = field(default_factory=dict)
+    referral_vcdr: float | None = None
     checkpoint_sha256: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
@@ -150,7 +163,8 @@ class ModelMetadata:
             "std": list(cfg.input.std), "mask_size": cfg.mask_head.mask_size,
             "top_k": cfg.roi_heads.detections_per_img, "class_names": list(CLASS_NAMES), "precision": precision,
             "mask_box_scale": cfg.mask_head.box_scale, "min_disc_score": cfg.grading.min_disc_score,
-            "vcdr_expert_scale": _plain(cfg.grading.vcdr_expert_scale), "checkpoint_sha256": checkpoint_sha256,
+            "vcdr_expert_scale": _plain(cfg.grading.vcdr_expert_scale), "grading_limits": dict(cfg.grading.limits),
+            "referral_vcdr": cfg.grading.referral_vcdr, "checkpoint_sha256": checkpoint_sha256,
             # JSON values, as a parsed model has them (tuples become lists)
             "config": json.loads(json.dumps(cfg.to_dict())), "exporter": json.loads(json.dumps(dict(exporter or {}))),
         }, where=f"config {cfg.name!r}")
@@ -236,6 +250,19 @@ def _line(value: Any) -> tuple[float, float] | None:
     return (float(value[0]), float(value[1]))
 
 
+def _limits(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object of limits, got {value!r}")
+    GradingLimits.from_mapping(value)  # known keys, numbers >= 0
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _optional_probability(value: Any) -> float | None:
+    return None if value is None else _probability(value)
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {value!r}")
@@ -252,7 +279,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "preset": _string, "input_size": _positive_int, "mean": _triple, "std": _std, "mask_size": _positive_int,
     "top_k": _positive_int, "class_names": _class_names, "precision": _precision,
     "mask_box_scale": _positive_float, "min_disc_score": _probability,
-    "vcdr_expert_scale": _line, "checkpoint_sha256": _string, "config": _object, "exporter": _object,
+    "vcdr_expert_scale": _line, "grading_limits": _limits, "referral_vcdr": _optional_probability,
+    "checkpoint_sha256": _string, "config": _object, "exporter": _object,
 }
 
 

@@ -22,6 +22,8 @@ window is the whole image, as fitted ellipses may reach beyond the box.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import cv2
@@ -68,6 +70,9 @@ class Segmentation:
     cup_fallback: bool = False  # the cup came from the relative threshold (low confidence)
     # (row0, row1, col0, col1): disc and cup are empty outside these rows / columns (None: unknown)
     window: tuple[int, int, int, int] | None = None
+    # how unsure the mask is (:func:`mask_uncertainty` of the top detection's disc and cup; NaN: none)
+    disc_uncertainty: float = math.nan
+    cup_uncertainty: float = math.nan
 
     @property
     def found(self) -> bool:
@@ -85,6 +90,22 @@ class Segmentation:
         computed on far fewer pixels."""
         y0, y1, x0, x1 = self.bounds()
         return self.disc[y0:y1, x0:x1], self.cup[y0:y1, x0:x1]
+
+
+#: Probabilities between these count as unsure in :func:`mask_uncertainty`.
+UNSURE_BAND = (0.25, 0.75)
+
+
+def mask_uncertainty(prob: np.ndarray) -> float:
+    """Pixels of an S x S probability map inside :data:`UNSURE_BAND` per pixel above one half: a
+    sharp mask has only its outline there (a few per cent), a mask the model is unsure of a wide
+    band; NaN for an empty mask."""
+    p = np.asarray(prob, dtype=np.float32)
+    inside = int((p > 0.5).sum())
+    if inside == 0:
+        return math.nan
+    lo, hi = UNSURE_BAND
+    return float(((p > lo) & (p < hi)).sum()) / inside
 
 
 def paste_mask(prob: np.ndarray, box_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -346,6 +367,8 @@ def postprocess(
         cup_threshold=cup_threshold,
         cup_fallback=fallback,
         window=win,
+        disc_uncertainty=mask_uncertainty(masks[i, 0]),
+        cup_uncertainty=mask_uncertainty(masks[i, 1]),
     )
 
 

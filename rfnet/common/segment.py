@@ -29,7 +29,7 @@ import numpy as np
 
 from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
 from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, metadata_from_backend
-from rfnet.common.gradability import Grade, ImageQuality, check_min_score, grade, measure_image
+from rfnet.common.gradability import Grade, GradingLimits, ImageQuality, check_min_score, grade, measure_image
 from rfnet.common.metrics import cdr_report, to_expert_scale
 from rfnet.common.postprocess import Segmentation, postprocess
 from rfnet.common.tta import merge_mirrored, mirror
@@ -94,6 +94,12 @@ def check_io_contract(backend: Backend, info: ModelMetadata) -> None:
                                  f"mask_size {m} ({name} {['B' if d < 0 else d for d in dims]})")
 
 
+def referral_risk(cdr: dict[str, float]) -> float:
+    """The glaucoma risk score of a gradable result's CDRs: the vCDR on the experts' scale where
+    the model has one, else the vCDR."""
+    return float(cdr.get("vcdr_expert", cdr["vcdr"]))
+
+
 def model_info(backend: Backend) -> ModelMetadata:
     """The loaded ``backend``'s metadata (ONNX ``rfnet.*`` strings or engine manifest), checked
     against its tensors (:func:`check_io_contract`)."""
@@ -154,6 +160,7 @@ class Segmenter:
         self.ellipse = ellipse
         self.keep_prob = keep_prob
         self.min_score = self.info.min_disc_score if min_score is None else float(min_score)
+        self.limits = GradingLimits.from_mapping(self.info.grading_limits)
         self.tta = tta
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
@@ -199,11 +206,13 @@ class Segmenter:
         seg = postprocess(outputs["boxes"][i], outputs["scores"][i], outputs["masks"][i], lb, self.threshold,
                           self.ellipse, keep_prob=self.keep_prob, mask_box_scale=self.info.mask_box_scale)
         t1 = time.perf_counter()
-        verdict = grade(quality, seg, self.min_score)
+        verdict = grade(quality, seg, self.min_score, self.limits)
         # the same figures as on the full masks, on the window's pixels
         cdr = cdr_report(*seg.cropped()) if verdict.gradable else None
         if cdr is not None and self.info.vcdr_expert_scale is not None:
             cdr["vcdr_expert"] = float(to_expert_scale(cdr["vcdr"], self.info.vcdr_expert_scale))
+        if cdr is not None and self.info.referral_vcdr is not None:
+            cdr["refer"] = float(referral_risk(cdr) >= self.info.referral_vcdr)
         t2 = time.perf_counter()
         return SegmentedImage(seg, verdict, cdr, quality, {"postprocess": (t1 - t0) * 1e3, "cdr": (t2 - t1) * 1e3})
 

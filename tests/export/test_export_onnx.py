@@ -305,3 +305,30 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: 
     conv_pads = [n for n in graph.node if n.op_type == "Pad" and any(
         m.op_type == "Conv" and n.output[0] in m.input for m in graph.node)]
     assert len(conv_pads) == (14 if circular else 0)
+
+
+def test_detector_on_a_pooled_input_exports_with_parity(parity_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The screen preset's layout (``backbone.input_stride = 2``: the detector on the input average-
+    pooled x2, P3..P5 only, anchor scales; the polar U-Net on the full input) keeps parity: one
+    AveragePool reads the input, the mask branch's RoiAlign reads the input itself at scale 1."""
+    from rfnet.model import build_model
+    from tests.support.small_model import small_config, spread_heads
+
+    cfg = small_config()
+    cfg.input.size = 256
+    cfg.backbone.input_stride = 2
+    cfg.fpn.min_level = 3
+    cfg.anchors.sizes, cfg.anchors.scales, cfg.anchors.aspect_ratios = (16, 32, 64), (1.0, 1.6), (1.0,)
+    cfg.mask_head.branch, cfg.mask_head.mask_size, cfg.mask_head.unet_channels = "unet", 32, 4
+    cfg.mask_head.unet_depth, cfg.mask_head.unet_pyramid, cfg.mask_head.unet_polar = 3, False, True
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    spread_heads(model)
+    graph = _export_with_parity(model, cfg, tmp_path / "screen", parity_dir, capsys)
+    pools = [n for n in graph.node if n.op_type == "AveragePool"]
+    assert len(pools) == 1 and pools[0].input[0] == "image" and list(_attrs(pools[0])["kernel_shape"]) == [2, 2]
+    image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
+    assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
+    level_scales = sorted({_attrs(n)["spatial_scale"] for n in graph.node if n.op_type == "RoiAlign"} - {1.0})
+    assert level_scales == [1 / 32, 1 / 16, 1 / 8]  # P3..P5 of the pooled image: no P2 (1/4)

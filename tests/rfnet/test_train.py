@@ -339,3 +339,29 @@ def test_bf16_preset_trains_in_float32_where_the_cpu_has_no_native_bf16(
         assert _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.bf16=true") == 0
     assert seen == [native]
     assert ("no native bfloat16" in caplog.text) is not native
+
+
+def test_data_mixture_trains_fits_the_experts_line_on_drishti_only_and_resumes(
+        data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--data twice: a Drishti-GS folder and a generated folder trained together by weight; the
+    experts' line is fitted on the Drishti items alone, the run's data specs survive --resume, and
+    giving both --data and --dataset is refused."""
+    root = tmp_path / "Training"
+    for i, (half, cdr) in enumerate(((3, "0.4 0.5"), (5, "0.5 0.6"), (7, "0.75 0.75"))):
+        write_drishti(root, "GT", f"drishtiGS_00{i}", ".png", cdr)
+        cup = np.zeros((40, 40), np.uint8)
+        cup[20 - half:20 + half, 14:26] = 255
+        write_image(root / "GT" / f"drishtiGS_00{i}" / "SoftMap" / f"drishtiGS_00{i}_cupsegSoftmap.png", cup)
+    out = tmp_path / "mix"
+    specs = ["--data", f"kind=drishti-gs,root={root},weight=2", "--data", f"kind=folder,root={data['train']}"]
+    with caplog.at_level(logging.INFO):
+        rc = main([*specs, "--val-fraction", "0", "--out", str(out), *TINY, "--epochs", "1",
+                   "--set", "train.fit_expert_scale=true"])
+    assert rc == 0
+    assert "fitted on the ground truth of 3 training images" in caplog.text and "x2" in caplog.text
+    assert main(["--out", str(out), "--resume", "--epochs", "2", "--device", "cpu", "--threads", "1",
+                 "--no-progress"]) == 0
+    assert len(_rows(out / "metrics.csv")) == 2
+    with caplog.at_level(logging.ERROR):
+        rc = main([*specs, "--dataset", "folder", "--data-root", str(data["train"]), "--out", str(tmp_path / "x"), *TINY])
+    assert rc == 2 and "not both" in caplog.text

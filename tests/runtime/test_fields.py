@@ -33,10 +33,10 @@ def core_result(gradable: bool = True) -> SegmentedImage:
 
 def test_csv_columns_and_server_outputs_come_from_the_field_table() -> None:
     # results.csv as runtime/infer.py has written it since the verdict (vcdr_expert added after the
-    # columns it had): the free-text message last
+    # columns it had, then the referral): the free-text message last
     assert CSV_COLUMNS == ("name", "file", "gradable", "reason", "vcdr", "vcdr_extent", "hcdr", "area_cdr", "disc_x0",
                            "disc_y0", "disc_x1", "disc_y1", "score", "disc_found", "cup_low_confidence", "vcdr_expert",
-                           "latency_ms", "message")
+                           "refer", "latency_ms", "message")
     assert set(CSV_COLUMNS) == {"name", "file", "latency_ms", *FIELD_NAMES}
     names = [n for n, _ in output_specs()]
     assert names[: len(FIELD_NAMES)] == list(FIELD_NAMES)

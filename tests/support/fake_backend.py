@@ -33,13 +33,16 @@ class ScriptedBackend(Backend):
             (default: the centred box, score 0.9).
         masks: [2,M,M] disc / cup probabilities of the detection (default :func:`round_masks`).
         min_disc_score: the model's ``rfnet.min_disc_score`` (None: the key is absent).
+        metadata: further ``rfnet.*`` strings of the model (``rfnet.grading_limits``, ...).
     """
 
     name = "scripted"
 
     def __init__(self, script: Callable[[np.ndarray], tuple[np.ndarray, float]] | None = None, *,
-                 masks: np.ndarray | None = None, min_disc_score: float | None = None) -> None:
+                 masks: np.ndarray | None = None, min_disc_score: float | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
         super().__init__("scripted.onnx")
+        self.extra_metadata = dict(metadata or {})
         self.script = script or (lambda _x: (np.array([S * 3 / 8, S * 3 / 8, S * 5 / 8, S * 5 / 8]), 0.9))
         self.masks = round_masks() if masks is None else masks
         self.min_disc_score = min_disc_score
@@ -58,7 +61,7 @@ class ScriptedBackend(Backend):
             del strings["rfnet.min_disc_score"]
         else:
             strings["rfnet.min_disc_score"] = str(self.min_disc_score)
-        self.metadata = strings
+        self.metadata = {**strings, **self.extra_metadata}
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = feed["image"]

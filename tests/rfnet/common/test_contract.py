@@ -10,9 +10,11 @@ import pytest
 
 from rfnet.common.contract import (
     KEY_FP16,
+    KEY_GRADING_LIMITS,
     KEY_MASK_BOX_SCALE,
     KEY_MIN_DISC_SCORE,
     KEY_QUANTIZATION,
+    KEY_REFERRAL_VCDR,
     KEY_VCDR_EXPERT_SCALE,
     MANIFEST_REQUIRED_FIELDS,
     REQUIRED_KEYS,
@@ -43,7 +45,8 @@ def test_writer_and_parser_round_trip() -> None:
     strings = meta.to_strings()
     assert all(isinstance(v, str) for v in strings.values())
     assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE,
-                                 KEY_QUANTIZATION} == set(strings)
+                                 KEY_GRADING_LIMITS, KEY_REFERRAL_VCDR, KEY_QUANTIZATION} == set(strings)
+    assert strings[KEY_GRADING_LIMITS] == "{}" and strings[KEY_REFERRAL_VCDR] == "null"  # the defaults
     assert strings[KEY_VCDR_EXPERT_SCALE] == "null"  # not fitted
     assert strings[KEY_MASK_BOX_SCALE] == "1.15" and strings["rfnet.top_k"] == "3"
     assert strings[KEY_MIN_DISC_SCORE] == "0.4"
@@ -56,6 +59,28 @@ def test_writer_and_parser_round_trip() -> None:
     assert fields["min_disc_score"] == 0.4 and "min_disc_score" not in MANIFEST_REQUIRED_FIELDS
     from_manifest = metadata_from_backend({"format": "rfnet-engine-manifest", **fields}, "x.engine")
     assert from_manifest.deploy_fields() == fields and from_manifest.config == {}
+
+
+def test_grading_limits_and_referral_round_trip_and_are_checked() -> None:
+    """rfnet.grading_limits and rfnet.referral_vcdr (a model's calibrated verdict and referral
+    threshold) go through the one writer and parser; absent, a model has the defaults; a bad
+    value is a MetadataError naming the key."""
+    from dataclasses import replace
+
+    meta = replace(_meta(), grading_limits={"max_disc_fraction": 0.98, "min_disc_contrast": 1.02},
+                   referral_vcdr=0.61)
+    strings = meta.to_strings()
+    back = parse_metadata(strings, "m.onnx")
+    assert back.grading_limits == {"max_disc_fraction": 0.98, "min_disc_contrast": 1.02} and back.referral_vcdr == 0.61
+    assert metadata_from_backend({"format": "rfnet-engine-manifest", **meta.deploy_fields()}, "e").referral_vcdr == 0.61
+    old = dict(strings)
+    del old[KEY_GRADING_LIMITS], old[KEY_REFERRAL_VCDR]
+    assert parse_metadata(old, "old.onnx").grading_limits == {} and parse_metadata(old, "old.onnx").referral_vcdr is None
+    for key, bad, match in ((KEY_GRADING_LIMITS, '{"max_disc_size": 1}', "unknown grading limits"),
+                            (KEY_GRADING_LIMITS, '{"min_disc_contrast": -1}', ">= 0"),
+                            (KEY_REFERRAL_VCDR, "1.5", r"\[0, 1\)")):
+        with pytest.raises(MetadataError, match=match):
+            parse_metadata({**strings, key: bad}, "m.onnx")
 
 
 def test_old_exports_without_mask_box_scale_mean_one() -> None:

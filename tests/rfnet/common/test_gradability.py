@@ -5,6 +5,8 @@ a scripted backend (tests/support/fake_backend.py); no trained model is needed f
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -60,7 +62,8 @@ def test_generated_fundus_images_pass_the_image_checks(seed: int) -> None:
     image, _, _ = generate_sample(np.random.default_rng(seed), 384)
     assert G.grade_image(G.measure_image(image)) == G.GRADABLE
     grey = np.repeat(image.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)  # red-free photography
-    assert G.grade_image(G.measure_image(grey)) == G.GRADABLE
+    verdict = G.grade_image(G.measure_image(grey))  # the models read colour photographs only: refused, with a reason
+    assert (verdict.gradable, verdict.reason) == (False, G.NO_COLOUR) and "grey-scale" in verdict.message
 
 
 def test_image_measures_scale_and_thresholds() -> None:
@@ -147,3 +150,39 @@ def test_a_missing_cup_is_not_graded() -> None:
     with ScriptedBackend(_true_box_script([disc]), masks=no_cup) as backend:
         (r,) = Segmenter(backend).process_batch([image])
     assert (r.gradable, r.grade.reason) == (False, G.NO_CUP) and r.segmentation.disc.any()
+
+
+def test_field_and_brightness_measures_and_the_models_limits() -> None:
+    """A generated fundus shows its field's edge; its true disc spans a plausible part of the field
+    and is brighter than its ring. A model's rfnet.grading_limits decide: a field-ratio window that
+    excludes it refuses it (disc_size_for_field), so does a contrast it does not reach
+    (disc_not_bright); without limits (older models) neither check applies."""
+    image, disc, _ = generate_sample(np.random.default_rng(5), 512)
+    q = G.measure_image(image)
+    assert q.field_edge and 0.7 * 512 < q.field_px <= 512 and q.saturation > G.MIN_SATURATION
+    verdicts = {}
+    for name, limits in (("none", None), ("field", {"max_disc_field_ratio": 0.05}),
+                         ("bright", {"min_disc_contrast": 50.0}), ("wide", {"max_disc_field_ratio": 0.9})):
+        meta = {} if limits is None else {"rfnet.grading_limits": json.dumps(limits)}
+        with ScriptedBackend(_true_box_script([disc]), metadata=meta) as backend:
+            (r,) = Segmenter(backend).process_batch([image])
+        verdicts[name] = r
+    m = verdicts["none"].grade.measures
+    assert 0.05 < m["disc_field_ratio"] < 0.5 and m["disc_contrast"] > 1.0 and 0 <= m["disc_uncertainty"] < 0.5
+    assert verdicts["none"].gradable and verdicts["wide"].gradable
+    assert verdicts["field"].grade.reason == G.DISC_SIZE_FOR_FIELD and verdicts["field"].cdr is None
+    assert verdicts["bright"].grade.reason == G.DISC_NOT_BRIGHT and "optic nerve head" in verdicts["bright"].grade.message
+    # a crop inside the field (no dark corners) has no field ratio: only the short-side bounds apply
+    crop = image[128:384, 128:384]
+    qc = G.measure_image(np.ascontiguousarray(crop))
+    assert not qc.field_edge and qc.field_px == 256
+
+
+@pytest.mark.parametrize(("threshold", "refer"), [(0.0, 1.0), (0.99, 0.0), (None, None)])
+def test_referral_follows_the_models_threshold_and_needs_a_gradable_image(threshold, refer) -> None:
+    image, disc, _ = generate_sample(np.random.default_rng(6), 400)
+    meta = {"rfnet.referral_vcdr": json.dumps(threshold)}
+    with ScriptedBackend(_true_box_script([disc, disc]), metadata=meta) as backend:
+        good, black = Segmenter(backend).process_batch([image, np.zeros((400, 400, 3), np.uint8)])
+    assert good.gradable and good.cdr is not None and good.cdr.get("refer") == refer
+    assert not black.gradable and black.cdr is None  # no verdict, no referral

@@ -1,0 +1,67 @@
+"""rfnet.screening_calibration on generated per_image.csv rows (no model, no data)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfnet.common import gradability as G
+from rfnet.predict import CASE_COLUMNS
+from rfnet.screening_calibration import main, read_rows, refused
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(CASE_COLUMNS), restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _rows(rng: np.random.Generator, fold: int, n: int = 60) -> list[dict]:
+    """Well-segmented rows (contrast about 1.4, small uncertainty) and wrong ones: half off the disc
+    (contrast below 1), half with an unsure mask; every fifth a labelled glaucoma with a large vCDR."""
+    rows = []
+    for i in range(n):
+        wrong = i % 6 == 0
+        glaucoma = i % 5 == 0
+        vcdr = float(rng.uniform(0.65, 0.85) if glaucoma else rng.uniform(0.3, 0.6))
+        rows.append({
+            "name": f"f{fold}_{i}", "dataset": "rim-one-dl" if i % 2 else "refuge", "score": 0.99,
+            "dice_disc": 0.5 if wrong else 0.95, "dice_cup": 0.8, "miou": 0.8, "vcdr_pred": vcdr, "vcdr_gt": vcdr,
+            "vcdr_ae": 0.0, "vcdr_ae_all": 0.0, "gradable": 1, "reason": "", "label": int(glaucoma),
+            "disc_fraction": 0.5, "disc_field_ratio": "", "disc_contrast": 0.9 if wrong and i % 12 == 0 else
+            float(rng.uniform(1.2, 1.6)), "disc_uncertainty": 0.6 if wrong and i % 12 else float(rng.uniform(0.02, 0.1)),
+            "cup_uncertainty": 0.1, "saturation": 150, "field_edge": 0,
+        })
+    return rows
+
+
+def test_calibration_refuses_the_wrong_rows_keeps_the_good_ones_and_picks_a_referral(tmp_path: Path,
+                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    files = [_write(tmp_path / f"p{k}" / "per_image.csv", _rows(rng, k)) for k in range(3)]
+    out = tmp_path / "grading.json"
+    assert main(["--per-image", *map(str, files), "--out", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert cal["min_disc_score"] == pytest.approx(0.495)
+    assert 0.9 < cal["limits"]["min_disc_contrast"] < 1.3 and cal["limits"]["max_disc_uncertainty"] < 0.6
+    assert cal["report"]["all"]["wrong_graded"] == 0 and cal["report"]["all"]["well_kept"] >= 0.97
+    assert 0.5 < cal["referral_vcdr"] < 0.6 and cal["referral_cv"]["sensitivity"] == 1.0
+    rows = read_rows(files)
+    limits = G.GradingLimits.from_mapping(cal["limits"])
+    assert all(refused(r, cal["min_disc_score"], limits) for r in rows if r.dice_disc < 0.8)
+    assert main(["--per-image", *map(str, files), "--apply", str(out)]) == 0
+    assert "wrong but graded" in capsys.readouterr().out
+    assert main(["--per-image", *map(str, files), "--out", str(out)]) == 2  # exists: not overwritten
+
+
+def test_rows_without_the_measures_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old" / "per_image.csv"
+    path.parent.mkdir()
+    path.write_text("name,score,dice_disc\na,0.9,0.9\n")
+    assert main(["--per-image", str(path), "--out", str(tmp_path / "g.json")]) == 2
