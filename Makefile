@@ -11,7 +11,7 @@ PY_SERVE := $(VENV_SERVE)/bin/python
 DEMO_DIR ?= demo_out
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: install demo test test-serve typecheck wheelhouse clean
+.PHONY: install demo test test-serve typecheck wheelhouse browser clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ wheelhouse: $(WHEELHOUSE)/.done
 demo: $(VENV)/.installed-demo
 	$(PY) -m demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
-test: install wheelhouse
+# Chromium for the screening report's browser tests (tests/rfnet/common/test_report.py): Debian's
+# package where apt can install it; elsewhere those tests are skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)); } || \
+	  echo "no chromium installed: the report's browser tests will be skipped"
+
+test: install wheelhouse browser
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory typecheck
 	$(MAKE) --no-print-directory test-serve

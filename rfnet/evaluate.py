@@ -44,6 +44,7 @@ from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.crossval import WRONG_DICE, WRONG_VCDR, by_dataset, fold_stats, is_wrong, markdown_table
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.gradability import apply_grading_file
+from rfnet.common.report import ensure_thumbnails, write_report
 from rfnet.common.imageio import write_image
 from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     p.add_argument("--no-segmentations", action="store_true", help="do not write REFUGE BMPs")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (the screening report with predicted against true vCDR and ROC)")
     p.add_argument("--strict", action="store_true", help="fail on the first bad item instead of skipping it")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: CPUs available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -167,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s (--strict)", exc)
         return ExitCode.FAILED
     _write_summary(args, out, cfg, ds, result)
+    if not args.no_report:
+        try:
+            ensure_thumbnails(out)
+            log.info("report: %s", write_report(out, f"Evaluation: {out.name}"))
+        except (OSError, ValueError) as exc:  # the evaluation stands; only the page is missing
+            log.warning("%s: report.html not written: %s", out, exc)
     if result.skipped:
         log.warning("%d item(s) skipped as unreadable or invalid: %s", len(result.skipped), ", ".join(result.skipped))
     if ds.problems:

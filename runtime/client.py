@@ -37,7 +37,7 @@ from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
 from runtime.errors import DeploymentError
 from runtime.fields import Value, fields_from_outputs
-from runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir
+from runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
 from runtime.serving import CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_NAME, decode_mask, output_specs
 
 log = logging.getLogger("runtime.client")
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--recursive", action="store_true", help="search folders recursively")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html (the screening report)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -261,6 +262,8 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
         "wall_time_s": round(wall, 3), "images_per_s": round(len(writer.rows) / wall, 3) if wall > 0 else None,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
+    if not args.no_report:
+        write_run_report(writer)
     log.info("%d/%d images answered in %.2f s; results in %s", len(writer.rows), len(paths), wall, writer.out_dir)
     if interrupted:
         return ExitCode.INTERRUPTED
@@ -282,7 +285,8 @@ def _save(writer: OutputWriter, index: int, name: str, path: Path, answer: Answe
         if answer.values["gradable"] or UNGRADABLE in writer.save:
             disc = decode_mask(answer.disc_png, f"{path}: disc mask")
             cup = decode_mask(answer.cup_png, f"{path}: cup mask")
-            writer.write_images(name, disc, cup, image)
+            box = tuple(float(answer.values[k] or 0.0) for k in ("disc_x0", "disc_y0", "disc_x1", "disc_y1"))
+            writer.write_images(name, disc, cup, image, box=box)  # type: ignore[arg-type]
         else:  # as runtime/infer.py: no masks or REFUGE map, an overlay that says why
             writer.write_ungradable(name, image, str(answer.values["reason"]))
     except (OSError, ValueError) as exc:  # ImageReadError is a ValueError

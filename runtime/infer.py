@@ -39,7 +39,7 @@ from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
 from runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
 from runtime.manifest import sha256_file
 from runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
-                             parse_save, prepare_output_dir)
+                             parse_save, prepare_output_dir, write_run_report)
 from runtime.pipeline import ImageFailure, Pipeline
 from runtime.writer import BackgroundWriter
 
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (the screening report: counts, referrals first, thumbnails, "
+                        "vCDR histogram; rebuild it later with python -m runtime.report OUTPUT)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --output: skip the images its progress.jsonl lists "
                    "(same model, input and settings required)")
@@ -318,6 +321,8 @@ def _run(
     writer.write_csv()
     summary = _summary(args, backend, kind, pipeline, writer.records, failures, len(paths), wall, interrupted)
     writer.write_summary(summary)
+    if not args.no_report:
+        write_run_report(writer)
     grading = summary["gradability"]
     log.info("%d/%d images processed in %.2f s (%d gradable, %d not: %s); results in %s", len(writer.records),
              len(paths), wall, grading["num_gradable"], grading["num_not_gradable"],

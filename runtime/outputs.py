@@ -5,6 +5,8 @@ Layout of the output folder::
     refuge/<name>.bmp                             REFUGE map: 0 cup, 128 rim, 255 background (gradable images)
     overlay/<name>.jpg                            contours (disc green, cup blue) on the image (.png on request);
                                                   for an image that is not gradable: no contours, "not gradable: <reason>"
+    thumb/<name>.jpg                              with the overlay: a small crop of it around the disc (report.html)
+    report.html                                   the screening report (rfnet.common.report), unless --no-report
     masks/<name>_disc.png, masks/<name>_cup.png   on request: 0/255 (1-bit PNG) at the original size (gradable images)
     results.csv                                   one row per processed image
     summary.json                                  run settings, timings, failures
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from collections import Counter
@@ -38,11 +41,14 @@ import numpy as np
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import encode_mask_png, write_image
 from rfnet.common.metrics import to_refuge_seg
+from rfnet.common.report import THUMB_DIR, make_thumbnail, write_report
 from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
 from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
 from runtime.journal import Journal, Record
 from runtime.pipeline import ImageResult
+
+log = logging.getLogger(__name__)
 
 SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
 #: What is written unless --save says otherwise: each mask once (the REFUGE map), overlay, table.
@@ -155,7 +161,8 @@ class OutputWriter:
         """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
         if result.gradable or UNGRADABLE in self.save:
             seg = result.segmentation
-            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds())
+            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(),
+                                        tuple(float(v) for v in np.asarray(seg.box).reshape(4)))
         else:
             written = self.write_ungradable(name, result.image, result.grade.reason)
         row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
@@ -175,14 +182,22 @@ class OutputWriter:
             raise ValueError(f"{name}: the overlay needs the image")
         path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
         empty = np.zeros(image.shape[:2], bool)
-        write_image(path, draw_contours(image, empty, empty, label=f"not gradable: {reason}"))
-        return [path]
+        drawn = draw_contours(image, empty, empty, label=f"not gradable: {reason}")
+        write_image(path, drawn)
+        return [path, self._thumbnail(name, drawn, None)]
+
+    def _thumbnail(self, name: str, drawn: np.ndarray, box: tuple[float, float, float, float] | None) -> Path:
+        path = self.out_dir / THUMB_DIR / f"{name}.jpg"
+        write_image(path, make_thumbnail(drawn, box))
+        return path
 
     def write_images(self, name: str, disc: np.ndarray, cup: np.ndarray, image: np.ndarray | None,
-                     bounds: tuple[int, int, int, int] | None = None) -> list[Path]:
-        """masks/, refuge/ and overlay/ files of one image as selected by ``save`` (bool masks
-        [H,W], empty outside ``bounds`` ``(row0, row1, col0, col1)`` when given; ``image``, RGB
-        uint8 [H,W,3], is needed for the overlay only)."""
+                     bounds: tuple[int, int, int, int] | None = None,
+                     box: tuple[float, float, float, float] | None = None) -> list[Path]:
+        """masks/, refuge/ and overlay/ (+ thumb/) files of one image as selected by ``save`` (bool
+        masks [H,W], empty outside ``bounds`` ``(row0, row1, col0, col1)`` when given; ``image``,
+        RGB uint8 [H,W,3], is needed for the overlay only; ``box``, the disc box in original
+        pixels, centres the thumbnail)."""
         written: list[Path] = []
         if "masks" in self.save:
             for kind, mask in (("disc", disc), ("cup", cup)):
@@ -197,8 +212,9 @@ class OutputWriter:
             if image is None:
                 raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
-            write_image(path, overlay(image, disc, cup))
-            written.append(path)
+            drawn = overlay(image, disc, cup)
+            write_image(path, drawn)
+            written += [path, self._thumbnail(name, drawn, box)]
         return written
 
     def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
@@ -226,3 +242,18 @@ class OutputWriter:
         path = self.out_dir / SUMMARY_JSON
         atomic_write_json(path, summary)
         return path
+
+
+def write_run_report(writer: OutputWriter) -> Path | None:
+    """report.html beside results.csv (:func:`rfnet.common.report.write_report`); None, with a log
+    line, when results.csv was not saved (the report is built from it) or the page cannot be written."""
+    if "csv" not in writer.save:
+        log.info("no report.html: results.csv was not saved (--save without csv)")
+        return None
+    try:
+        path = write_report(writer.out_dir)
+    except (OSError, ValueError) as exc:  # the results stay; only the page is missing
+        log.warning("%s: report.html not written: %s", writer.out_dir, exc)
+        return None
+    log.info("report: %s", path)
+    return path

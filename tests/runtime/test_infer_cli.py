@@ -89,8 +89,11 @@ def test_default_outputs_write_each_mask_once_and_a_jpeg_overlay(contract_onnx: 
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "default"
     assert main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--no-progress"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["overlay", "progress.jsonl", "refuge", "results.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["overlay", "progress.jsonl", "refuge", "report.html", "results.csv",
+                                                     "summary.json", "thumb"]
     assert sorted(p.name for p in (out / "overlay").iterdir()) == ["a_wide.jpg", "b_tall.jpg", "c_square.jpg", "d_big.jpg"]
+    assert sorted(p.name for p in (out / "thumb").iterdir()) == ["a_wide.jpg", "b_tall.jpg", "c_square.jpg", "d_big.jpg"]
+    assert max(read_image(out / "thumb" / "d_big.jpg").shape[:2]) <= 160
     assert read_image(out / "overlay" / "d_big.jpg").shape == read_image(image_dir / "d_big.png").shape
     assert json.loads((out / "summary.json").read_text())["settings"]["overlay_format"] == "jpg"
 
