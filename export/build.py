@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import importlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -32,8 +31,9 @@ import onnx
 
 from export import build_plan as bp
 from export.calibration import CalibrationDataError, make_calibration_set
+from export.fp16_selection import fp32_nodes
 from export.graph_checks import GraphCheckError, GraphPrecision, graph_precision, precision_problem
-from export.graph_checks import roialign_attribute_issues, roialign_nodes, sibling_candidates
+from export.graph_checks import gridsample_attribute_issues, roialign_attribute_issues, roialign_nodes, sibling_candidates
 from export.onnx_meta import get_metadata
 from export.targets import Target, TargetError, load_target
 from rfnet.common.cli import ExitCode, setup_logging
@@ -117,26 +117,12 @@ def analyse_onnx(path: Path) -> OnnxFacts:
         raise GraphCheckError(f"{path}: expected one input (the image batch), found {[i.name for i in inputs]}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     errors, warnings = roialign_attribute_issues(model)
+    errors += gridsample_attribute_issues(model)
     if errors:
         raise GraphCheckError(f"{path}: " + "; ".join(errors))
     return OnnxFacts(path, meta, inputs[0].name, dims, [r.name for r in roialign_nodes(model)], warnings,
-                     graph_precision(model), _fp32_nodes(model, path))
+                     graph_precision(model), fp32_nodes(model))  # the project's own FP32 selection
 
-
-def _fp32_nodes(model: onnx.ModelProto, path: Path) -> list[str]:
-    """Nodes that ``export/fp16.py`` keeps FP32 (box decoding, softmax, NMS, TopK, RoiAlign, ...).
-
-    Weakly typed FP16/INT8 builds constrain their layers to FP32 (``export/trt_config.py``).
-    """
-    try:
-        # The one definition of the FP16 trunk; imported by name so that mypy's TensorRT scope does not
-        # follow export.fp16 into the ONNX Runtime parity helpers.
-        trunk = importlib.import_module("export.fp16").fp16_nodes(model)
-    except ImportError as exc:  # onnxconverter-common missing: build without the constraints, and say so
-        log.warning("%s: cannot select the FP32 layers (%s); weakly typed FP16/INT8 builds get no precision "
-                    "constraints", path, exc)
-        return []
-    return [n.name for n in model.graph.node if n.name and n.name not in trunk]
 
 
 def _shapes(args: argparse.Namespace, target: Target | None, facts: OnnxFacts) -> tuple[bp.Shape, bp.Shape, bp.Shape]:

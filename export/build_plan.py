@@ -161,13 +161,23 @@ def trtexec_command(plan: BuildPlan, *, strongly_typed: bool) -> str:
         args.append(f"--timingCacheFile={plan.timing_cache}")
     if plan.dla_core is not None:
         args += [f"--useDLACore={plan.dla_core}", "--allowGPUFallback"]
-    if plan.implicit_int8 and not strongly_typed and plan.calib_cache is not None and plan.calib_cache.is_file():
+    if _trtexec_reads_cache(plan, strongly_typed) and plan.calib_cache is not None and plan.calib_cache.is_file():
         args.append(f"--calib={plan.calib_cache}")  # trtexec reads a cache; it cannot calibrate from images
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _trtexec_reads_cache(plan: BuildPlan, strongly_typed: bool) -> bool:
+    """trtexec's ``--calib`` feeds its own IInt8EntropyCalibrator2 (trtexec sampleEngines.cpp,
+    TensorRT 8.6 / 10.x), which rejects a cache another algorithm wrote: only entropy2 caches fit."""
+    return plan.implicit_int8 and not strongly_typed and plan.calibrator_algorithm == "entropy2"
+
+
 def trtexec_notes(plan: BuildPlan, *, strongly_typed: bool) -> list[str]:
     """What the printed trtexec line cannot do by itself (printed under it)."""
+    if plan.implicit_int8 and not strongly_typed and not _trtexec_reads_cache(plan, strongly_typed):
+        return [f"no --calib: the calibration cache {plan.calib_cache} is {plan.calibrator_algorithm}'s, and trtexec "
+                "calibrates with IInt8EntropyCalibrator2, which refuses it and falls back to placeholder INT8 scales; "
+                "build with export/build.py, or calibrate with --calib-method entropy to get a cache trtexec reads"]
     if plan.implicit_int8 and not strongly_typed and plan.calib_cache is not None and not plan.calib_cache.is_file():
         return [f"the calibration cache {plan.calib_cache} does not exist yet: trtexec cannot calibrate from images "
                 "(without --calib it uses placeholder INT8 scales); build once with export/build.py --calib-dir "

@@ -3,7 +3,10 @@
 Two optional backends, tried in this order, both imported lazily:
 
 * ``cuda-python`` (``cuda.bindings.runtime``; older releases: ``cuda.cudart``) -- NVIDIA's own
-  samples use it; it imports without a GPU;
+  samples use it; it imports without a GPU. A cuda-python whose CUDA runtime is newer than the
+  driver (cuda-bindings 13 on a 535-570 driver: ``cudaErrorInsufficientDriver``, CUDA runtime
+  API docs, "cudaErrorInsufficientDriver = 35") is passed over for PyCUDA, which is built
+  against the CUDA installed on the machine;
 * ``pycuda`` (in the ``[tensorrt]`` extra) with the primary context (``pycuda.autoprimaryctx``,
   not ``autoinit``, so it shares the context TensorRT uses).
 
@@ -23,7 +26,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "install cuda-python (`pip install cuda-python`) or pycuda (`pip install pycuda`)"
+INSTALL_HINT = ("install the extra that matches the NVIDIA driver (engines/README.md: pip install '.[tensorrt-cu12]', "
+                "'.[tensorrt-cu13]' or '.[jetson]'), which brings cuda-python and pycuda")
 
 
 class CudaUnavailableError(ExportError, RuntimeError):
@@ -44,6 +48,21 @@ def _cudart() -> Any | None:
         except ImportError:
             continue
     return None
+
+
+def _usable_cudart() -> Any | None:
+    """cuda-python's runtime when it can talk to this machine's driver, else None (PyCUDA is tried)."""
+    rt = _cudart()
+    if rt is None:
+        return None
+    result = rt.cudaGetDeviceCount()
+    err = result[0] if isinstance(result, tuple) else result
+    if err == rt.cudaError_t.cudaErrorInsufficientDriver:
+        log.warning("cuda-python's CUDA runtime is newer than this machine's NVIDIA driver (cudaErrorInsufficientDriver: "
+                    "e.g. cuda-bindings 13 on a CUDA 12 driver); using PyCUDA instead. Install the extra that matches "
+                    "the driver (engines/README.md: pip install '.[tensorrt-cu12]')")
+        return None
+    return rt
 
 
 def _check(rt: Any, result: Any, what: str) -> Any:
@@ -71,7 +90,7 @@ def _pycuda() -> Any | None:
 
 def gpu_info(device: int = 0) -> GpuInfo:
     """Name and compute capability of GPU ``device`` (what the runtime compares before loading)."""
-    rt = _cudart()
+    rt = _usable_cudart()
     if rt is not None:
         count = _check(rt, rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
         if not count or device >= count:
@@ -88,7 +107,7 @@ def gpu_info(device: int = 0) -> GpuInfo:
         dev = drv.Device(device)
         major, minor = dev.compute_capability()
         return GpuInfo(name=str(dev.name()).strip(), compute_capability=f"{major}.{minor}", backend="pycuda")
-    raise CudaUnavailableError(f"no CUDA Python binding found to query the GPU: {INSTALL_HINT}")
+    raise CudaUnavailableError(f"no usable CUDA Python binding to query the GPU: {INSTALL_HINT}")
 
 
 class DeviceBuffer:
@@ -101,7 +120,7 @@ class DeviceBuffer:
         if nbytes <= 0:
             raise ValueError(f"DeviceBuffer needs a positive size, got {nbytes}")
         self.nbytes = int(nbytes)
-        self._rt = _cudart()
+        self._rt = _usable_cudart()
         self._drv: Any | None = None
         self._alloc: Any | None = None
         if self._rt is not None:
@@ -109,7 +128,7 @@ class DeviceBuffer:
         else:
             self._drv = _pycuda()
             if self._drv is None:
-                raise CudaUnavailableError(f"no CUDA Python binding for calibration buffers: {INSTALL_HINT}")
+                raise CudaUnavailableError(f"no usable CUDA Python binding for calibration buffers: {INSTALL_HINT}")
             self._alloc = self._drv.mem_alloc(self.nbytes)
             self.ptr = int(self._alloc)
 

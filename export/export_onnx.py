@@ -47,7 +47,7 @@ from export import onnx_inspect
 from export.errors import ExportError
 from export.compare import EvalImage, cpu_backend, folder_images, max_abs_diffs, synthetic_images
 from export.detection_match import DetectionMatch, match_detections, matched_diffs, matched_mask_dice
-from export.graph_checks import roialign_attribute_issues
+from export.graph_checks import gridsample_attribute_issues, roialign_attribute_issues
 from export.onnx_meta import exporter_versions, write_model_metadata
 from export.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256
@@ -131,7 +131,7 @@ def contract_problems(model: onnx.ModelProto, cfg: ModelConfig, batch: int | Non
     if custom:
         problems.append(f"custom-domain ops in the graph: {custom}")
     errors, warnings = roialign_attribute_issues(model, {cfg.roi_heads.sampling_ratio, cfg.mask_head.sampling_ratio})
-    problems += errors
+    problems += errors + gridsample_attribute_issues(model)
     for w in warnings:
         log.warning("%s", w)
     if not any(n.op_type == "RoiAlign" for n in model.graph.node):

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from export import onnx_inspect
+from export.fp16_selection import FP32_OPS, fp16_nodes
 from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
 from export.compare import mask_agreement, max_abs_diffs, run_onnx, synthetic_images
 from rfnet.common.cli import ExitCode, setup_logging
@@ -42,44 +43,6 @@ from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.errors import RFNetError
 
 log = logging.getLogger(__name__)
-
-#: Layers that start the fp16 trunk.
-CORE_OPS: frozenset[str] = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-#: Ops that stay in fp16 when every float input comes from the fp16 trunk.
-TRUNK_OPS: frozenset[str] = frozenset({
-    "Relu", "Clip", "LeakyRelu", "Add", "Sub", "Mul", "Concat", "Reshape", "Flatten", "Transpose",
-    "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity", "Squeeze", "Unsqueeze",
-})
-
-
-def fp16_nodes(model: onnx.ModelProto, trunk_ops: frozenset[str] = TRUNK_OPS) -> set[str]:
-    """Names of the nodes to run in fp16: conv-like layers and the trunk ops fed only by them.
-
-    Graph inputs count as trunk (the converter casts them to fp16 on entry); initializers and
-    constants are neutral. Nodes must be in topological order (as exported).
-    """
-    from onnxconverter_common import float16
-
-    blocked_ops = set(float16.DEFAULT_OP_BLOCK_LIST)
-    consts = {t.name for t in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    trunk_tensors = {i.name for i in model.graph.input}
-    chosen: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type in blocked_ops or node.op_type in ("Cast", "Constant"):
-            continue
-        dynamic_inputs = [i for i in node.input if i and i not in consts]
-        if node.op_type in CORE_OPS:
-            ok = True
-        elif node.op_type in trunk_ops:
-            ok = bool(dynamic_inputs) and all(i in trunk_tensors for i in dynamic_inputs)
-        else:
-            ok = False
-        if ok:
-            chosen.add(node.name)
-            trunk_tensors.update(node.output)
-    return chosen
-
 
 def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Copy of ``model`` with every node named and every graph output produced by an Identity.
@@ -180,7 +143,7 @@ def _convert(model: onnx.ModelProto, block_nodes: list[str]) -> onnx.ModelProto:
     return float16.convert_float_to_float16(
         model,
         keep_io_types=True,
-        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
+        op_block_list=sorted(FP32_OPS),
         node_block_list=block_nodes,
         # Weights beyond fp16's range are clamped to +-max_finite_val instead of becoming inf.
         max_finite_val=65504.0,

@@ -363,3 +363,36 @@ def sibling_candidates(onnx_path: str, precision: str) -> list[str]:
         if cand not in out and p.with_name(name) != p:
             out.append(cand)
     return out
+
+
+#: GridSample modes onnx-tensorrt's importer knows (builtin_op_importers.cpp, GridSample: "bilinear",
+#: "nearest", "bicubic"; any other string, such as opset 20's "linear", is read as nearest).
+TRT_GRIDSAMPLE_MODES = ("bilinear", "nearest", "bicubic")
+#: Padding modes TensorRT's IGridSampleLayer takes (SampleMode kFILL = zeros, kCLAMP = border, kREFLECT).
+TRT_GRIDSAMPLE_PADDING = ("zeros", "border", "reflection")
+
+
+def gridsample_attribute_issues(model: onnx.ModelProto) -> list[str]:
+    """Errors about the GridSample nodes (the polar mask branch's resamplings) that TensorRT would
+    read differently from ONNX Runtime: a mode its importer does not know (opset 20 renamed
+    "bilinear" to "linear", which onnx-tensorrt maps to *nearest*, silently), a padding mode it has
+    no kernel for, an ``align_corners`` that is not 0 or 1. Run by ``export/export_onnx.py`` and
+    ``export/build.py``, as the RoiAlign check is."""
+    errors = []
+    opset = opset_version(model)
+    for node in model.graph.node:
+        if node.op_type != "GridSample" or node.domain not in ("", "ai.onnx"):
+            continue
+        name = tensorrt_node_name(node)
+        mode = _attr_str(node, "mode") or "bilinear"  # the ONNX default before opset 20
+        if mode not in TRT_GRIDSAMPLE_MODES:
+            errors.append(f"GridSample node {name!r}: mode={mode!r} (opset {opset}); TensorRT's ONNX parser knows "
+                          f"only {list(TRT_GRIDSAMPLE_MODES)} and samples anything else as nearest: re-export with "
+                          "opset 16-19, where PyTorch writes mode='bilinear'")
+        padding = _attr_str(node, "padding_mode") or "zeros"
+        if padding not in TRT_GRIDSAMPLE_PADDING:
+            errors.append(f"GridSample node {name!r}: padding_mode={padding!r}; TensorRT takes {list(TRT_GRIDSAMPLE_PADDING)}")
+        align = _attr_int(node, "align_corners")
+        if align not in (None, 0, 1):
+            errors.append(f"GridSample node {name!r}: align_corners={align} must be 0 or 1")
+    return errors

@@ -208,9 +208,19 @@ def test_trtexec_commands(tmp_path: Path) -> None:
     assert "--int8 --fp16" in cmd and "--useDLACore=0 --allowGPUFallback" in cmd
     assert "--timingCacheFile=t.timing" in cmd and "--calib" not in cmd
     (tmp_path / "x.calib.cache").write_bytes(b"c")
-    p = _plan(tmp_path, "--precision", "int8")
+    p = _plan(tmp_path, "--precision", "int8", "--calib-method", "entropy")
     assert f"--calib={tmp_path / 'x.calib.cache'}" in bp.trtexec_command(p, strongly_typed=False)
     assert bp.trtexec_notes(p, strongly_typed=False) == []
+
+
+def test_trtexec_gets_no_minmax_cache(tmp_path: Path) -> None:
+    """trtexec's --calib feeds its IInt8EntropyCalibrator2, which refuses a MinMax cache (and then
+    uses placeholder scales): the printed line leaves --calib out for MinMax and the note says why."""
+    (tmp_path / "x.calib.cache").write_bytes(b"c")
+    p = _plan(tmp_path, "--precision", "int8")  # --calib-method minmax, the default
+    assert p.calibrator_algorithm == "minmax" and "--calib" not in bp.trtexec_command(p, strongly_typed=False)
+    (note,) = bp.trtexec_notes(p, strongly_typed=False)
+    assert "IInt8EntropyCalibrator2" in note and "--calib-method entropy" in note
 
 
 def test_trtexec_line_for_static_models_and_missing_caches(tmp_path: Path) -> None:
@@ -220,7 +230,8 @@ def test_trtexec_line_for_static_models_and_missing_caches(tmp_path: Path) -> No
     assert "Shapes" not in cmd and cmd.endswith("--fp16 --memPoolSize=workspace:1024")
     cal = tmp_path / "cal"
     _calib_images(cal, 2)
-    p = _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), onnx_kwargs={"batch_dim": 1})
+    p = _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), "--calib-method", "entropy",
+              onnx_kwargs={"batch_dim": 1})
     assert "--calib" not in bp.trtexec_command(p, strongly_typed=False)
     (note,) = bp.trtexec_notes(p, strongly_typed=False)
     assert "x.calib.cache does not exist yet" in note and "--calib-dir" in note
@@ -332,6 +343,60 @@ def test_build_does_not_need_pycuda_when_cuda_python_is_there(monkeypatch: pytes
     with cuda_device.DeviceBuffer(16) as buf:
         buf.copy_from_host(np.zeros(4, np.float32))
     assert [c[0] for c in rt.calls][-3:] == ["cudaMalloc", "cudaMemcpy", "cudaFree"]
+
+
+def test_cuda_13_bindings_on_a_cuda_12_driver_fall_back_to_pycuda(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """cuda-python answering cudaErrorInsufficientDriver (its runtime is newer than the driver: a
+    CUDA 13 cuda-bindings on a 535-570 server) is passed over for PyCUDA, for the GPU's identity and
+    for calibration buffers; with no PyCUDA either, the error names the extras to install."""
+    import logging
+    import types
+
+    import numpy as np
+
+    from export import cuda_device
+    from tests.support.fake_cudart import FakeCudart
+
+    rt = FakeCudart(cudaGetDeviceCount=lambda: rt.error("cudaErrorInsufficientDriver", 0))
+    monkeypatch.setattr(cuda_device, "_cudart", lambda: rt)
+    allocs: list[int] = []
+
+    class Alloc(int):
+        def free(self) -> None:
+            allocs.append(-1)
+
+    drv = types.SimpleNamespace(
+        Device=lambda i: types.SimpleNamespace(compute_capability=lambda: (8, 9), name=lambda: "NVIDIA L4"),
+        mem_alloc=lambda n: (allocs.append(n), Alloc(0x1000))[1], memcpy_htod=lambda dst, src: None)
+    monkeypatch.setattr(cuda_device, "_pycuda", lambda: drv)
+    with caplog.at_level(logging.WARNING):
+        assert cuda_device.gpu_info() == cuda_device.GpuInfo("NVIDIA L4", "8.9", "pycuda")
+    assert "cudaErrorInsufficientDriver" in caplog.text and "tensorrt-cu12" in caplog.text
+    with cuda_device.DeviceBuffer(16) as buf:
+        buf.copy_from_host(np.zeros(4, np.float32))
+    assert allocs == [16, -1] and [c[0] for c in rt.calls] == ["cudaGetDeviceCount", "cudaGetDeviceCount"]
+    monkeypatch.setattr(cuda_device, "_pycuda", lambda: None)
+    with pytest.raises(cuda_device.CudaUnavailableError, match=r"tensorrt-cu12.*tensorrt-cu13.*jetson"):
+        cuda_device.gpu_info()
+
+
+def test_extras_pick_the_cuda_major_and_the_jetson_extra_installs_no_tensorrt() -> None:
+    """setup.cfg: [tensorrt-cu12] and [jetson] stay below CUDA 13 (cuda-python < 13, TensorRT's cu12
+    wheels), [tensorrt-cu13] is the CUDA 13 set, [jetson] brings no TensorRT wheel (JetPack's is
+    used), and the old [tensorrt] name is the CUDA 12 set."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    extras = {k: [ln.strip() for ln in v.strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+              for k, v in cfg["options.extras_require"].items()}
+    cu12, cu13, jetson = extras["tensorrt-cu12"], extras["tensorrt-cu13"], extras["jetson"]
+    assert any(r.startswith("tensorrt-cu12>=10.0,<12") for r in cu12) and "cuda-python>=12,<13" in cu12
+    assert any(r.startswith("tensorrt-cu13>=11.0,<12") for r in cu13) and "cuda-python>=13,<14" in cu13
+    assert not any(r.startswith("tensorrt") for r in jetson) and "cuda-python>=12,<13" in jetson
+    assert extras["tensorrt"] == ["rfnet-trt[tensorrt-cu12]"]
+    assert all(";" in r for r in cu12 + cu13 if r.startswith("tensorrt"))  # environment markers
 
 
 def test_main_writes_engine_and_manifest_with_a_stand_in_builder(

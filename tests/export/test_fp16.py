@@ -110,3 +110,23 @@ def test_fp16_nodes_structural() -> None:
                           [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     assert fp16.fp16_nodes(model) == {"conv", "relu6", "trunk_add"}
+
+
+def test_the_fp32_selection_needs_no_optional_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What weakly typed FP16 / INT8 builds keep FP32 comes from the project's own op list: with
+    onnxconverter-common unimportable, export/build.py still finds the same FP32 nodes (TopK, NMS,
+    RoiAlign, box arithmetic), and the list contains every op onnxconverter-common blocks."""
+    import sys
+
+    from export import build, fp16_selection
+    from tests.support import trt_onnx as fx
+
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    assert set(float16.DEFAULT_OP_BLOCK_LIST) <= fp16_selection.FP32_OPS
+    assert {"TopK", "NonMaxSuppression", "RoiAlign", "Resize"} <= fp16_selection.FP32_OPS
+    path = fx.write_model(tmp_path / "m.onnx")
+    with_lib = build.analyse_onnx(path).fp32_nodes
+    monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
+    monkeypatch.setitem(sys.modules, "onnxconverter_common.float16", None)
+    without = build.analyse_onnx(path).fp32_nodes
+    assert without == with_lib and "/roi_heads/pool/RoiAlign_p2" in without and "/fpn/conv" not in without

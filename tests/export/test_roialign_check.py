@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from export import build
-from export.graph_checks import GraphCheckError, roialign_attribute_issues
+from export.graph_checks import GraphCheckError, gridsample_attribute_issues, roialign_attribute_issues
 from tests.support import trt_onnx as fx
 
 
@@ -35,3 +35,30 @@ def test_export_and_build_reject_the_same_graphs(kwargs: dict, tmp_path: Path) -
         build.analyse_onnx(path)
     errors, _ = roialign_attribute_issues(model)
     assert errors and all(e in export_problems and e in str(info.value) for e in errors)
+
+
+@pytest.mark.parametrize(("opset", "attrs", "problem"), [
+    (17, {"mode": "bilinear", "padding_mode": "border", "align_corners": 0}, None),
+    (20, {"mode": "linear", "padding_mode": "border", "align_corners": 0}, "samples anything else as nearest"),
+    (17, {"mode": "bilinear", "padding_mode": "mirror", "align_corners": 0}, "padding_mode='mirror'"),
+])
+def test_gridsample_modes_tensorrt_reads_differently_are_refused_by_export_and_build(
+        opset: int, attrs: dict, problem: str | None, tmp_path: Path) -> None:
+    """Opset 20 renames GridSample's "bilinear" to "linear", which onnx-tensorrt's importer samples
+    as nearest: the export check and the build check both refuse it, naming the node."""
+    pytest.importorskip("torch")
+    from export.export_onnx import contract_problems
+
+    model = fx.make_model(opset=opset, gridsample=attrs)
+    errors = gridsample_attribute_issues(model)
+    cfg = fx.light_config()
+    cfg.input.size = fx.SIZE
+    path = fx.write_model(tmp_path / "m.onnx", opset=opset, gridsample=attrs)
+    if problem is None:
+        assert errors == []
+        build.analyse_onnx(path)
+        return
+    assert len(errors) == 1 and problem in errors[0] and "/mask_head/GridSample" in errors[0]
+    assert errors[0] in contract_problems(model, cfg, batch=None)
+    with pytest.raises(GraphCheckError, match="GridSample"):
+        build.analyse_onnx(path)

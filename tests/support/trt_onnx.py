@@ -30,7 +30,10 @@ def make_model(
     metadata: bool = True,
     batch_dim: str | int = "batch",
     precision_meta: str | None = None,
+    gridsample: dict[str, object] | None = None,
 ) -> onnx.ModelProto:
+    """A tiny graph with two RoiAlign nodes (and, with ``gridsample``, a GridSample of the pooled
+    features with those attributes, as the polar mask branch has)."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "conv_w"),
@@ -62,7 +65,12 @@ def make_model(
                                   spatial_scale=1.0, **attrs))
     nodes.append(helper.make_node("RoiAlign", ["p3", "rois", "batch_indices"], ["r3"], name=names[1],
                                   spatial_scale=0.5, **attrs))
-    nodes.append(helper.make_node("Max", ["r2", "r3"], ["pooled"], name="/roi_heads/pool/Max"))
+    nodes.append(helper.make_node("Max", ["r2", "r3"], ["pooled" if gridsample is None else "maxed"],
+                                  name="/roi_heads/pool/Max"))
+    if gridsample is not None:
+        inits.append(numpy_helper.from_array(np.zeros((3, 7, 7, 2), np.float32), "grid"))
+        nodes.append(helper.make_node("GridSample", ["maxed", "grid"], ["pooled"], name="/mask_head/GridSample",
+                                      **gridsample))
     graph = helper.make_graph(
         nodes, "tiny_rfnet_pooling",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch_dim, 3, SIZE, SIZE])],
