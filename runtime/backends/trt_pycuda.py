@@ -15,7 +15,7 @@ Sequence (NVIDIA's ``common_runtime.py`` / Polygraphy ``TrtRunner`` style):
    per I/O tensor, sized for the profile's maximum shapes and reused for every call.
 4. Per call: ``set_input_shape`` -> resolved output shapes -> ``set_tensor_address`` ->
    async H2D copies -> ``execute_async_v3`` (or, with ``cuda_graph``, a CUDA graph captured
-   with cuda-python for a shape seen before: ``runtime/backends/cuda_graphs.py``) -> async
+   with cuda-python for the shape of the previous call: ``runtime/backends/cuda_graphs.py``) -> async
    D2H copies -> one stream synchronise.
 
 Only the name-based API is used (no bindings-API fallback: it was removed in TensorRT 10);
@@ -168,8 +168,10 @@ class TensorRTBackend(Backend):
 
     Args:
         model_path: the engine; its manifest ``X.engine.json`` must sit beside it.
-        cuda_graph: capture ``execute_async_v3`` into a CUDA graph per input shape (with
-            cuda-python, which then must be installed) and replay it. When capture fails (e.g.
+        cuda_graph: capture ``execute_async_v3`` into a CUDA graph for the current input shape
+            (with cuda-python, which then must be installed) and replay it while the shape stays;
+            a new shape drops the graph, runs plainly once and is captured again (one context
+            holds one shape's state). When capture fails (e.g.
             an engine with data-dependent shapes, as NMS makes) the backend warns and runs
             plainly; :meth:`cuda_graph_report` says what actually ran.
     """
@@ -184,6 +186,7 @@ class TensorRTBackend(Backend):
         self._cudart: Any = None
         self._graphs: dict[tuple[tuple[int, ...], ...], cuda_graphs.CapturedGraph] = {}
         self._graph_launches = 0
+        self._captured_shapes: list[tuple[tuple[int, ...], ...]] = []  # every capture, in order
         self._buffers: dict[str, _Buffer] = {}
         self._tensors: list[EngineTensor] = []
         self._trt: Any = None
@@ -278,6 +281,12 @@ class TensorRTBackend(Backend):
     def _execute(self, plan: dict[str, BufferSpec]) -> None:
         if self._use_graph:
             key = tuple(plan[t.name].shape for t in self._tensors if t.is_input)
+            if key not in self._graphs:
+                # The context keeps the shape-dependent state of the last shape it ran (TensorRT
+                # developer guide, "CUDA Graphs": a graph is valid for the shapes it was captured
+                # with): a graph of another shape would replay on this shape's state. One graph,
+                # for the current shape; a new shape is run plainly once and captured again.
+                self._drop_graphs()
             graph = self._graphs.get(key) or self._capture(key)
             if graph is not None:
                 _checked("CUDA graph launch", graph.launch)
@@ -298,6 +307,7 @@ class TensorRTBackend(Backend):
             log.warning("%s: %s", self.model_path, self._graph_note)
             return None
         self._graphs[key] = graph
+        self._captured_shapes.append(key)
         return graph
 
     def cuda_graph_report(self) -> dict[str, Any] | None:
@@ -308,7 +318,7 @@ class TensorRTBackend(Backend):
             "requested": True,
             "used": self._graph_launches > 0,
             "replays": self._graph_launches,
-            "captured_shapes": [list(map(list, k)) for k in self._graphs],
+            "captured_shapes": [list(map(list, k)) for k in self._captured_shapes],
             "note": self._graph_note,
         }
 

@@ -88,6 +88,10 @@ class FakeContext:
         self.executions = 0
         self.reject = False
         self.fail_execute = False
+        # shape-dependent state the context keeps on the device, written by plain enqueues (TensorRT
+        # defers such updates to the first enqueue after set_input_shape); a captured graph's kernels
+        # read it when they replay, so a graph replayed after another shape's enqueue reads that shape's
+        self.device_shapes: dict[str, tuple[int, ...]] = {}
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         if self.reject:
@@ -112,9 +116,9 @@ class FakeContext:
         if self.fail_execute:
             return False
         if self.capture is not None and self.capture.active:  # recorded into the graph, not run
-            shapes = dict(self.shapes)
-            self.capture.ops.append(lambda: self._run(shapes))
+            self.capture.ops.append(lambda: self._run(self.device_shapes))
             return True
+        self.device_shapes = dict(self.shapes)
         self._run(self.shapes)
         return True
 
@@ -405,20 +409,24 @@ def test_stand_ins_use_only_the_tensorrt_api() -> None:
 
 
 def test_cuda_graph_captured_with_cuda_python_and_replayed(tmp_path: Any) -> None:
-    """Defect 4: PyCUDA streams cannot capture; cuda-python captures on the stream's handle."""
+    """PyCUDA streams cannot capture; cuda-python captures on the stream's handle. One execution
+    context holds the shape-dependent state of the last shape it ran, so a graph is only replayed
+    for the shape it was captured with: a new shape drops it, runs plainly once and captures again
+    (replaying batch 2's graph after batch 3 ran would read batch 3's state: wrong outputs)."""
     capture = CaptureState()
     backend, cuda, engine = make_backend(tmp_path, capture=capture)
     rng = np.random.default_rng(1)
-    for batch in (2, 2, 3, 2):
+    for batch in (2, 2, 3, 2, 2):
         x = rng.normal(size=(batch, 3, S, S)).astype(np.float32)
         out = backend.infer({"image": x})
         np.testing.assert_allclose(out["boxes"][:, 0, 0], x.reshape(batch, -1).mean(axis=1), rtol=1e-5)
-    assert sorted(backend._graphs) == [((2, 3, S, S),), ((3, 3, S, S),)]
-    assert capture.launches == {1: 3, 2: 1}  # graph 1 = batch 2, replayed 3 times
+    assert list(backend._graphs) == [((2, 3, S, S),)]  # the graph of the current shape only
+    assert capture.launches == {1: 2, 2: 1, 3: 2}  # batch 2, then 3, then 2 captured again
     report = backend.cuda_graph_report()
-    assert report is not None and report["used"] is True and report["replays"] == 4 and report["note"] is None
+    assert report is not None and report["used"] is True and report["replays"] == 5 and report["note"] is None
+    assert report["captured_shapes"] == [[[2, 3, S, S]], [[3, 3, S, S]], [[2, 3, S, S]]]
     backend.close()
-    assert sorted(capture.destroyed) == ["exec1", "exec2", "graph1", "graph2"]
+    assert sorted(capture.destroyed) == ["exec1", "exec2", "exec3", "graph1", "graph2", "graph3"]
 
 
 def test_cuda_graph_capture_failure_runs_plainly_and_says_so(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
