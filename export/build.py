@@ -95,7 +95,8 @@ class OnnxFacts:
     roialign: list[str]
     roialign_warnings: list[str]
     graph: GraphPrecision
-    fp32_nodes: list[str]  # outside the FP16 trunk (export.fp16.fp16_nodes); [] when not computable
+    fp32_nodes: list[str]  # outside the FP16 trunk (export.fp16_selection.fp16_nodes)
+    node_names: list[str]  # every named node: tells a node "X_1" from the parser's second layer of "X"
 
 
 def analyse_onnx(path: Path) -> OnnxFacts:
@@ -121,7 +122,8 @@ def analyse_onnx(path: Path) -> OnnxFacts:
     if errors:
         raise GraphCheckError(f"{path}: " + "; ".join(errors))
     return OnnxFacts(path, meta, inputs[0].name, dims, [r.name for r in roialign_nodes(model)], warnings,
-                     graph_precision(model), fp32_nodes(model))  # the project's own FP32 selection
+                     graph_precision(model), fp32_nodes(model),  # the project's own FP32 selection
+                     [n.name for n in model.graph.node if n.name])
 
 
 
@@ -209,7 +211,7 @@ def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts,
         workspace_bytes=int(ws * (1 << 30)) if ws else None, timing_cache=args.timing_cache, dla_core=dla,
         target=str(target.path) if target else None,
         expected_compute_capability=target.compute_capability if target else None, verbose=args.verbose,
-        onnx_input_dims=list(facts.input_dims), fp32_nodes=list(facts.fp32_nodes),
+        onnx_input_dims=list(facts.input_dims), fp32_nodes=list(facts.fp32_nodes), node_names=list(facts.node_names),
     )
     if not plan.implicit_int8:
         if args.calib_dir is not None or args.calib_cache is not None:
@@ -271,6 +273,7 @@ def manifest_for(plan: bp.BuildPlan, result: Any, facts: OnnxFacts, gpu: Any, en
             "target": plan.target, "trtexec": bp.trtexec_command(plan, strongly_typed=result.strongly_typed),
         },
         "dla_core": plan.dla_core, "layer_placement": result.layer_placement,
+        "layer_placement_note": None if result.layer_placement is None else PLACEMENT_NOTE,
         "build_time_s": result.build_time_s,
         "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -327,10 +330,18 @@ def _report(args: argparse.Namespace, plan: bp.BuildPlan, result: Any, gpu: Any,
               "is the registered creator, which is all that could be checked")
     if result.layer_placement is not None:
         lp = result.layer_placement
-        print(f"layer placement (DLA core {plan.dla_core}): {lp['dla']} layers on DLA, {lp['gpu']} on GPU")
+        print(f"layer placement (DLA core {plan.dla_core}), before the build: {lp['dla']} layers DLA can run, "
+              f"{lp['gpu']} on GPU. {PLACEMENT_NOTE}")
         for name in result.gpu_fallback_layers if args.verbose else result.gpu_fallback_layers[:10]:
             print(f"  GPU fallback: {name}")
     print("equivalent trtexec command:\n  " + bp.trtexec_command(plan, strongly_typed=result.strongly_typed))
+
+
+#: What the manifest's layer_placement counts are (trt_config.setup_dla): a prediction, not the engine's.
+PLACEMENT_NOTE = ("counted with IBuilderConfig.can_run_on_DLA before the build: an upper bound for DLA, since "
+                  "TensorRT builds at most 16 DLA loadables per engine and runs the layers beyond them on the GPU; "
+                  "the built engine's inspector (trtexec --profilingVerbosity=detailed --exportLayerInfo) has the "
+                  "real placement")
 
 
 def main(argv: list[str] | None = None) -> int:

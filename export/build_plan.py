@@ -91,6 +91,8 @@ class BuildPlan:
     onnx_input_dims: list[int | None] | None = None
     #: ONNX nodes outside the FP16 trunk (``export.fp16.fp16_nodes``): kept FP32 in weakly typed builds.
     fp32_nodes: list[str] = field(default_factory=list)
+    #: Every named ONNX node (a layer named after one of them is that node's, not a renamed clash).
+    node_names: list[str] = field(default_factory=list)
 
     @property
     def dynamic(self) -> bool:

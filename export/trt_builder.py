@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from export import trt_config
+from export import cuda_device, trt_config
 from export.build_plan import BuildPlan
 from export.graph_checks import LayerInfo, PluginCheckError, PluginCheckResult, check_roialign_plugins
 from export.trt_config import BuildError
@@ -266,6 +266,21 @@ def _tensor_specs(tensors: list["trt.ITensor"]) -> list[dict[str, Any]]:
             for t in tensors]
 
 
+def make_builder(trt: Any, logger: Any) -> "trt.Builder":
+    """``trt.Builder(logger)``; when CUDA cannot start (no GPU, a driver older than TensorRT's CUDA),
+    TensorRT's pybind11 constructor returns a null pointer that surfaces as a TypeError: that
+    becomes :class:`cuda_device.CudaUnavailableError` (exit 2) naming what to check."""
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as exc:
+        raise cuda_device.CudaUnavailableError(
+            f"TensorRT could not create a builder ({exc}): CUDA did not start. Check that a GPU is visible "
+            "(nvidia-smi) and that the driver supports the CUDA of this TensorRT (engines/README.md, 'Install')") from exc
+    if builder is None:
+        raise cuda_device.CudaUnavailableError("TensorRT could not create a builder (CUDA did not start)")
+    return builder
+
+
 def build_engine(plan: BuildPlan) -> BuildResult:
     """Parse ``plan.onnx_path``, check the RoIAlign plugin layers, configure and build.
 
@@ -277,7 +292,7 @@ def build_engine(plan: BuildPlan) -> BuildResult:
 
     caps = capabilities(trt)
     logger = process_logger(plan.verbose)  # also registers ROIAlign_TRT, before parsing
-    builder = trt.Builder(logger)
+    builder = make_builder(trt, logger)
     net_flags, net_flag_names = network_flags(caps)
     network = builder.create_network(net_flags)
     parse_onnx(network, logger, plan.onnx_path, caps.version)

@@ -51,11 +51,15 @@ def set_precision(config: "trt.IBuilderConfig", plan: BuildPlan, *, strongly_typ
         flags.append("NO_TF32")
 
 
-def _fp32_layer(layer: "trt.ILayer", names: set[str]) -> bool:
-    """Layer made from one of the ONNX nodes ``names`` (the parser names layers after nodes, ``_<n>`` on a clash)."""
+def _fp32_layer(layer: "trt.ILayer", names: set[str], nodes: set[str]) -> bool:
+    """Layer made from one of the ONNX nodes ``names`` (the parser names layers after nodes, ``_<n>``
+    on a clash). A layer whose own name is another node's (``nodes``: all node names) is that node's:
+    ``X_1`` belongs to a node ``X_1`` when there is one, not to ``X``."""
     import tensorrt as trt
 
-    if layer.name not in names and _SUFFIX.sub("", layer.name) not in names:
+    own = layer.name in names
+    renamed = layer.name not in nodes and _SUFFIX.sub("", layer.name) in names
+    if not (own or renamed):
         return False
     outs = [layer.get_output(i) for i in range(layer.num_outputs)]
     return bool(outs) and all(t.dtype in (trt.float32, trt.float16) for t in outs)  # float math only
@@ -74,11 +78,11 @@ def constrain_fp32_layers(network: "trt.INetworkDefinition", config: "trt.IBuild
 
     if strongly_typed or plan.precision == "fp32" or not plan.fp32_nodes:
         return 0
-    names = set(plan.fp32_nodes)
+    names, nodes = set(plan.fp32_nodes), set(plan.node_names)
     count = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if not _fp32_layer(layer, names):
+        if not _fp32_layer(layer, names, nodes):
             continue
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
@@ -168,6 +172,12 @@ def setup_dla(builder: "trt.Builder", network: "trt.INetworkDefinition", config:
 
     assert plan.dla_core is not None
     cores = builder.num_DLA_cores
+    if cores == 0 and not hasattr(trt.BuilderFlag, "FP16"):  # strongly typed only: TensorRT 11
+        # NVIDIA, "Working with DLA" (TensorRT 11.4.1 / 11.5.0 docs): no DLA in 11.0-11.3; 11.4.1 has it on
+        # Jetson AGX Orin under JetPack 7.2.2+ only; JetPack 6 stays on TensorRT 10.x (10.3)
+        raise BuildError(f"--dla-core: TensorRT {getattr(trt, '__version__', '11')} sees no DLA: TensorRT 11.0-11.3 have "
+                         "no DLA at all, 11.4.1 only on Jetson AGX Orin under JetPack 7.2.2+; on JetPack 6 build DLA "
+                         "engines with its TensorRT 10.3 (or 8.6)")
     if cores == 0:
         raise BuildError("--dla-core: this GPU has no DLA cores (DLA exists on Jetson AGX/NX Orin and Xavier)")
     if plan.dla_core >= cores:

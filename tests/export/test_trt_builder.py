@@ -436,3 +436,34 @@ def test_build_fp16_engine_with_roialign_plugin(tmp_path: Path) -> None:
     assert m["profiles"]["image"]["max"] == [2, 3, 64, 64]
     assert m["input_size"] == 64 and m["class_names"] == ["disc", "cup"]
     assert (tmp_path / "t.timing").stat().st_size > 0
+
+
+def test_a_node_named_like_a_renamed_layer_keeps_its_own_precision(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser names a clashing second layer of node X "X_1"; a *node* called X_1 (here a trunk
+    Conv beside an FP32 RoiAlign called X) is its own layer and is not constrained to FP32."""
+    kw = {"names": ("/pool/RoiAlign", "/pool/RoiAlign_p3"), "conv_name": "/pool/RoiAlign_1"}
+    world, plan, res = _build(tmp_path, monkeypatch, "--precision", "fp16", onnx_kwargs=kw)
+    assert isinstance(res, trt_builder.BuildResult), res
+    assert "/pool/RoiAlign_1" in plan.node_names and "/pool/RoiAlign_1" not in plan.fp32_nodes
+    assert "/pool/RoiAlign" in world.layer_precision and "/pool/RoiAlign_1" not in world.layer_precision
+
+
+def test_dla_on_tensorrt_11_says_which_releases_have_dla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, res = _build(tmp_path, monkeypatch, "--precision", "fp16", "--dla-core", "0", "--batch", "1", line="11",
+                       dla_cores=0, onnx_kwargs={"fp16": True})
+    assert isinstance(res, trt_builder.BuildError) and "11.0-11.3 have no DLA" in str(res)
+    _, _, res = _build(tmp_path, monkeypatch, "--precision", "fp16", "--dla-core", "0", "--batch", "1", dla_cores=0)
+    assert isinstance(res, trt_builder.BuildError) and "this GPU has no DLA cores" in str(res)
+
+
+def test_a_builder_that_cannot_start_cuda_is_the_projects_error() -> None:
+    """TensorRT's Builder constructor fails with a TypeError (a null pointer from pybind11) when CUDA
+    cannot start: build.py reports it as CudaUnavailableError (exit 2), not a traceback."""
+    from export import cuda_device
+
+    def builder(logger: object) -> object:
+        raise TypeError("__init__(): incompatible constructor arguments")
+
+    with pytest.raises(cuda_device.CudaUnavailableError, match="CUDA did not start"):
+        trt_builder.make_builder(SimpleNamespace(Builder=builder), object())

@@ -31,6 +31,7 @@ def make_model(
     batch_dim: str | int = "batch",
     precision_meta: str | None = None,
     gridsample: dict[str, object] | None = None,
+    conv_name: str = "/fpn/conv",
 ) -> onnx.ModelProto:
     """A tiny graph with two RoiAlign nodes (and, with ``gridsample``, a GridSample of the pooled
     features with those attributes, as the polar mask branch has)."""
@@ -48,7 +49,7 @@ def make_model(
         nodes += [helper.make_node("QuantizeLinear", [x, "s", "zp"], ["xq"], name="q_in"),
                   helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xdq"], name="dq_in")]
         x = "xdq"
-    nodes.append(helper.make_node("Conv", [x, "conv_w"], ["p2"], name="/fpn/conv"))
+    nodes.append(helper.make_node("Conv", [x, "conv_w"], ["p2"], name=conv_name))
     feat = "p2"
     if fp16:
         nodes += [helper.make_node("Cast", ["p2"], ["p2_h"], to=TensorProto.FLOAT16, name="cast_h"),
