@@ -33,7 +33,8 @@ from export import build_plan as bp
 from export.calibration import CalibrationDataError, make_calibration_set
 from export.fp16_selection import fp32_nodes
 from export.graph_checks import GraphCheckError, GraphPrecision, graph_precision, precision_problem
-from export.graph_checks import gridsample_attribute_issues, roialign_attribute_issues, roialign_nodes, sibling_candidates
+from export.graph_checks import (batch_limit_issues, gridsample_attribute_issues, roialign_attribute_issues,
+                                 roialign_nodes, sibling_candidates)
 from export.onnx_meta import get_metadata
 from export.targets import Target, TargetError, load_target
 from rfnet.common.cli import ExitCode, setup_logging
@@ -205,6 +206,9 @@ def make_plan(args: argparse.Namespace, target: Target | None, facts: OnnxFacts,
             raise bp.PlanError("--dla-core: DLA runs only FP16 or INT8; use --precision fp16 or int8")
         if not mn == opt == mx:
             raise bp.PlanError("--dla-core: DLA needs static shapes; use --batch N")
+    limits = batch_limit_issues(onnx.load(str(facts.path), load_external_data=False), mx[0])
+    if limits:  # checked here, before TensorRT is imported: the engine would fail or drop boxes silently
+        raise bp.PlanError(f"{facts.path}: " + "; ".join(limits))
     plan = bp.BuildPlan(
         onnx_path=facts.path, output=args.output, precision=precision, input_name=facts.input_name,
         min_shape=mn, opt_shape=opt, max_shape=mx, graph=facts.graph, roialign_nodes=list(facts.roialign),

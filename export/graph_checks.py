@@ -396,3 +396,76 @@ def gridsample_attribute_issues(model: onnx.ModelProto) -> list[str]:
         if align not in (None, 0, 1):
             errors.append(f"GridSample node {name!r}: align_corners={align} must be 0 or 1")
     return errors
+
+
+#: TensorRT's limits on data the selection layers see (NvInfer.h of 10.3 and 11.1, read in the second
+#: review of the TensorRT path): ITopKLayer refuses K above 3840 at run time, and INMSLayer considers
+#: at most its TopK box limit, 5000 boxes, per batch item (the rest are dropped without an error).
+TRT_MAX_TOPK_K = 3840
+TRT_NMS_BOXES_PER_ITEM = 5000
+
+
+def batch_limit_issues(model: onnx.ModelProto, max_batch: int) -> list[str]:
+    """Errors for the TopK and NonMaxSuppression nodes whose sizes at ``max_batch`` exceed what
+    TensorRT runs correctly: the ONNX's batch axis is set to ``max_batch`` and the shapes (and
+    constant-foldable values) are propagated with ONNX's shape inference. A graph that selects per
+    image (boxes ``[B, N, 4]``, TopK along each image's row) passes at any batch; one that merges
+    the batch into one list (boxes ``[1, B x N, 4]``) is refused from the batch where it overflows.
+    Sizes that stay unknown after inference are not judged."""
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {t.name for t in m.graph.initializer}
+    for inp in m.graph.input:
+        if inp.name not in inits and inp.type.tensor_type.shape.dim:
+            inp.type.tensor_type.shape.dim[0].dim_value = int(max_batch)
+    try:
+        m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception as exc:  # a graph ONNX cannot infer: say so rather than guess
+        return [f"cannot check TensorRT's TopK / NMS limits at batch {max_batch}: ONNX shape inference failed ({exc})"]
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in (*m.graph.value_info, *m.graph.input, *m.graph.output)}
+    consts = _constant_ints(m)
+    errors = []
+    for node in m.graph.node:
+        name = tensorrt_node_name(node)
+        if node.op_type == "TopK":
+            dims = shapes.get(node.input[0], [])
+            axis = _attr_int(node, "axis")
+            axis = -1 if axis is None else axis
+            length = dims[axis] if dims and -len(dims) <= axis < len(dims) else None
+            k = consts.get(node.input[1])
+            worst = k if k is not None else length
+            if worst is not None and worst > TRT_MAX_TOPK_K:
+                errors.append(f"TopK node {name!r} takes K = {worst} at batch {max_batch} "
+                              f"({'its constant K' if k is not None else 'up to its axis length, K is data-dependent'}); "
+                              f"TensorRT's TopK refuses K > {TRT_MAX_TOPK_K}: export the per-image graph of this "
+                              "version, or build a smaller --batch")
+        elif node.op_type == "NonMaxSuppression":
+            dims = shapes.get(node.input[0], [])
+            if len(dims) == 3 and dims[1] is not None and dims[1] > TRT_NMS_BOXES_PER_ITEM:
+                errors.append(f"NonMaxSuppression node {name!r} gets {dims[1]} boxes per batch item at batch "
+                              f"{max_batch} (boxes {dims}); TensorRT's NMS considers at most "
+                              f"{TRT_NMS_BOXES_PER_ITEM} per batch item and drops the rest without an error: export the "
+                              "per-image graph of this version (boxes [B, N, 4]), or build a smaller --batch")
+    return errors
+
+
+def _constant_ints(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> value of the single-integer constants (initializers, Constant nodes)."""
+    from onnx import numpy_helper
+
+    out: dict[str, int] = {}
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            t = onnx.TensorProto()
+            t.CopyFrom(node.attribute[0].t)
+            t.name = node.output[0]
+            tensors.append(t)
+    for t in tensors:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - an odd constant is simply not a K
+            continue
+        if arr.size == 1 and arr.dtype.kind in "iu":
+            out[t.name] = int(arr.reshape(-1)[0])
+    return out

@@ -7,12 +7,13 @@ sampling helpers are training-only and may use data-dependent shapes.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, box_iou, nms
+from torchvision.ops import box_iou, nms
 
-from rfnet.model.tracing import is_exporting
+from rfnet.model.tracing import is_exporting, static_int
 
 #: Largest log-scale of a width/height delta (as in Detectron): exp(4.135) = 62.5x.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -157,18 +158,51 @@ def smooth_l1(input: Tensor, target: Tensor, beta: float) -> Tensor:
     return torch.nn.functional.smooth_l1_loss(input, target, beta=beta, reduction="sum")
 
 
-def batched_nms_static(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,
-                       max_coordinate: float) -> Tensor:
-    """NMS within each group; returns kept indices sorted by decreasing score.
+class _PerImageNMS(torch.autograd.Function):
+    """NMS within each image of a batch: boxes [B,N,4], scores [B,N] -> selected [S,3] int64 rows
+    ``(image, 0, box)``, as ONNX ``NonMaxSuppression`` returns them (its batch axis: one NMS per
+    image, which TensorRT's INMSLayer also runs per batch item, at most its TopK box limit each)."""
 
-    Eager mode calls ``torchvision.ops.batched_nms`` (it picks the fastest strategy). When
-    tracing, it offsets each group's boxes by ``group * (max_coordinate + 1)`` so that groups
-    never overlap and calls ``torchvision.ops.nms`` once: a single ONNX ``NonMaxSuppression``
-    with no ``If`` node (torchvision's own trick is scripted and exports a conditional).
-    ``max_coordinate`` (a Python number, e.g. the image size for clipped boxes) keeps the
-    offset a constant.
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, iou_threshold: float, n: int) -> Tensor:  # type: ignore[override]
+        rows = []
+        for b in range(boxes.shape[0]):
+            keep = nms(boxes[b], scores[b], iou_threshold)
+            rows.append(torch.stack((torch.full_like(keep, b), torch.zeros_like(keep), keep), dim=1))
+        return torch.cat(rows) if rows else boxes.new_zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, iou_threshold: float, n: int) -> Any:
+        # max_output_boxes_per_class = n, the (static) candidates per image: every box may stay
+        scores3 = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)))
+        return g.op("NonMaxSuppression", boxes, scores3,
+                    g.op("Constant", value_t=torch.tensor([n], dtype=torch.int64)),
+                    g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)))
+
+
+def per_image_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, groups: Tensor | None = None,
+                  max_coordinate: float = 0.0, removed: float = -1.0) -> Tensor:
+    """NMS of each image on its own: boxes [B,N,4], scores [B,N] -> scores [B,N] with every
+    suppressed box set to ``removed``.
+
+    ``groups`` [B,N] (e.g. pyramid levels) keeps boxes of different groups from suppressing each
+    other: each group's boxes are offset by ``group * (max_coordinate + 1)``, a constant when
+    tracing. The selection is one ONNX ``NonMaxSuppression`` over the batch axis (one NMS per
+    image), so a batch of B images gives each image the result it gets alone, and neither ONNX
+    Runtime nor TensorRT (INMSLayer keeps at most its TopK box limit *per batch item*) ever sees
+    more than N boxes at once. The scatter back is per image too: no index spans two images.
     """
+    b, n = boxes.shape[0], boxes.shape[1]
+    if groups is not None:
+        boxes = boxes + (groups.to(boxes.dtype) * (float(max_coordinate) + 1.0)).unsqueeze(-1)
     if not is_exporting():
-        return batched_nms(boxes, scores, groups, iou_threshold)
-    offsets = groups.to(boxes.dtype) * (float(max_coordinate) + 1.0)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+        kept = torch.full_like(scores, removed)
+        for i in range(static_int(b) if b else 0):
+            keep = nms(boxes[i], scores[i], iou_threshold)
+            kept[i, keep] = scores[i, keep]
+        return kept
+    selected = _PerImageNMS.apply(boxes, scores, iou_threshold, static_int(n))
+    flat = selected[:, 0] * n + selected[:, 2]
+    kept = torch.full_like(scores, removed).reshape(-1)
+    kept = kept.scatter(0, flat, scores.reshape(-1).gather(0, flat))
+    return kept.reshape(scores.shape)

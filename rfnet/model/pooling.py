@@ -83,8 +83,9 @@ def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int,
     """Traceable per-level pooling: the RoIs of each level (``NonZero`` on ``levels == l``, a
     bool input TensorRT's INonZeroLayer takes; ``Gather``) through that level's ``RoiAlign``,
     concatenated in level order, then put back in RoI order by gathering with the inverse
-    permutation (``argsort`` of the concatenated indices, a ``TopK`` over R). No output-sized
-    zero tensor and no scatter: nothing R x C x size x size is constant-folded into the file.
+    permutation (a ``ScatterElements`` of positions into the concatenated indices: no TopK over
+    the R = B x P RoIs, which TensorRT limits to K <= 3840). No output-sized zero tensor: nothing
+    R x C x size x size is constant-folded into the file.
     A level without RoIs gives an empty ``RoiAlign`` (0 RoIs), which ONNX Runtime handles.
     """
     order, pooled = [], []
@@ -92,7 +93,11 @@ def _gather_levels(feats: list[Tensor], rois: Tensor, levels: Tensor, size: int,
         idx = torch.nonzero(levels == lvl).reshape(-1)
         order.append(idx)
         pooled.append(_pool(feat, rois[idx], size, level_stride(lvl, min_level), sampling_ratio))
-    return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+    perm = torch.cat(order)
+    # the inverse permutation by a scatter of positions, not an argsort: an argsort is a TopK over
+    # all B x P RoIs, which TensorRT refuses beyond K = 3840 (1000 proposals from batch 4)
+    inverse = torch.zeros_like(perm).scatter(0, perm, torch.arange(perm.shape[0], device=perm.device))
+    return torch.cat(pooled)[inverse]
 
 
 class _TwoStreamPooling(nn.Module):

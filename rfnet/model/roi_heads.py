@@ -8,7 +8,8 @@ and the regression 4 class-agnostic deltas.
 Training (paper 4.2): GT boxes are appended to the proposals, RoIs with IoU >= 0.5 are
 positive, the rest negative, and ``batch_size_per_image`` (200) RoIs are sampled per image
 with ``positive_fraction`` (1:3). Inference: decode, clip, one batched NMS, then a static
-top-K (scores scattered into a fixed-length vector, ``topk``): outputs are always K wide.
+top-K (scores scattered into a fixed-length vector, ``topk``): outputs are always K wide. NMS and
+top-K run per image, so a batch gives each image the detections it gets alone.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfnet.config import MaskHeadConfig, RoIHeadConfig
-from rfnet.model.boxes import (BoxCoder, batched_nms_static, box_sizes_ok, clip_boxes, jitter_boxes, match_boxes,
+from rfnet.model.boxes import (BoxCoder, box_sizes_ok, clip_boxes, jitter_boxes, match_boxes, per_image_nms,
                                sample_labels, smooth_l1)
 from rfnet.model.pooling import level_select, make_rois
 from rfnet.model.tracing import static_int
@@ -146,11 +147,9 @@ class RoIHeads(nn.Module):
         scores = F.softmax(cls_logits, dim=-1)[:, 1]  # [B*P] disc probability
         boxes = clip_boxes(self.coder.decode(deltas, proposals.reshape(-1, 4)), *image_size)  # [B*P,4]
         ok = box_sizes_ok(boxes, _MIN_DET_SIZE) & (scores > cfg.score_thresh)
-        removed = torch.full_like(scores, -1.0)
-        scores = torch.where(ok, scores, removed)
-        image_idx = torch.arange(b, device=scores.device).unsqueeze(1).expand(-1, p).reshape(-1)
-        keep = batched_nms_static(boxes, scores, image_idx, cfg.nms_thresh, max(image_size))
-        kept = removed.scatter(0, keep, scores[keep]).reshape(b, p)
+        scores = torch.where(ok, scores, torch.full_like(scores, -1.0))
+        # one NMS per image (a batch gives each image the detections it gets alone)
+        kept = per_image_nms(boxes.reshape(b, p, 4), scores.reshape(b, p), cfg.nms_thresh)
         k = min(cfg.detections_per_img, static_int(p))
         top_scores, top_idx = kept.topk(k, dim=1)
         top_boxes = torch.gather(boxes.reshape(b, p, 4), 1, top_idx.unsqueeze(-1).expand(-1, -1, 4))

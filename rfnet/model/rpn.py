@@ -1,9 +1,10 @@
 """Region Proposal Network: objectness + box deltas per anchor, proposals, training loss.
 
-Proposal selection is batched and static-shaped so it exports to ONNX unchanged:
-per-level ``topk`` with Python-int sizes, one ``batched_nms`` over all images and levels
-(group id = image * levels + level), kept scores scattered back into a fixed-length vector
-and a final ``topk`` per image (field notes, section 2).
+Proposal selection is static-shaped and per image so it exports to ONNX unchanged and a
+batch gives each image what it gets alone: per-level ``topk`` with Python-int sizes, one NMS
+per image with the levels kept apart (:func:`rfnet.model.boxes.per_image_nms`: one ONNX
+``NonMaxSuppression`` over the batch axis), kept scores scattered back into each image's
+fixed-length vector and a final ``topk`` per image (field notes, section 2).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfnet.config import RPNConfig
-from rfnet.model.boxes import (BoxCoder, batched_nms_static, box_sizes_ok, clip_boxes, match_boxes, sample_labels,
+from rfnet.model.boxes import (BoxCoder, box_sizes_ok, clip_boxes, match_boxes, per_image_nms, sample_labels,
                                smooth_l1)
 from rfnet.model.tracing import static_int
 
@@ -80,15 +81,10 @@ class RegionProposalNetwork(nn.Module):
         scores = torch.cat(cand_scores, 1)  # [B,M]
         levels = torch.cat(cand_levels, 1)
         b, m = scores.shape[0], scores.shape[1]
-        image_idx = torch.arange(b, device=scores.device).unsqueeze(1).expand(-1, m)
-        groups = (image_idx * len(anchors) + levels).reshape(-1)
-        flat_boxes = boxes.reshape(-1, 4)
         # Tiny boxes get score -1 instead of being removed: shapes stay static.
-        flat_scores = torch.where(box_sizes_ok(flat_boxes, self.cfg.min_size), scores.reshape(-1),
-                                  torch.full_like(scores.reshape(-1), _REMOVED))
-        keep = batched_nms_static(flat_boxes, flat_scores, groups, self.cfg.nms_thresh, max(image_size))
-        kept_scores = torch.full_like(flat_scores, _REMOVED).scatter(0, keep, flat_scores[keep])
-        kept_scores = kept_scores.reshape(b, m)
+        scores = torch.where(box_sizes_ok(boxes, self.cfg.min_size), scores, torch.full_like(scores, _REMOVED))
+        # one NMS per image, levels kept apart: a batch gives each image its own proposals
+        kept_scores = per_image_nms(boxes, scores, self.cfg.nms_thresh, levels, max(image_size), _REMOVED)
         p = min(post_n, static_int(m))
         top_scores, top_idx = kept_scores.topk(p, dim=1)
         top_boxes = torch.gather(boxes, 1, top_idx.unsqueeze(-1).expand(-1, -1, 4))

@@ -442,3 +442,22 @@ def test_main_writes_engine_and_manifest_with_a_stand_in_builder(
     assert "RoiAlign -> ROIAlign_TRT: 2/2 nodes" in out and "equivalent trtexec command" in out
     assert json.loads((tmp_path / "engines" / "orin.engine.json").read_text())["engine_file"] == "orin.engine"
     assert sorted(p.name for p in engine.parent.iterdir()) == ["orin.engine", "orin.engine.json"]  # no temp files
+
+
+def test_a_batch_the_graph_cannot_select_per_image_is_refused_before_tensorrt(tmp_path: Path) -> None:
+    """A graph whose NMS takes the whole batch as one list (boxes [1, B x N, 4], as exports before
+    the per-image selection were) overflows TensorRT's 5000 boxes per batch item from some batch:
+    export/build.py refuses the plan with exit 2, naming the node and the limit, before TensorRT is
+    imported (so it runs here). The per-image graph (boxes [B, N, 4]) passes the check."""
+    from export.graph_checks import batch_limit_issues
+
+    merged = fx.make_model(nms="merged")
+    (err,) = batch_limit_issues(merged, 2)
+    assert "'/rpn/NonMaxSuppression' gets 8192 boxes per batch item at batch 2" in err and "5000" in err
+    assert batch_limit_issues(merged, 1) == [] and batch_limit_issues(fx.make_model(nms="per_image"), 8) == []
+    for kind, refused in (("merged", True), ("per_image", False)):
+        path = fx.write_model(tmp_path / f"{kind}.onnx", nms=kind)
+        res = _run_blocked("--onnx", str(path), "--precision", "fp16", "--output", str(tmp_path / f"{kind}.engine"),
+                           "--target", str(TARGETS / "datacenter-fp16.toml"))  # batch 1..8
+        assert res.returncode == 2 and ("NonMaxSuppression" in res.stderr) is refused, res.stderr
+        assert ("TensorRT is not installed" in res.stderr or "No engine was built" in res.stderr) is not refused

@@ -163,6 +163,38 @@ def test_health_metrics_and_dynamic_batching(server: RFNetServer, images: list[P
     assert inferences == 8 and executions < 8  # the dynamic batcher grouped requests (max batch 4)
 
 
+def test_concurrent_clients_each_get_what_their_image_gets_alone(server: RFNetServer, contract_onnx: Path,
+                                                                  contract, tmp_path: Path) -> None:
+    """8 different images sent at once by 8 clients: the dynamic batcher groups them (max batch 4),
+    and each answer equals what runtime/infer.py gives that image alone (the model's selection is
+    per image: a batch does not mix its images)."""
+    specs = tuple((f"img{i}.png", 280 + 20 * i, 300 + 15 * i, 60 + 20 * i) for i in range(8))
+    paths = contract.write_images(tmp_path / "eight", specs)
+    ref = tmp_path / "ref"
+    assert infer_main(["--model", str(contract_onnx), "--input", str(paths[0].parent), "--output", str(ref),
+                       "--no-progress", "--no-report"]) == 0
+    alone = read_rows(ref / "results.csv")
+
+    def one(path: Path) -> dict:
+        c = TritonSegmentClient(server.urls["http"])
+        try:
+            answer = c.segment(path.read_bytes())
+            assert answer.error == ""
+            return answer.values
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, paths))
+    for path, values in zip(paths, answers):
+        row = alone[path.stem]
+        for key in ("gradable", "score", *CDR, "disc_x0", "disc_y0", "disc_x1", "disc_y1"):
+            want = row[key]
+            got = values[key]
+            assert (want == "" and got is None) or float(want) == pytest.approx(float(got), abs=1e-5), (path.name, key)
+    assert len({row["disc_x1"] for row in alone.values()}) > 1  # the images differ
+
+
 def test_start_and_stop_cleanly(contract_onnx: Path, tmp_path: Path, images: list[Path]) -> None:
     # one instance: the default and the GPU setting. Two start here too, but PyTriton gives a second
     # instance's stub a hard-coded 1 s to reach the first (README, "Serving"): flaky on a starved CPU.

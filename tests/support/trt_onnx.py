@@ -32,6 +32,7 @@ def make_model(
     precision_meta: str | None = None,
     gridsample: dict[str, object] | None = None,
     conv_name: str = "/fpn/conv",
+    nms: str | None = None,
 ) -> onnx.ModelProto:
     """A tiny graph with two RoiAlign nodes (and, with ``gridsample``, a GridSample of the pooled
     features with those attributes, as the polar mask branch has)."""
@@ -51,6 +52,16 @@ def make_model(
         x = "xdq"
     nodes.append(helper.make_node("Conv", [x, "conv_w"], ["p2"], name=conv_name))
     feat = "p2"
+    if nms is not None:  # an RPN-like NMS over the conv's cells: 4096 boxes per image
+        shape = [0, -1, 4] if nms == "per_image" else [1, -1, 4]  # per image, or the batch merged into one list
+        inits.append(numpy_helper.from_array(np.array(shape, np.int64), "nms_shape"))
+        inits += [numpy_helper.from_array(np.array([100], np.int64), "nms_max"),
+                  numpy_helper.from_array(np.array([0.7], np.float32), "nms_iou")]
+        nodes += [helper.make_node("Reshape", ["p2", "nms_shape"], ["nms_boxes"], name="/rpn/Reshape"),
+                  helper.make_node("ReduceMax", ["nms_boxes"], ["nms_s"], axes=[2], keepdims=1, name="/rpn/ReduceMax"),
+                  helper.make_node("Transpose", ["nms_s"], ["nms_scores"], perm=[0, 2, 1], name="/rpn/Transpose"),
+                  helper.make_node("NonMaxSuppression", ["nms_boxes", "nms_scores", "nms_max", "nms_iou"], ["nms_sel"],
+                                   name="/rpn/NonMaxSuppression")]
     if fp16:
         nodes += [helper.make_node("Cast", ["p2"], ["p2_h"], to=TensorProto.FLOAT16, name="cast_h"),
                   helper.make_node("Relu", ["p2_h"], ["p2_hr"], name="relu_h"),
@@ -72,11 +83,12 @@ def make_model(
         inits.append(numpy_helper.from_array(np.zeros((3, 7, 7, 2), np.float32), "grid"))
         nodes.append(helper.make_node("GridSample", ["maxed", "grid"], ["pooled"], name="/mask_head/GridSample",
                                       **gridsample))
+    outputs = [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [3, 4, 7, 7])]
+    if nms is not None:
+        outputs.append(helper.make_tensor_value_info("nms_sel", TensorProto.INT64, [None, 3]))
     graph = helper.make_graph(
         nodes, "tiny_rfnet_pooling",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch_dim, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [3, 4, 7, 7])],
-        inits,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch_dim, 3, SIZE, SIZE])], outputs, inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8

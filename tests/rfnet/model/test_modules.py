@@ -7,7 +7,7 @@ import torch
 from rfnet.config import AnchorConfig, MaskHeadConfig, RoIHeadConfig, RPNConfig
 from rfnet.model.anchors import AnchorGenerator
 from rfnet.model.backbone import MobileNetV1, build_backbone, scaled_channels
-from rfnet.model.boxes import BoxCoder, batched_nms_static, fpn_levels, jitter_boxes, match_boxes
+from rfnet.model.boxes import BoxCoder, fpn_levels, jitter_boxes, match_boxes, per_image_nms
 from rfnet.model.fpn import FPN
 from rfnet.model.mask_head import MultiClassMaskHead
 from rfnet.model.pooling import FusionFeaturePooling, PyramidFeaturePooling, build_mask_pooler, level_select, make_rois
@@ -94,13 +94,23 @@ def test_jitter_boxes_moves_each_side_within_its_bound() -> None:
         jitter_boxes(boxes, 0, 0.1)
 
 
-def test_batched_nms_static_matches_torchvision_when_traced() -> None:
+def test_per_image_nms_keeps_groups_apart_and_each_image_to_itself() -> None:
+    """One NMS per image, groups (pyramid levels) apart; traced (one ONNX NonMaxSuppression over
+    the batch axis) it keeps the same boxes as eagerly, and an image's result does not depend on
+    the other images of the batch."""
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
     groups = torch.tensor([0, 0, 1, 1])
-    eager = batched_nms_static(boxes, scores, groups, 0.5, 64)
-    traced = torch.jit.trace(lambda b, s, g: batched_nms_static(b, s, g, 0.5, 64), (boxes, scores, groups))
-    assert eager.tolist() == [0, 2, 3] and traced(boxes, scores, groups).tolist() == [0, 2, 3]
+    batch_boxes = torch.stack((boxes, boxes.flip(0)))  # the second image: the same boxes, reversed
+    batch_scores = torch.stack((scores, scores))
+    batch_groups = torch.stack((groups, groups.flip(0)))
+    eager = per_image_nms(batch_boxes, batch_scores, 0.5, batch_groups, 64)
+    assert eager[0].tolist() == pytest.approx([0.9, -1, 0.7, 0.6])  # box 1 suppressed by box 0, same group
+    assert eager[1].tolist() == pytest.approx([0.9, 0.8, 0.7, -1])  # image 2: box 3 loses to box 2, same group
+    alone = per_image_nms(batch_boxes[1:], batch_scores[1:], 0.5, batch_groups[1:], 64)
+    torch.testing.assert_close(alone[0], eager[1])
+    traced = torch.jit.trace(lambda b, s, g: per_image_nms(b, s, 0.5, g, 64), (batch_boxes, batch_scores, batch_groups))
+    torch.testing.assert_close(traced(batch_boxes, batch_scores, batch_groups), eager)
 
 
 def _rois(n: int, b: int, size: int = 128) -> torch.Tensor:
