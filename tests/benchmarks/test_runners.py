@@ -149,3 +149,34 @@ def test_pytorch_cuda_runners(tmp_path: Path, bench_data: Path) -> None:
     graph = res["pytorch-cuda-graph"]
     assert graph["status"] == "ok" or "CUDA-graph capture" in graph["reason"]
     assert rc in (0, 1)  # random weights: CUDA vs CPU masks may differ; the verdict is reported either way
+
+
+def test_profile_groups_nodes_by_part_of_the_network(tmp_path) -> None:
+    """benchmarks/profile_model.py: ONNX Runtime's per-node kernel times summed by part (exporter
+    scopes, fused-node names, the selection / resampling ops apart) on a real small export."""
+    import numpy as np
+    import onnx
+
+    from benchmarks import profile_model
+    from export.export_onnx import export_model
+    from tests.support.small_model import small_config, spread_heads
+    import torch
+
+    from rfnet.model import build_model
+
+    assert profile_model.group_of("fused /head/fc6/Gemm", "FusedGemm") == "box head"
+    assert profile_model.group_of("/rpn/NonMaxSuppression", "NonMaxSuppression") == "NMS / TopK"
+    assert profile_model.group_of("/mask_head/GridSample", "GridSample") == "GridSample (polar resampling)"
+    assert profile_model.group_of("/backbone/blocks.0/Clip_output_0_nchwc", "Conv") == "backbone"
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    spread_heads(model)
+    path = tmp_path / "m.onnx"
+    onnx.save(export_model(model, cfg, batch=1, opset=17, do_simplify=False), str(path))
+    rng = np.random.default_rng(0)
+    result = profile_model.profile(path, [rng.integers(0, 255, (160, 200, 3), dtype=np.uint8) for _ in range(2)], 1)
+    groups = result["groups_ms_per_image"]
+    assert groups["backbone"] > 0 and groups["FPN"] > 0 and groups["RoiAlign"] > 0 and groups["NMS / TopK"] > 0
+    assert sum(groups.values()) == pytest.approx(result["kernel_ms_per_image"])
+    assert "| backbone |" in profile_model.markdown(result)
