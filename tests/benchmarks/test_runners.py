@@ -172,8 +172,13 @@ def test_profile_groups_nodes_by_part_of_the_network(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     spread_heads(model)
+    from export.onnx_meta import write_model_metadata
+    from rfnet.common.contract import ModelMetadata
+
     path = tmp_path / "m.onnx"
-    onnx.save(export_model(model, cfg, batch=1, opset=17, do_simplify=False), str(path))
+    proto = export_model(model, cfg, batch=1, opset=17, do_simplify=False)
+    write_model_metadata(proto, ModelMetadata.from_config(cfg, precision="fp32", checkpoint_sha256="0" * 64))
+    onnx.save(proto, str(path))
     rng = np.random.default_rng(0)
     result = profile_model.profile(path, [rng.integers(0, 255, (160, 200, 3), dtype=np.uint8) for _ in range(2)], 1)
     groups = result["groups_ms_per_image"]
