@@ -120,7 +120,7 @@ class BuildPlan:
 
         Min-max by default: on the Drishti-trained light model the KL-entropy threshold search
         (2048-bin histogram, the algorithm of IInt8EntropyCalibrator2, run through ONNX Runtime)
-        clipped activations far harder than min-max (docs/results.md, "INT8"). DLA accepts only
+        clipped activations far harder than min-max (docs/lab/results-log.md, "INT8"). DLA accepts only
         IInt8EntropyCalibrator2, so a DLA build uses it.
         """
         return "entropy2" if self.dla_core is not None or self.calib_method == "entropy" else "minmax"

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 16  # RoiAlign coordinate_transformation_mode (half_pixel) exists from opset 16
 #: K of an export unless ``--top-k`` says otherwise. The runtime post-processes only the top
 #: detection (one optic disc per eye), and each detection's mask is computed on its own, so K=1
-#: gives the same final masks as the paper's K=10 for about half the model time (docs/benchmarks.md).
+#: gives the same final masks as the paper's K=10 for about half the model time (docs/lab/benchmarks-log.md).
 #: Export K=10 (``--top-k 10``) to reproduce the paper's inference, to look at the other detections
 #: (e.g. a second, rejected disc candidate), or for a consumer of the ONNX that reads all K.
 SCREENING_TOP_K = 1

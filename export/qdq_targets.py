@@ -3,7 +3,7 @@
 * ``tensorrt`` (the default): symmetric int8 activations (TensorRT takes only zero point 0),
   float consumers rerouted to the unrounded tensors (TensorRT's explicit quantization places
   Q/DQ only in front of the layers that run in INT8), the stem and MobileNet blocks 0-5 float
-  (measured in docs/results.md). These are :class:`export.quantize.QuantizeOptions`' defaults.
+  (measured in docs/lab/results-log.md). These are :class:`export.quantize.QuantizeOptions`' defaults.
 * ``onnxruntime`` (its CPU provider): uint8 activations and float consumers reading the
   DequantizeLinear. ONNX Runtime's x86 integer kernels are U8S8; with int8 activations it
   converts a Q/DQ pair to uint8 only when the tensor has a single consumer, so a layer between

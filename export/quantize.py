@@ -39,11 +39,11 @@ TensorRT-specific choices (see field notes section 1-2):
   INT8 mask heads are the known source of degraded Mask R-CNN masks.
 * The stem and first MobileNet blocks stay float too (``--float-input-layers``, default 13):
   on the Drishti-trained model they, not the heads, carried the INT8 Dice loss (measured per
-  choice of float layers in docs/results.md, "INT8 on this fold").
+  choice of float layers in docs/lab/results-log.md, "INT8 on this fold").
 * Min-max activation ranges by default. ONNX Runtime's own "entropy" is min-max in disguise
   (128 histogram bins for 128 levels leave the KL search one candidate); with TensorRT's
   2048 bins (:func:`calibrated_ranges`) the KL threshold clipped the Drishti-trained model far
-  too hard (docs/results.md). ``--method entropy|percentile`` stay available.
+  too hard (docs/lab/results-log.md). ``--method entropy|percentile`` stay available.
 * Q/DQ on layer outputs too (ONNX Runtime's layout, which its CPU provider fuses into
   int8-in/int8-out QLinearConv; TensorRT fuses it as well); ``--inputs-only`` gives the
   ModelOpt-style placement (inputs of weighted layers only), which ONNX Runtime then runs
@@ -86,7 +86,7 @@ ACTIVATIONS: frozenset[str] = frozenset({"Clip", "Relu", "LeakyRelu"})
 #: The stem and MobileNet blocks 0-5 stay float by default: the early layers, not the heads,
 #: carried the INT8 cup-Dice loss on the Drishti-trained model, and keeping them float costs no
 #: ONNX Runtime CPU speed (they are memory-bound). The measurements behind the choice are in
-#: docs/results.md ("INT8 on this fold").
+#: docs/lab/results-log.md ("INT8 on this fold").
 DEFAULT_FLOAT_INPUT_LAYERS = 13
 
 @dataclass

@@ -129,12 +129,12 @@ class MaskHeadConfig:
     # pyramid at mask_size / 2 and / 4 unless unet_pyramid is off (rfnet.model.unet_head; not in
     # the paper). The U-Net has unet_depth pooling steps and unet_channels at full resolution
     # (doubling per step). With the pyramid it was cross-validated and not kept; image-only, it is
-    # the mid preset's branch (docs/results.md).
+    # the mid preset's branch (docs/lab/results-log.md).
     branch: MaskBranchKind = "streams"
     unet_channels: int = 16
     unet_depth: int = 4
     # False: the U-Net sees only the pooled image, not the pyramid (no gradient from the mask
-    # loss reaches the backbone), as in the screen with the true disc box (docs/results.md).
+    # loss reaches the backbone), as in the screen with the true disc box (docs/lab/results-log.md).
     unet_pyramid: bool = True
     # True: the image-only U-Net segments each RoI in polar coordinates about its centre (M-Net,
     # Fu et al. 2018: disc and cup become stacked bands) and its logits are mapped back to the RoI's
@@ -143,7 +143,7 @@ class MaskHeadConfig:
     # > 0 (needs unet_polar): this many angle columns from each end of the polar image are copied
     # round to the other end before the U-Net and its logits cropped back to S columns, so the
     # convolutions see across angle 0 / 2 pi instead of zero padding (without it the cup and disc
-    # outlines can step at 3 o'clock, docs/results.md). A multiple of 2 ** unet_depth.
+    # outlines can step at 3 o'clock, docs/lab/results-log.md). A multiple of 2 ** unet_depth.
     unet_polar_wrap: int = 0
     # True (needs unet_polar): every 3x3 conv of the U-Net pads the angle axis circularly (radius:
     # zeros), so no level of the U-Net sees an edge at angle 0; the wrap above only reaches
@@ -229,7 +229,7 @@ class TrainConfig:
 #: ``rfnet.min_disc_score`` existed.
 DEFAULT_MIN_DISC_SCORE = 0.015
 #: The ``mid`` preset's minimum disc score, calibrated by cross-validation of its recipe
-#: (``python -m rfnet.grading_calibration``, margin 0.5; docs/results.md, "Gradability of the mid
+#: (``python -m rfnet.grading_calibration``, margin 0.5; docs/lab/results-log.md, "Gradability of the mid
 #: preset"). A model trained with another recipe needs its own.
 MID_MIN_DISC_SCORE = 0.499
 
@@ -333,7 +333,7 @@ def light_config() -> ModelConfig:
 
 
 def mid_config() -> ModelConfig:
-    """Between light and paper, with the recipe that trains it on a 2-core CPU (docs/results.md).
+    """Between light and paper, with the recipe that trains it on a 2-core CPU (docs/lab/results-log.md).
 
     MobileNet-v1 width 0.5, FPN 64 channels; input letterboxed to 768 px (a Drishti-GS disc
     spans about 135 px of it, 90 px of a 512 input). The mask branch is a U-Net over the input
@@ -341,7 +341,7 @@ def mid_config() -> ModelConfig:
     along a tight box), resampled to polar coordinates about the box centre (disc and cup become
     stacked bands; M-Net), without the pyramid, and trained on jittered copies of the
     ground-truth disc box rather than on proposals: the boxes it meets at test time (not in the
-    paper; 5-fold cross-validated, docs/results.md). Training: 1500 iterations of AdamW (lr 1e-3,
+    paper; 5-fold cross-validated, docs/lab/results-log.md). Training: 1500 iterations of AdamW (lr 1e-3,
     weight decay 0.01) with a cosine learning rate, in float32, on 512 px crops of the 768 px
     input that contain the disc, flips and quarter turns plus zoom (x1.25), rotation (+-15
     degrees), shift (10 %) and colour jitter (20 %).
@@ -354,7 +354,7 @@ def mid_config() -> ModelConfig:
         rpn=_cpu_rpn(),
         roi_heads=RoIHeadConfig(representation_size=512, batch_size_per_image=128),
         # channels / convs are the two-stream branch's: kept so that the earlier recipes train again
-        # with the --set options docs/results.md names (the Cartesian U-Net with FPN 128 until
+        # with the --set options docs/lab/results-log.md names (the Cartesian U-Net with FPN 128 until
         # 2026-12-05: fpn.out_channels=128, mask_head.unet_polar=false).
         mask_head=MaskHeadConfig(channels=128, num_convs=2, num_fused_convs=2, max_positive_rois=8, box_scale=1.2,
                                  branch="unet", mask_size=128, unet_pyramid=False, unet_polar=True,

@@ -19,7 +19,7 @@ are written for it (they would carry a segmentation no confident disc backs) unl
 
 By default each mask is written once, in the REFUGE map (it holds disc and cup); the separate
 PNGs are ``--save masks`` (or ``all``). Overlays are JPEG (quality 95) unless PNG is asked for:
-PNG-encoding a 3.6 MP photograph costs more than the light model itself (docs/benchmarks.md).
+PNG-encoding a 3.6 MP photograph costs more than the light model itself (docs/lab/benchmarks-log.md).
 ``runtime.writer`` runs an :class:`OutputWriter` in a background thread, off the inference loop.
 
 Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an

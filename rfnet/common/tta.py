@@ -10,7 +10,7 @@ predictions cancels part of the model's left-right noise. The merge works on the
 * when both top detections are real (score > 0) and overlap (IoU >= :data:`MIN_IOU`), slot 0
   becomes their mean box, mean score and mean masks; otherwise the plain view's outputs stay.
 
-Cost: twice the model time (docs/benchmarks.md).
+Cost: twice the model time (docs/lab/benchmarks-log.md).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The experts' scale of a dataset's vertical CDR (torch-free): ``train.fit_expert_scale``.
 
 Drishti-GS's experts give each image a CDR (``<id>_cdrValues.txt``) that is larger than the
-vertical CDR of the all-agree masks a model is trained on (docs/results.md, "A floor under the
+vertical CDR of the all-agree masks a model is trained on (docs/lab/results-log.md, "A floor under the
 MAE against the experts"). :func:`dataset_expert_scale` fits the line from the masks' vCDR to
 the experts' mean over a dataset's ground truth (a training split only), so a model can report
 its vCDR on the experts' scale too (``grading.vcdr_expert_scale``, ``rfnet.vcdr_expert_scale``).

@@ -2,7 +2,7 @@
 
 The paper's branch (:mod:`rfnet.model.mask_head`) sees each RoI only through the pyramid
 pooled at 56 x 56 from P2..P5, whose finest level has stride 4; on Drishti-GS it draws an
-average cup whatever the eye (docs/results.md). This branch segments the input image itself,
+average cup whatever the eye (docs/lab/results-log.md). This branch segments the input image itself,
 pooled over the RoI at ``S x S`` (stride about 1 at the 768 px input), with a small U-Net,
 and feeds it the Fusion Feature Pooling streams where their resolution matches::
 

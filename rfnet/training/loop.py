@@ -43,7 +43,7 @@ def resolve_bf16(requested: bool, device_type: str = "cpu") -> bool:
 
     bf16 is meant as a speed option, so a machine without it trains the same recipe in float32
     rather than crawl through emulation (a preset's cross-validated figures are those of the
-    precision it was trained in; docs/results.md says which).
+    precision it was trained in; docs/lab/results-log.md says which).
     """
     if requested and not native_bf16(device_type):
         log.warning("train.bf16 is set but this %s has no native bfloat16 (CPU: AVX512_BF16 or AMX): "

@@ -35,7 +35,7 @@ def test_unknown_preset_and_keys_are_named() -> None:
 
 
 def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() -> None:
-    """The mid preset's min disc score (cross-validated, docs/results.md) reaches rfnet.min_disc_score
+    """The mid preset's min disc score (cross-validated, docs/lab/results-log.md) reaches rfnet.min_disc_score
     through a checkpoint's config JSON, unlike the provisional default of the other presets."""
     from rfnet.common.contract import ModelMetadata
     from rfnet.config import DEFAULT_MIN_DISC_SCORE, MID_MIN_DISC_SCORE, ModelConfig
@@ -46,7 +46,7 @@ def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() 
 
 
 def test_mid_preset_is_the_cross_validated_recipe() -> None:
-    """The mid preset is the recipe whose 5-fold cross-validation docs/results.md reports: the
+    """The mid preset is the recipe whose 5-fold cross-validation docs/lab/results-log.md reports: the
     image-only polar U-Net branch at 128 x 128 trained on jittered ground-truth disc boxes, a
     64-channel FPN, float32 training (the folds trained in float32), 1500 AdamW iterations on
     512 px crops of 768 px."""
