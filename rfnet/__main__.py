@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import Callable
 
+from rfnet.common.cli import ExitCode
+
 #: verb -> (module whose main(argv) runs it, one line of help)
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("rfnet.train", "train a model on one dataset or several mixed by weight"),
@@ -57,17 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help"):
         print(usage())
-        return 0 if args else 2
+        return ExitCode.OK if args else ExitCode.USAGE
     verb, rest = args[0], args[1:]
     if verb not in VERBS:
         print(f"rfnet: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         run = resolve(verb)
     except ImportError as exc:
         print(f"rfnet: {exc}", file=sys.stderr)
-        return 2
-    return int(run(rest) or 0)
+        return ExitCode.USAGE
+    return int(run(rest) or ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def test_profile_prints_the_operators_of_the_timed_iterations(tmp_path: Path,
     out = capsys.readouterr().out
     assert "operators by self time over 2 iteration(s)" in out
     table = json.loads((tmp_path / "s.json").read_text())[0]["profile"]
-    assert "aten::convolution_backward" in table or "aten::mkldnn_convolution" in table
+    # which convolution kernel tops the self-time list varies from run to run on this tiny model
+    # (convolution_backward, mkldnn_convolution, _slow_conv2d_backward): one of them is there
+    assert re.search(r"aten::\w*conv\w*", table), table
     assert "Input Shapes" in table
     assert table.count("\n") >= 5  # header plus the rows asked for
 
