@@ -161,8 +161,8 @@ class OutputWriter:
         """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
         if result.gradable or UNGRADABLE in self.save:
             seg = result.segmentation
-            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(),
-                                        tuple(float(v) for v in np.asarray(seg.box).reshape(4)))
+            x0, y0, x1, y1 = (float(v) for v in np.asarray(seg.box).reshape(4))
+            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(), (x0, y0, x1, y1))
         else:
             written = self.write_ungradable(name, result.image, result.grade.reason)
         row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
