@@ -161,19 +161,46 @@ def letterbox_mask(mask: np.ndarray, lb: Letterbox) -> np.ndarray:
     return out.astype(bool) if m.dtype == np.bool_ else out
 
 
+def _affine(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per channel with ``(x - mean) / std == x * a + b``."""
+    a = 1.0 / np.asarray(std, dtype=np.float32)
+    return a, (-np.asarray(mean, dtype=np.float32) * a).astype(np.float32)
+
+
+def _normalize_into(out: np.ndarray, image: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """``out`` [3, h, w] float32 <- ``image`` [h, w, 3] uint8 * a + b, channel by channel (one pass
+    each, no float copy of the whole image: about 4x faster than the broadcast form)."""
+    for c in range(3):
+        np.multiply(image[:, :, c], a[c], out=out[c], dtype=np.float32)
+        out[c] += b[c]
+
+
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 [H, W, 3] RGB -> float32 [3, H, W] with ``(x - mean) / std`` per channel."""
+    """uint8 [H, W, 3] RGB -> float32 [3, H, W] with ``(x - mean) / std`` per channel (computed as
+    ``x * (1 / std) - mean / std``: equal within float32 rounding, 2.4e-7)."""
     img = _check_image(image)
-    m = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-    s = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
-    out = (img.astype(np.float32) - m) / s
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    a, b = _affine(mean, std)
+    out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    _normalize_into(out, img, a, b)
+    return out
 
 
 def preprocess(image: np.ndarray, input_cfg: InputConfig) -> tuple[np.ndarray, Letterbox]:
-    """RGB uint8 [H, W, 3] -> (float32 [3, S, S] network input, :class:`Letterbox`), S = input_cfg.size."""
-    boxed, lb = letterbox(image, input_cfg.size)
-    return normalize(boxed, input_cfg.mean, input_cfg.std), lb
+    """RGB uint8 [H, W, 3] -> (float32 [3, S, S] network input, :class:`Letterbox`), S = input_cfg.size.
+
+    The same values as ``normalize(letterbox(image))`` (black padding, normalised), written straight
+    into the output: the padding is filled with the normalised black, the content normalised once.
+    """
+    img = _check_image(image)
+    size = input_cfg.size
+    lb = Letterbox.compute(img.shape[0], img.shape[1], size)
+    new_h, new_w = lb.resized_shape
+    resized = img if (new_h, new_w) == img.shape[:2] else cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    a, b = _affine(input_cfg.mean, input_cfg.std)
+    out = np.empty((3, size, size), dtype=np.float32)
+    out[:] = b.reshape(3, 1, 1)  # black, normalised
+    _normalize_into(out[:, lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w], np.ascontiguousarray(resized), a, b)
+    return out, lb
 
 
 def preprocess_batch(images: Sequence[np.ndarray], input_cfg: InputConfig) -> tuple[np.ndarray, list[Letterbox]]:
