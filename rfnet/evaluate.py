@@ -35,6 +35,7 @@ import io
 import logging
 import math
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,7 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
                    for name, rows in by_dataset(result.rows).items()}
     summary = {
         "checkpoint": str(args.checkpoint),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": args.dataset,
         "data_root": None if args.data_root is None else str(args.data_root),
         "data": args.data,

@@ -157,10 +157,14 @@ def ensure_thumbnails(folder: Path) -> int:
     return n
 
 
-def _svg_frame(body: str, title: str, xlabel: str, ylabel: str) -> str:
+def _svg_frame(body: str, title: str, xlabel: str, ylabel: str, ticks: bool = True) -> str:
+    """The plot frame ([0,1] on both axes, tick labels at 0, 0.5 and 1 unless ``ticks`` is off) round ``body``."""
+    marks = "".join(f'<text x="{_xy(t, 0)[0]:.0f}" y="222" text-anchor="middle" font-size="9">{t:g}</text>'
+                    f'<text x="36" y="{_xy(0, t)[1] + 3:.0f}" text-anchor="end" font-size="9">{t:g}</text>'
+                    for t in (0, 0.5, 1)) if ticks else ""
     return (f'<figure><svg viewBox="0 0 320 240" width="320" height="240" role="img" aria-label="{html.escape(title)}">'
             '<rect x="40" y="10" width="270" height="200" fill="none" stroke="#999"/>'
-            f'{body}<text x="175" y="235" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>'
+            f'{marks}{body}<text x="175" y="235" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>'
             f'<text x="12" y="110" text-anchor="middle" font-size="11" transform="rotate(-90 12 110)">'
             f'{html.escape(ylabel)}</text></svg><figcaption>{html.escape(title)}</figcaption></figure>')
 
@@ -181,7 +185,7 @@ def histogram_svg(values: list[float], bins: int = 20) -> str:
     axis = "".join(f'<text x="{_xy(t, 0)[0]:.0f}" y="222" text-anchor="middle" font-size="9">{t:.1f}</text>'
                    for t in (0, 0.25, 0.5, 0.75, 1.0))
     return _svg_frame("".join(bars) + axis + f'<text x="44" y="22" font-size="9">max {top}</text>',
-                      f"vCDR of the {len(values)} gradable images", "vCDR", "images")
+                      f"vCDR of the {len(values)} gradable images", "vCDR", "images", ticks=False)
 
 
 def scatter_svg(pred: list[float], true: list[float]) -> str:
@@ -218,10 +222,15 @@ def _model_lines(summary: dict[str, Any], kind: str) -> list[tuple[str, str]]:
              ("referral threshold (vCDR)", "none: the model has no referral threshold" if referral is None
               else f"{float(referral):.3f}" + (" on the experts' scale" if info.get("vcdr_expert_scale") else "")),
              ("run", f"{kind}, {summary.get('created_utc') or 'date not recorded'}"),
-             ("input", str(summary.get("input") or summary.get("data_root") or summary.get("data") or ""))]
+             ("input", _text(summary.get("input") or summary.get("data_root") or summary.get("data") or ""))]
     if settings:
         lines.append(("settings", ", ".join(f"{k} {v}" for k, v in sorted(settings.items()))))
     return lines
+
+
+def _text(value: Any) -> str:
+    """A summary value as one line: lists joined with "; "."""
+    return "; ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _counts(rows: list[ReportRow]) -> list[tuple[str, str]]:
