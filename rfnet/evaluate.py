@@ -50,10 +50,10 @@ from rfnet.common.imageio import write_image
 from rfnet.common.metrics import cdr_agreement, glaucoma_classification, to_refuge_seg
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.viz import overlay
-from rfnet.data import DATASET_NAMES, Sample, SampleError
+from rfnet.data import Sample, SampleError
 from rfnet.data.mixture import load_mixture
 from rfnet.data.splits import held_out_fold
-from rfnet.training.datasets import DataSelection
+from rfnet.training.datasets import DataSelection, add_data_arguments, data_specs
 from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="outputs: per_image.csv, summary.json, segmentation/<name>.bmp (REFUGE 0/128/255), overlays/<name>.jpg",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint written by rfnet.train (checkpoint_best.pt)")
-    p.add_argument("--dataset", choices=DATASET_NAMES, help="dataset layout (or --data)")
-    p.add_argument("--data-root", help="dataset root folder (or --data)")
-    p.add_argument("--data", action="append", metavar="SPEC",
-                   help="score several datasets in one run, repeatable: kind=K,root=PATH[,split=S][,OPTION=V] as in "
-                        "rfnet.train (e.g. kind=rim-one-dl,root=R,split=test,partition=randomly); the summary reports "
-                        "each dataset apart, and --fold picks each dataset's fold as rfnet.train --data does")
+    add_data_arguments(p, required_unless="--data")
     p.add_argument("--split", help="split to evaluate (REFUGE: train|validation|test; folder: ROOT/<split>/ or ROOT)")
     p.add_argument("--fold", type=int, help="evaluate only the validation fold K of a k-fold split (as in rfnet.train)")
     p.add_argument("--folds", type=int, default=5, help="number of folds for --fold (default 5)")
@@ -200,7 +195,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         device = resolve_device(args.device)
     except RuntimeError as exc:  # torch's own message for a malformed device string, or no GPU
         raise UsageError(str(exc)) from None
-    ds = load_mixture(DataSelection(args.dataset, args.data_root, args.split, data=args.data).sources(),
+    ds = load_mixture(DataSelection(args.dataset, args.data_root, args.split,
+                                    data=data_specs(args.data, args.data_config)).sources(),
                       strict=args.strict)
     if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
         raise UsageError(f"--min-score must be in [0, 1), got {args.min_score}")

@@ -30,10 +30,10 @@ import torch
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
-from rfnet.data import DATASET_NAMES, SampleError
+from rfnet.data import SampleError
 from rfnet.data.expert_scale import dataset_expert_scale
 from rfnet.data.torch_dataset import require_soft_masks
-from rfnet.training.datasets import DataSelection, data_specs, select_datasets
+from rfnet.training.datasets import DataSelection, add_data_arguments, data_specs, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
 from rfnet.training.loop import NonFiniteLossError
 from rfnet.training.overrides import apply_overrides
@@ -77,14 +77,7 @@ examples:
 """,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASET_NAMES, help="dataset layout (required unless --data or --resume)")
-    g.add_argument("--data-root", help="dataset root folder (required unless --data or --resume)")
-    g.add_argument("--data", action="append", metavar="SPEC",
-                   help="a dataset of a mixture, repeatable: kind=K,root=PATH[,split=S][,weight=W][,OPTION=V] "
-                        "(options: partition=randomly for RIM-ONE DL, soft_threshold=N for Drishti-GS); each is "
-                        "drawn in proportion to its weight whatever its size, and --fold splits each dataset on its own")
-    g.add_argument("--data-config", metavar="FILE",
-                   help="the mixture as a JSON list of {kind, root, split, weight, ...} objects (adds to --data)")
+    add_data_arguments(g, required_unless="--data or --resume")
     g.add_argument("--split", help="training split (default: the loader's train split; folder: ROOT itself)")
     g.add_argument("--val-split", help="validation split name (see below)")
     g.add_argument("--val-data-root", help="validation data root of the same dataset kind (see below)")

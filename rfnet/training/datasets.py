@@ -59,6 +59,22 @@ class DataSelection:
         return [DataSource(self.dataset, self.data_root, self.split)]
 
 
+def add_data_arguments(group: Any, *, required_unless: str) -> None:
+    """The data options shared by ``rfnet.train`` and ``rfnet.evaluate``: ``--dataset`` /
+    ``--data-root`` for one dataset, ``--data`` (repeatable) / ``--data-config`` for several."""
+    from rfnet.data import DATASET_NAMES
+
+    group.add_argument("--dataset", choices=DATASET_NAMES, help=f"dataset layout (required unless {required_unless})")
+    group.add_argument("--data-root", help=f"dataset root folder (required unless {required_unless})")
+    group.add_argument("--data", action="append", metavar="SPEC",
+                       help="a dataset of several, repeatable: kind=K,root=PATH[,split=S][,weight=W][,OPTION=V] "
+                            "(options: partition=randomly for RIM-ONE DL, soft_threshold=N for Drishti-GS); in training "
+                            "each is drawn in proportion to its weight whatever its size; --fold splits each dataset "
+                            "on its own; evaluations report each dataset apart")
+    group.add_argument("--data-config", metavar="FILE",
+                       help="the datasets as a JSON list of {kind, root, split, weight, ...} objects (adds to --data)")
+
+
 def data_specs(data: list[str] | None, config: str | None) -> list[str] | None:
     """``--data`` strings plus the sources of ``--data-config FILE`` (as strings), or None."""
     specs = list(data or [])
