@@ -119,11 +119,6 @@ class MaskHeadConfig:
     # as in the paper): a disc outline may then extend past a slightly too tight box instead
     # of being cut straight along it. Stored in the export metadata (rfnet.mask_box_scale).
     box_scale: float = 1.0
-    # > 0: a third stream pools the normalised input image itself over each RoI at mask_size
-    # (stride 1, where P2 has stride 4) through two 3x3 convs of this many channels and adds it
-    # to the fused features: the colour and brightness detail of the cup's pallor that the
-    # pyramid has averaged away. 0 = off, as in the paper.
-    image_channels: int = 0
     # "streams": the paper's two-stream branch over the pooled pyramid (rfnet.model.mask_head);
     # "unet": a U-Net over the input image pooled at mask_size x mask_size, fed the pooled
     # pyramid at mask_size / 2 and / 4 unless unet_pyramid is off (rfnet.model.unet_head; not in
@@ -140,14 +135,8 @@ class MaskHeadConfig:
     # Fu et al. 2018: disc and cup become stacked bands) and its logits are mapped back to the RoI's
     # Cartesian grid (rfnet.model.unet_head); outputs unchanged. Needs unet_pyramid = False.
     unet_polar: bool = False
-    # > 0 (needs unet_polar): this many angle columns from each end of the polar image are copied
-    # round to the other end before the U-Net and its logits cropped back to S columns, so the
-    # convolutions see across angle 0 / 2 pi instead of zero padding (without it the cup and disc
-    # outlines can step at 3 o'clock, docs/lab/results-log.md). A multiple of 2 ** unet_depth.
-    unet_polar_wrap: int = 0
     # True (needs unet_polar): every 3x3 conv of the U-Net pads the angle axis circularly (radius:
-    # zeros), so no level of the U-Net sees an edge at angle 0; the wrap above only reaches
-    # unet_polar_wrap / 2 ** level columns at each level. No extra columns, same parameters.
+    # zeros), so no level of the U-Net sees an edge at angle 0. No extra columns, same parameters.
     unet_polar_circular: bool = False
     # Where the mask branch's training RoIs come from: "proposals" (paper, Mask R-CNN: the
     # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
@@ -207,10 +196,6 @@ class TrainConfig:
     # "step": x lr_gamma every lr_step_epochs (paper); "cosine": half-cosine decay to 0 over
     # all epochs after the warm-up.
     lr_schedule: Literal["step", "cosine"] = "step"
-    # Mask targets from the experts' agreement (Drishti-GS soft maps: the fraction of the 4
-    # experts marking each pixel) instead of the binary masks; boxes, validation and evaluation
-    # keep the binary masks. Needs a dataset with soft maps (rfnet.data.FundusDataset.soft_masks).
-    soft_targets: bool = False
     # Fit grading.vcdr_expert_scale on the training images' ground truth before training (needs
     # a dataset with the experts' CDRs, Drishti-GS; the images' masks are read once more).
     fit_expert_scale: bool = False
@@ -290,9 +275,36 @@ class ModelConfig:
         return _from_dict(cls, data, "config")
 
 
+#: Options cross-validation rejected, removed from the model: ``key -> (the value that meant "off",
+#: the last commit that had the option)``. A stored config with the "off" value loads (the key is
+#: dropped); one that used the option is refused, naming the commit to load it with.
+REMOVED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "config.mask_head.image_channels": (0, "cd70f7e"),
+    "config.mask_head.unet_polar_wrap": (0, "cd70f7e"),
+    "config.train.soft_targets": (False, "cd70f7e"),
+}
+
+
+def _drop_removed(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` without the :data:`REMOVED_OPTIONS` it holds at their "off" value; UsageError for one in use."""
+    out = dict(data)
+    for key in list(out):
+        removed = REMOVED_OPTIONS.get(f"{where}.{key}")
+        if removed is None:
+            continue
+        off, commit = removed
+        if out[key] != off:
+            raise UsageError(f"{where}.{key} = {out[key]!r}: this option was removed (cross-validation did not adopt "
+                             f"it; docs/lab/results-log.md); the last version that had it is commit {commit}: load this "
+                             "checkpoint with that version")
+        del out[key]
+    return out
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise UsageError(f"{where}: expected a mapping, got {type(data).__name__}")
+    data = _drop_removed(data, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

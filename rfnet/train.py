@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import SampleError
 from rfnet.data.expert_scale import dataset_expert_scale
-from rfnet.data.torch_dataset import require_soft_masks
 from rfnet.training.datasets import DataSelection, add_data_arguments, data_specs, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
 from rfnet.training.loop import NonFiniteLossError
@@ -230,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--folds must be >= 2")
         sel = _selection(args)
         train_ds, val_ds, val_desc = select_datasets(sel)
-        if cfg.train.soft_targets:
-            require_soft_masks(train_ds)
         if cfg.train.fit_expert_scale and state is None:
             (a, b), n = dataset_expert_scale(train_ds)
             cfg.grading.vcdr_expert_scale = (a, b)

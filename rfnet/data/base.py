@@ -64,16 +64,6 @@ class FundusDataset(Sequence[Sample]):
         """Additional meta fields for an entry (e.g. expert CDRs); default none."""
         return {}
 
-    #: Whether :meth:`soft_masks` gives graded masks (the experts' agreement) for this dataset.
-    has_soft_masks = False
-
-    def soft_masks(self, index: int) -> np.ndarray:
-        """uint8 [H, W, 2] graded masks of item ``index`` (disc, cup; 0..255 = the fraction of
-        the experts marking the pixel, cup <= disc), for training on soft targets. Raises
-        :class:`SampleError` for an unreadable file; ``NotImplementedError`` where the dataset
-        has none (``has_soft_masks`` False)."""
-        raise NotImplementedError(f"the {self.dataset_name} dataset has no soft (graded) masks")
-
     # -- access --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.entries)

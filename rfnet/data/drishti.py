@@ -23,7 +23,7 @@ import numpy as np
 
 from rfnet.common.imageio import list_images
 from rfnet.data.base import Entry, FundusDataset, normalize_split, read_mask_checked, require_dirs
-from rfnet.data.sample import DatasetLayoutError, Problem, SampleError
+from rfnet.data.sample import DatasetLayoutError, Problem
 from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ class DrishtiDataset(FundusDataset):
         disc = read_mask_checked(entry.name, entry.masks["disc"]) >= self.soft_threshold
         cup = read_mask_checked(entry.name, entry.masks["cup"]) >= self.soft_threshold
         return disc, cup, entry.masks["disc"]
-
-    has_soft_masks = True
-
-    def soft_masks(self, index: int) -> np.ndarray:
-        """The experts' soft maps of item ``index`` as uint8 [H, W, 2] (disc, cup), the cup
-        clipped to the disc (as :func:`rfnet.data.sample.make_sample` clips the binary cup)."""
-        entry = self.entries[index]
-        disc = read_mask_checked(entry.name, entry.masks["disc"])
-        cup = read_mask_checked(entry.name, entry.masks["cup"])
-        if disc.shape != cup.shape:
-            raise SampleError(entry.name, entry.masks["cup"],
-                              f"soft map size {cup.shape[0]}x{cup.shape[1]} differs from the disc map's {disc.shape[0]}x{disc.shape[1]}")
-        return np.stack([disc, np.minimum(cup, disc)], axis=-1)
 
     def extra_meta(self, entry: Entry) -> dict[str, Any]:
         """``expert_cdr`` (list of the experts' CDRs) and ``expert_cdr_mean``; None if absent."""

@@ -156,11 +156,6 @@ class MixedDataset(FundusDataset):
         src = self._source(entry)
         return {**src.extra_meta(entry), "dataset": src.dataset_name, "split": src.split}
 
-    def soft_masks(self, index: int) -> np.ndarray:
-        entry = self.entries[index]
-        src = self._source(entry)
-        return src.soft_masks(src.names.index(entry.name))
-
     @property
     def groups(self) -> dict[str, str] | None:
         return {e.name: self._source(e).dataset_name for e in self.entries}

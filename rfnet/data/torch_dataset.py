@@ -9,8 +9,7 @@ normalised::
     image   float32 [3, S, S]  (x - mean) / std, zero (black) padding before normalisation
     target  {"boxes": float32 [1, 4] xyxy in network-input pixels,
              "labels": int64 [1] = 1 (disc),
-             "masks": float32 [1, 2, S, S] (disc incl. cup, cup) at network-input resolution,
-                      0/1, or the experts' agreement in [0, 1] with ``train.soft_targets``}
+             "masks": float32 [1, 2, S, S] (disc incl. cup, cup) at network-input resolution, 0/1}
     meta    the sample's meta + "letterbox" (Letterbox) + "index" + "augment" (FlipRotate)
             (+ "affine": the 2x3 original -> input matrix on the geometric path)
 
@@ -38,7 +37,6 @@ from rfnet.data.augment import ColorJitter, FlipRotate
 from rfnet.data.base import FundusDataset
 from rfnet.data.geometry import GeometryJitter, random_view, warp_content, warp_image, warp_mask
 from rfnet.data.sample import Sample, SampleError, box_from_mask
-from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +63,6 @@ class FundusTorchDataset(Dataset[Item | None]):
         augment: override; defaults to ``train`` (and ``cfg.train.augment`` for a ModelConfig).
         strict: raise on a bad item instead of returning ``None``.
 
-    With ``cfg.train.soft_targets`` (training only) the mask targets are the loader's graded
-    masks (:meth:`~rfnet.data.base.FundusDataset.soft_masks`), moved by the same letterbox,
-    flips and warp as the image (bilinear on the warp path); a loader without them is a
-    :class:`~rfnet.errors.UsageError`.
-
     Augmentation randomness comes from torch's generator, so ``torch.manual_seed`` makes a
     run reproducible and DataLoader workers draw different transforms.
     """
@@ -93,32 +86,24 @@ class FundusTorchDataset(Dataset[Item | None]):
         self.geometry = GeometryJitter(t.scale_jitter, t.rotate_deg, t.translate, t.crop_size) if t else GeometryJitter()
         self.train = train
         self.strict = strict
-        self.soft_targets = bool(train and t is not None and t.soft_targets)
-        if self.soft_targets:
-            require_soft_masks(loader)
         #: items skipped in *this* process (DataLoader workers keep their own; use Batch.skipped)
         self.skipped: dict[str, str] = {}
-        self._cache: dict[int, tuple[Sample, np.ndarray | None]] | None = {} if cache else None
+        self._cache: dict[int, Sample] | None = {} if cache else None
 
-    def _sample(self, index: int) -> tuple[Sample, np.ndarray | None]:
-        """The sample and, with soft targets, its graded masks uint8 [H, W, 2]."""
+    def _sample(self, index: int) -> Sample:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         sample = self.loader[index]
-        soft = self.loader.soft_masks(index) if self.soft_targets else None
-        if soft is not None and soft.shape[:2] != sample.image.shape[:2]:
-            raise SampleError(sample.name, None, f"soft map size {soft.shape[0]}x{soft.shape[1]} differs from the "
-                              f"image size {sample.image.shape[0]}x{sample.image.shape[1]}")
         if self._cache is not None:
-            self._cache[index] = (sample, soft)
-        return sample, soft
+            self._cache[index] = sample
+        return sample
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __getitem__(self, index: int) -> Item | None:
         try:
-            sample, soft = self._sample(index)
+            sample = self._sample(index)
         except SampleError as exc:
             if self.strict:
                 raise
@@ -129,9 +114,9 @@ class FundusTorchDataset(Dataset[Item | None]):
         meta.update({"letterbox": lb, "index": int(index)})
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item())) if self.augment else None
         if rng is not None and self.geometry.active:
-            image, masks, box = self._warped(sample, soft, lb, rng, meta)
+            image, masks, box = self._warped(sample, lb, rng, meta)
         else:
-            image, masks, box = self._letterboxed(sample, soft, lb, rng, meta)
+            image, masks, box = self._letterboxed(sample, lb, rng, meta)
         x = normalize(image, self.input_cfg.mean, self.input_cfg.std)
         target = {
             "boxes": torch.from_numpy(box.astype(np.float32)).reshape(1, 4),
@@ -140,13 +125,12 @@ class FundusTorchDataset(Dataset[Item | None]):
         }
         return torch.from_numpy(x), target, meta
 
-    def _letterboxed(self, sample: Sample, soft: np.ndarray | None, lb: Letterbox, rng: np.random.Generator | None,
+    def _letterboxed(self, sample: Sample, lb: Letterbox, rng: np.random.Generator | None,
                      meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Paper path: letterbox, then exact flips / quarter turns (+ colour jitter).
         Returns (image uint8 [S,S,3], masks float32 [2,S,S], box [1,4])."""
         image, _ = letterbox(sample.image, lb.size)
-        maps = [sample.disc, sample.cup] if soft is None else [soft[:, :, 0], soft[:, :, 1]]
-        masks = np.stack([letterbox_mask(m, lb) for m in maps], axis=-1)  # [S,S,2]
+        masks = np.stack([letterbox_mask(m, lb) for m in (sample.disc, sample.cup)], axis=-1)  # [S,S,2]
         box = lb.boxes_to_input(sample.box[None].astype(np.float64))
         op = FlipRotate()
         if rng is not None:
@@ -157,9 +141,9 @@ class FundusTorchDataset(Dataset[Item | None]):
                 image, masks = op.apply_array(image), op.apply_array(masks)
                 box = op.apply_boxes(box, lb.size, lb.size)
         meta["augment"] = op
-        return image, _mask_target(masks, soft is not None), box
+        return image, _mask_target(masks), box
 
-    def _warped(self, sample: Sample, soft: np.ndarray | None, lb: Letterbox, rng: np.random.Generator,
+    def _warped(self, sample: Sample, lb: Letterbox, rng: np.random.Generator,
                 meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Geometric path: one affine warp from the original (flips, zoom, rotation, shift/crop);
         returns as :meth:`_letterboxed`."""
@@ -170,28 +154,19 @@ class FundusTorchDataset(Dataset[Item | None]):
             content = warp_content(sample.image.shape[:2], m, side)
             image = ColorJitter.random(rng, self.color_jitter).apply_masked(image, content)
         if not disc.any():  # a tiny disc lost to the warp: use the plain view of this item
-            return self._letterboxed(sample, soft, lb, rng, meta)
+            return self._letterboxed(sample, lb, rng, meta)
         cup &= disc
         meta.update({"augment": op, "affine": m})
-        masks = np.stack([disc, cup], axis=-1) if soft is None else warp_image(soft, m, side)
-        return image, _mask_target(masks, soft is not None), box_from_mask(disc)[None]
+        return image, _mask_target(np.stack([disc, cup], axis=-1)), box_from_mask(disc)[None]
 
     def collate(self, batch: list[Item | None]) -> Batch:
         """:func:`collate_fn` that knows the input size (for all-bad batches)."""
         return collate_fn(batch, self.input_cfg.size)
 
 
-def require_soft_masks(loader: FundusDataset) -> None:
-    """Raise :class:`~rfnet.errors.UsageError` when ``train.soft_targets`` cannot be met by ``loader``."""
-    if not loader.has_soft_masks:
-        raise UsageError(f"train.soft_targets: the {loader.dataset_name} dataset has no soft (graded) masks; "
-                         "only drishti-gs has (its experts' soft maps)")
-
-
-def _mask_target(masks: np.ndarray, soft: bool) -> np.ndarray:
-    """[S,S,2] bool masks or uint8 graded masks (0..255) -> float32 [2,S,S] in [0, 1]."""
-    out = np.moveaxis(masks, -1, 0).astype(np.float32)
-    return out / 255.0 if soft else out
+def _mask_target(masks: np.ndarray) -> np.ndarray:
+    """[S,S,2] bool masks -> float32 [2,S,S] of 0 / 1."""
+    return np.moveaxis(masks, -1, 0).astype(np.float32)
 
 
 def collate_fn(batch: list[Item | None], size: int = 0) -> Batch:

@@ -6,10 +6,6 @@ Each gets ``num_convs`` 3x3 conv + ReLU; the high stream is upsampled x2 with a 
 ``num_fused_convs`` 3x3 convs and a 1x1 predictor give ``num_classes`` logits per pixel
 (channel 0 disc incl. cup, channel 1 cup): ``[R, num_classes, S, S]``. The two channels are
 independent binary problems (sigmoid), as the paper treats OD and OC.
-
-With ``image_channels > 0`` (not in the paper) a third stream takes the input image pooled over
-the same RoI at ``S x S`` (``[R,3,S,S]``, stride 1), two 3x3 convs of ``image_channels`` and a 1x1
-conv to the branch width, added to the fused sum before the fused convs.
 """
 from __future__ import annotations
 
@@ -38,17 +34,13 @@ def init_mask_branch(branch: nn.Module) -> None:
 
 
 class MultiClassMaskHead(nn.Module):
-    """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2], image [R,3,S,S]) -> logits [R,num_classes,S,S]``.
-
-    ``image`` is used (and required) only with ``cfg.image_channels > 0``.
-    """
+    """``forward(low [R,Cin,S,S], high [R,Cin,S/2,S/2], image=None) -> logits [R,num_classes,S,S]``
+    (the image is not used: the paper's branch reads the pooled pyramid only)."""
 
     def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
         super().__init__()
         if cfg.num_convs < 0 or cfg.num_fused_convs < 0 or cfg.channels <= 0:
             raise ValueError("mask_head: num_convs/num_fused_convs must be >= 0 and channels > 0")
-        if cfg.image_channels < 0:
-            raise ValueError(f"mask_head.image_channels must be >= 0, got {cfg.image_channels}")
         c = cfg.channels
         self.pyramid_size = cfg.mask_size  # side of the pooled pyramid it takes (low stream)
         self.low = _conv_stack(in_channels, c, cfg.num_convs) if cfg.num_convs else nn.Conv2d(in_channels, c, 1)
@@ -56,23 +48,12 @@ class MultiClassMaskHead(nn.Module):
         self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2)
         self.relu = nn.ReLU(inplace=True)
         self.fused = _conv_stack(c, c, cfg.num_fused_convs)
-        self.image: nn.Module | None = None
-        if cfg.image_channels:
-            self.image = nn.Sequential(_conv_stack(3, cfg.image_channels, 2), nn.Conv2d(cfg.image_channels, c, 1))
         self.predictor = nn.Conv2d(c, cfg.num_classes, 1)
         init_mask_branch(self)
 
-    uses_pyramid = True  # forward always reads the two pooled pyramid streams
-
-    @property
-    def uses_image(self) -> bool:
-        """Whether :meth:`forward` needs the pooled image (``cfg.image_channels > 0``)."""
-        return self.image is not None
+    uses_pyramid = True  # forward reads the two pooled pyramid streams
+    uses_image = False  # and not the pooled input image
 
     def forward(self, low: Tensor, high: Tensor, image: Tensor | None = None) -> Tensor:
         x = self.low(low) + self.relu(self.upsample(self.high(high)))
-        if self.image is not None:
-            if image is None:
-                raise ValueError("this mask head has an image stream (mask_head.image_channels > 0): pass the pooled image")
-            x = x + self.image(image)
         return self.predictor(self.fused(x))

@@ -20,12 +20,9 @@ M-Net does (Fu et al., IEEE TMI 2018): the pooled image is resampled onto a radi
 stacked bands whose boundaries run across the image, and the U-Net's logits are resampled back onto
 the RoI's Cartesian grid, so outputs, losses and the export contract do not change. Both resamplings
 are fixed bilinear ``grid_sample`` grids (:func:`polar_grids`; ONNX ``GridSample``, opset 16).
-``unet_polar_wrap = W > 0`` copies W angle columns round each end of the polar image
-([R,3,S,S] -> [R,3,S,S+2W]) before the U-Net and crops its logits back to S columns, so the
-convolutions see across angle 0 instead of zero padding (the seam the resampling alone leaves);
-its reach shrinks with depth (W / 2 ** level columns). ``unet_polar_circular = True`` pads every
-3x3 convolution of the U-Net circularly along the angle instead (:class:`AngleCircularConv2d`), so
-no level sees an edge at angle 0 and the polar logits shift with the polar image.
+``unet_polar_circular = True`` pads every 3x3 convolution of the U-Net circularly along the angle
+(:class:`AngleCircularConv2d`), so no level sees an edge at angle 0 and the polar logits shift with
+the polar image.
 Every block is two 3x3 conv + BatchNorm + ReLU (BatchNorm folds into the convs at export).
 ``S = mask_size`` must be divisible by ``2 ** unet_depth``.
 """
@@ -124,18 +121,12 @@ class UNetMaskHead(nn.Module):
         self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
         self.uses_pyramid = cfg.unet_pyramid
         self.polar = cfg.unet_polar
-        if cfg.unet_polar_wrap and not self.polar:
-            raise ValueError("mask_head.unet_polar_wrap needs unet_polar=true")
         if cfg.unet_polar_circular and not self.polar:
             raise ValueError("mask_head.unet_polar_circular needs unet_polar=true")
         circular = cfg.unet_polar_circular
-        self.polar_wrap = cfg.unet_polar_wrap
         if self.polar:
             if self.uses_pyramid:
                 raise ValueError("mask_head.unet_polar needs unet_pyramid=false: the pyramid streams are Cartesian")
-            if cfg.unet_polar_wrap < 0 or cfg.unet_polar_wrap % (2 ** depth) or cfg.unet_polar_wrap > cfg.mask_size:
-                raise ValueError(f"mask_head.unet_polar_wrap ({cfg.unet_polar_wrap}) must be a multiple of 2 ** unet_depth "
-                                 f"({2 ** depth}) between 0 and mask_size ({cfg.mask_size})")
             to_polar, to_cartesian = polar_grids(cfg.mask_size)
             # constants of the graph, rebuilt from the config: not saved in checkpoints
             self.register_buffer("to_polar", to_polar, persistent=False)
@@ -169,9 +160,7 @@ class UNetMaskHead(nn.Module):
 
     def polar_logits(self, polar: Tensor) -> Tensor:
         """[R,3,S,S] polar image (rows radius, columns angle) -> [R,num_classes,S,S] polar logits."""
-        w = self.polar_wrap
-        logits = self._unet(wrap_columns(polar, w), {})
-        return logits[..., w:w + polar.shape[-1]] if w else logits
+        return self._unet(polar, {})
 
     def _unet(self, x: Tensor, side: dict[int, Tensor]) -> Tensor:
         skips: list[Tensor] = []

@@ -247,31 +247,14 @@ def _export_with_parity(model: torch.nn.Module, cfg: ModelConfig, stem: Path, pa
     return onnx.load(str(out)).graph
 
 
-def test_image_stream_exports_with_parity(parity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A model with the mask head's image stream (one more RoiAlign, on the input) keeps parity."""
-    from rfnet.model import build_model
-    from tests.support.small_model import small_config, spread_heads
-
-    cfg = small_config()
-    cfg.mask_head.image_channels = 4
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    spread_heads(model)
-    graph = _export_with_parity(model, cfg, tmp_path / "img", parity_dir, capsys)
-    image_rois = [n for n in graph.node if n.op_type == "RoiAlign" and n.input[0] == "image"]
-    assert len(image_rois) == 1 and _attrs(image_rois[0])["spatial_scale"] == 1.0
-
-
-@pytest.mark.parametrize("pyramid,polar,wrap,circular", [(True, False, 0, False), (False, False, 0, False),
-                                                          (False, True, 0, False), (False, True, 8, False),
-                                                          (False, True, 0, True)])
-def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: int, circular: bool, parity_dir: Path,
+@pytest.mark.parametrize("pyramid,polar,circular", [(True, False, False), (False, False, False),
+                                                     (False, True, False), (False, True, True)])
+def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, circular: bool, parity_dir: Path,
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The U-Net mask branch (mask_head.branch = "unet": the input image pooled over each RoI,
     BatchNorm in eval mode) exports and keeps parity with PyTorch; image-only
     (``unet_pyramid=False``), its graph pools no pyramid level at the mask's S/2 and S/4; polar
-    (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes, with or without the
-    angle wrap (``unet_polar_wrap``: a Concat before the U-Net and a Slice after) or circular
+    (``unet_polar``), its two fixed resamplings are ONNX GridSample nodes, with or without circular
     padding (``unet_polar_circular``: a Concat and a Pad before each 3x3 Conv)."""
     from rfnet.model import build_model
     from tests.support.small_model import small_config, spread_heads
@@ -286,7 +269,6 @@ def test_unet_mask_branch_exports_with_parity(pyramid: bool, polar: bool, wrap: 
     cfg.mask_head.unet_depth = 3
     cfg.mask_head.unet_pyramid = pyramid
     cfg.mask_head.unet_polar = polar
-    cfg.mask_head.unet_polar_wrap = wrap  # angle columns copied round the polar image's ends
     cfg.mask_head.unet_polar_circular = circular
     model = build_model(cfg).eval()
     detection = {k: v for k, v in reference.state_dict().items() if not k.startswith("mask_head.")}

@@ -55,6 +55,21 @@ def test_mid_preset_is_the_cross_validated_recipe() -> None:
     cfg = mid_config()
     m, t = cfg.mask_head, cfg.train
     assert (m.branch, m.mask_size, m.unet_pyramid, m.train_rois, m.box_scale) == ("unet", 128, False, "jittered_gt", 1.2)
-    assert (m.unet_polar, m.unet_polar_wrap, cfg.fpn.out_channels) == (True, 0, 64)
+    assert (m.unet_polar, cfg.fpn.out_channels) == (True, 64)
     assert (t.iterations, t.optimizer, t.lr, t.bf16, t.crop_size) == (1500, "adamw", 1e-3, False, 512)
     assert cfg.input.size == 768
+
+
+def test_a_removed_option_loads_when_off_and_is_refused_when_used() -> None:
+    """Options cross-validation rejected are gone from the config; a stored config that has one at
+    its "off" value (every preset's checkpoints) loads, one that used it is refused with the option
+    and the last commit that had it."""
+    from rfnet.errors import UsageError
+
+    stored = get_preset("mid").to_dict()
+    stored["mask_head"]["unet_polar_wrap"] = 0
+    stored["train"]["soft_targets"] = False
+    assert ModelConfig.from_dict(stored).to_dict() == get_preset("mid").to_dict()
+    stored["mask_head"]["unet_polar_wrap"] = 16
+    with pytest.raises(UsageError, match=r"config\.mask_head\.unet_polar_wrap = 16: this option was removed.*cd70f7e"):
+        ModelConfig.from_dict(stored)

@@ -180,20 +180,6 @@ def test_wrong_data_root_says_what_layout_was_expected(tmp_path: Path, caplog: p
     assert not (tmp_path / "o" / "checkpoint_last.pt").exists()
 
 
-def test_soft_targets_train_on_drishti_and_are_refused_elsewhere(data: dict[str, Path], tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    for i in (1, 2):
-        write_drishti(tmp_path / "Training", "GT", f"drishtiGS_00{i}", ".png", None)
-    out = tmp_path / "soft"
-    rc = main(["--dataset", "drishti-gs", "--data-root", str(tmp_path / "Training"), "--val-fraction", "0",
-               "--out", str(out), *TINY, "--iterations", "1", "--set", "train.soft_targets=true"])
-    assert rc == 0 and (out / "checkpoint_last.pt").is_file()
-    assert json.loads((out / "config.json").read_text())["train"]["soft_targets"] is True
-    with caplog.at_level(logging.ERROR):
-        rc = _train(data, tmp_path / "o", "--iterations", "1", "--set", "train.soft_targets=true")
-    assert rc == 2 and "folder dataset has no soft" in caplog.text and not (tmp_path / "o").exists()
-
-
 def test_fit_expert_scale_stores_the_training_images_line_and_is_refused_without_experts(
         data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "Training"

@@ -77,32 +77,6 @@ def test_drishti_layout_thresholds_and_cdr(tmp_path: Path) -> None:
         load_dataset("drishti-gs", base, soft_threshold=0)
 
 
-def test_drishti_soft_masks_are_the_experts_maps(tmp_path: Path) -> None:
-    write_drishti(tmp_path / "Training", "GT", "drishtiGS_001", ".png", None)
-    ds = load_dataset("drishti-gs", tmp_path / "Training")
-    disc, cup = drishti_soft_maps()
-    soft = ds.soft_masks(0)
-    assert ds.has_soft_masks and soft.shape == (40, 40, 2) and soft.dtype == np.uint8
-    np.testing.assert_array_equal(soft[:, :, 0], disc)
-    np.testing.assert_array_equal(soft[:, :, 1], np.minimum(cup, disc))
-    cup_soft = tmp_path / "Training" / "GT" / "drishtiGS_001" / "SoftMap" / "drishtiGS_001_cupsegSoftmap.png"
-    outside = cup.copy()
-    outside[0, 0] = 255  # an expert's cup pixel outside every expert's disc is clipped
-    write_image(cup_soft, outside)
-    assert ds.soft_masks(0)[0, 0, 1] == 0 and ds.soft_masks(0)[20, 20, 1] == 255
-    cup_soft.write_bytes(b"broken")
-    with pytest.raises(SampleError, match="drishtiGS_001.*cupsegSoftmap.png"):
-        ds.soft_masks(0)
-
-
-def test_datasets_without_soft_maps_say_so(tmp_path: Path, write_refuge_pair) -> None:
-    write_refuge_pair(tmp_path / "REFUGE-Validation400" / "V0001.jpg", tmp_path / "REFUGE-Validation400-GT" / "Disc_Cup_Masks" / "V0001.bmp", 4)
-    val = load_dataset("refuge", tmp_path, split="validation")
-    assert not val.has_soft_masks
-    with pytest.raises(NotImplementedError, match="refuge dataset has no soft"):
-        val.soft_masks(0)
-
-
 def test_drishti_wrong_root(tmp_path: Path) -> None:
     with pytest.raises(DatasetLayoutError, match=r"Drishti-GS1_files/\{Training,Test\}/Images"):
         load_dataset("drishti-gs", tmp_path)

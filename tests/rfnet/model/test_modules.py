@@ -167,21 +167,6 @@ def test_mask_head_shape() -> None:
     assert out.shape == (3, 2, 56, 56)
 
 
-def test_mask_head_image_stream() -> None:
-    """image_channels > 0: the pooled image [R,3,S,S] feeds the logits and is required."""
-    torch.manual_seed(0)
-    head = MultiClassMaskHead(16, MaskHeadConfig(channels=8, num_convs=2, num_fused_convs=1, image_channels=4))
-    assert head.uses_image and not MultiClassMaskHead(16, MaskHeadConfig(channels=8)).uses_image
-    low, high, image = torch.randn(3, 16, 56, 56), torch.randn(3, 16, 28, 28), torch.randn(3, 3, 56, 56)
-    out = head(low, high, image)
-    assert out.shape == (3, 2, 56, 56)
-    assert (out - head(low, high, image.flip(-1))).abs().max() > 1e-6  # the image changes the masks
-    with pytest.raises(ValueError, match="image stream"):
-        head(low, high)
-    with pytest.raises(ValueError, match="image_channels"):
-        MultiClassMaskHead(16, MaskHeadConfig(image_channels=-1))
-
-
 def test_pool_image_is_the_image_over_the_roi() -> None:
     """pool_image samples the input at stride 1: a RoI of the image's own size returns it resampled."""
     from rfnet.model.pooling import pool_image

@@ -186,38 +186,14 @@ def test_polar_unet_trains_through_both_resamplings(light_cfg: ModelConfig, fund
     assert out["masks"].shape == (1, cfg.roi_heads.detections_per_img, 2, 32, 32)
 
 
-def test_polar_wrap_removes_the_seam_at_angle_zero() -> None:
-    """A polar image the same at every angle (a centred, round disc) should give the same logits at
-    every angle. Without the wrap the U-Net's zero padding at angle 0 / 2 pi makes the end columns
-    differ (the step at 3 o'clock); with ``unet_polar_wrap`` at least the U-Net's reach, they agree."""
-    torch.manual_seed(0)
-    kw = dict(branch="unet", mask_size=32, unet_channels=4, unet_depth=2, unet_pyramid=False, unet_polar=True)
-    plain = UNetMaskHead(16, MaskHeadConfig(**kw)).eval()  # type: ignore[arg-type]
-    wrapped = UNetMaskHead(16, MaskHeadConfig(unet_polar_wrap=32, **kw)).eval()  # type: ignore[arg-type]
-    with torch.no_grad():
-        plain.predictor.weight.normal_(0.0, 0.5)
-        wrapped.load_state_dict(plain.state_dict())  # the same weights: only the wrap differs
-        rows = torch.randn(2, 3, 32, 1)
-        polar = rows.expand(-1, -1, -1, 32).contiguous()  # radius profile repeated at every angle
-        seam = plain.polar_logits(polar)
-        fixed = wrapped.polar_logits(polar)
-    assert fixed.shape == seam.shape == (2, 2, 32, 32)
-    # the stride-2 transposed convs make even a uniform input periodic in 2 ** depth = 4 columns:
-    # compare each column with the middle column of the same phase
-    spread = lambda x: float((x - x[..., 16:20].repeat(1, 1, 1, 8)).abs().max())  # noqa: E731
-    assert spread(seam) > 1e-3
-    assert spread(fixed) < 1e-5
-
-
 def test_circular_padding_makes_the_polar_unet_shift_equivariant() -> None:
     """With ``unet_polar_circular`` no level of the U-Net sees an edge at angle 0: rotating the polar
     image by a multiple of 2 ** depth columns rotates its logits by as much (no seam anywhere).
-    The same weights with zero padding, or with a wrap of 2 ** depth columns, do not."""
+    The same weights with zero padding do not."""
     torch.manual_seed(0)
     kw = dict(branch="unet", mask_size=32, unet_channels=4, unet_depth=3, unet_pyramid=False, unet_polar=True)
     circular = UNetMaskHead(16, MaskHeadConfig(unet_polar_circular=True, **kw)).eval()  # type: ignore[arg-type]
-    others = [UNetMaskHead(16, MaskHeadConfig(**kw)).eval(),  # type: ignore[arg-type]
-              UNetMaskHead(16, MaskHeadConfig(unet_polar_wrap=8, **kw)).eval()]  # type: ignore[arg-type]
+    others = [UNetMaskHead(16, MaskHeadConfig(**kw)).eval()]  # type: ignore[arg-type]
     with torch.no_grad():
         circular.predictor.weight.normal_(0.0, 0.5)
         for other in others:  # same parameters and state-dict keys: only the padding differs
@@ -232,15 +208,3 @@ def test_circular_padding_makes_the_polar_unet_shift_equivariant() -> None:
                 assert float(gap.abs().max()) > 1e-3
         out = circular(None, None, torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 2, 32, 32) and torch.isfinite(out).all()
-
-
-def test_polar_wrap_is_checked() -> None:
-    with pytest.raises(ValueError, match="unet_polar_circular needs unet_polar"):
-        _head(unet_pyramid=False, unet_polar_circular=True)
-    with pytest.raises(ValueError, match="unet_polar_wrap needs unet_polar"):
-        _head(unet_pyramid=False, unet_polar_wrap=8)
-    with pytest.raises(ValueError, match="multiple of 2 \\*\\* unet_depth"):
-        _head(unet_pyramid=False, unet_polar=True, unet_polar_wrap=4)
-    head = _head(unet_pyramid=False, unet_polar=True, unet_polar_wrap=8)
-    with torch.no_grad():
-        assert head(None, None, torch.randn(2, 3, 32, 32)).shape == (2, 2, 32, 32)
