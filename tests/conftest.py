@@ -19,10 +19,10 @@ def _tensorrt_reason() -> str | None:
     try:
         trt = importlib.import_module("tensorrt")
     except Exception as exc:  # the PyPI stub raises on import without its libs
-        return f"TensorRT Python package not importable ({type(exc).__name__}); run on a GPU machine with pip install '.[tensorrt]'"
+        return f"TensorRT Python package not importable ({type(exc).__name__}); run on a GPU machine with pip install '.[tensorrt-cu12]' (engines/README.md)"
     if not hasattr(trt, "Builder"):
         # tensorrt-stubs (installed for mypy) provides a bare 'tensorrt' namespace package.
-        return "only TensorRT type stubs are installed, not TensorRT; run on a GPU machine with pip install '.[tensorrt]'"
+        return "only TensorRT type stubs are installed, not TensorRT; run on a GPU machine with pip install '.[tensorrt-cu12]' (engines/README.md)"
     try:  # not via torch: a Jetson runtime install has TensorRT but may have no PyTorch
         trt.Builder(trt.Logger(trt.Logger.ERROR))
     except Exception as exc:

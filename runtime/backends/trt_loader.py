@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 #: What to install. On x86 ``pip install tensorrt`` now resolves to TensorRT 11 (strongly typed
 #: only: no FP16/INT8 builder flags, no calibrators); the 10.x pin keeps the weakly typed path.
 INSTALL_HINT = (
-    'on a machine with an NVIDIA GPU run `pip install ".[tensorrt]"` (x86: this installs TensorRT 11, '
-    "strongly typed only; for TensorRT 10.x add the pin `\"tensorrt>=10,<11\"`; Jetson: TensorRT comes "
-    "with JetPack, use the system python3 with python3-libnvinfer)"
+    'on a machine with an NVIDIA GPU install the extra for its driver (engines/README.md, "Install"): '
+    '`pip install ".[tensorrt-cu12]"` for a CUDA 12 driver (525-570), `".[tensorrt-cu13]"` for CUDA 13 (580+); '
+    "both give TensorRT 11, strongly typed only (for TensorRT 10.x add the pin `\"tensorrt-cu12>=10,<11\"`); "
+    'Jetson (JetPack 6): TensorRT comes with JetPack (python3-libnvinfer), in a venv made with '
+    '--system-site-packages and `pip install ".[jetson]"`'
 )
 
 

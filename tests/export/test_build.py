@@ -58,10 +58,10 @@ def test_without_tensorrt_exits_2_with_install_command(tmp_path: Path) -> None:
     res = _run_blocked("--onnx", str(onnx_path), "--precision", "fp16", "--output", str(out),
                        "--target", str(TARGETS / "datacenter-fp16.toml"))
     assert res.returncode == 2, res.stderr
-    assert 'pip install ".[tensorrt]"' in res.stderr and "NVIDIA GPU" in res.stderr
+    assert 'pip install ".[tensorrt-cu12]"' in res.stderr and "NVIDIA GPU" in res.stderr
     assert "No engine was built" in res.stderr
     assert "trtexec --onnx=" in res.stderr and "--optShapes=image:8x3x64x64" in res.stderr
-    assert "TensorRT 11" in res.stderr and '"tensorrt>=10,<11"' in res.stderr  # x86 pip resolves to 11
+    assert "TensorRT 11" in res.stderr and '"tensorrt-cu12>=10,<11"' in res.stderr  # pip resolves to 11
     assert "engine:" not in res.stdout and "manifest:" not in res.stdout
     assert not out.exists() and not out.parent.exists()
     assert res.stderr.rstrip().endswith("TORCH_IMPORT_ATTEMPTS=")

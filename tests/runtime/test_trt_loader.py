@@ -24,10 +24,11 @@ def _real_tensorrt() -> bool:
 
 @pytest.mark.skipif(_real_tensorrt(), reason="TensorRT is installed here")
 def test_import_tensorrt_explains_what_to_install() -> None:
-    with pytest.raises(trt_loader.TensorRTUnavailableError, match=r'pip install "\.\[tensorrt\]"') as info:
+    with pytest.raises(trt_loader.TensorRTUnavailableError, match=r'pip install "\.\[tensorrt-cu12\]"') as info:
         trt_loader.import_tensorrt()
     assert isinstance(info.value, BackendUnavailableError)  # the runtime's CLI maps it to exit 2
-    assert "TensorRT 11" in str(info.value) and '"tensorrt>=10,<11"' in str(info.value)
+    assert "TensorRT 11" in str(info.value) and '"tensorrt-cu12>=10,<11"' in str(info.value)
+    assert '".[tensorrt-cu12]"' in str(info.value) and '".[jetson]"' in str(info.value)
 
 
 def test_builder_and_runtime_share_one_import_tensorrt() -> None:
