@@ -18,6 +18,8 @@ Calibration (the rule declared in docs/lab/screen-cv.md):
   each measure among the *well-segmented* rows (:func:`rfnet.crossval.is_wrong` false): each step
   takes the candidate refusing the most wrong rows per well row it refuses, while at least
   ``--min-kept`` of the well rows of every dataset stay gradable;
+* then the envelope of the well-segmented rows (:func:`envelope_limits`): the disc-to-field ratio
+  within [lowest / 1.5, highest x 1.5], the disc's contrast at least 0.95 x the lowest;
 * ``referral_vcdr``: the lowest risk (vCDR on the experts' scale where the rows have it, else the
   vCDR) that keeps ``--specificity`` among the gradable labelled normals. Its honest figures come
   from the folds: each fold's threshold is chosen on the other folds' rows and applied to its own.
@@ -164,6 +166,32 @@ def calibrate_limits(rows: Sequence[Row], min_score: float, min_kept: float) -> 
         log.info("limit %s = %.4f", *best)
 
 
+#: Envelope limits set after the search (docs/lab/screen-cv.md, second addendum): the disc-to-field
+#: ratio within [lowest / 1.5, highest x 1.5] of the well-segmented rows, the disc's contrast at
+#: least 0.95 x their lowest: failures only an unseen camera shows (a disc several times too large
+#: for its field, a disc off the nerve head) never appear among rows of cameras the model trained on.
+FIELD_RATIO_MARGIN = 1.5
+CONTRAST_MARGIN = 0.95
+
+
+def envelope_limits(rows: Sequence[Row], limits: G.GradingLimits) -> G.GradingLimits:
+    """``limits`` with the envelope of the well-segmented rows added where it is tighter."""
+    well = [r for r in rows if not r.wrong]
+    ratios = np.array([r.measures["disc_field_ratio"] for r in well], np.float64)
+    ratios = ratios[~np.isnan(ratios)]
+    contrast = np.array([r.measures["disc_contrast"] for r in well], np.float64)
+    contrast = contrast[~np.isnan(contrast)]
+    if ratios.size:
+        limits = _replace(limits, "min_disc_field_ratio", max(limits.min_disc_field_ratio,
+                                                                float(ratios.min()) / FIELD_RATIO_MARGIN))
+        limits = _replace(limits, "max_disc_field_ratio", min(limits.max_disc_field_ratio,
+                                                                float(ratios.max()) * FIELD_RATIO_MARGIN))
+    if contrast.size:
+        limits = _replace(limits, "min_disc_contrast", max(limits.min_disc_contrast,
+                                                             float(contrast.min()) * CONTRAST_MARGIN))
+    return limits
+
+
 def _replace(limits: G.GradingLimits, name: str, value: float) -> G.GradingLimits:
     return G.GradingLimits(**{**{k: getattr(limits, k) for k in G.GradingLimits.__dataclass_fields__}, name: value})
 
@@ -273,7 +301,7 @@ def _calibrate(rows: list[Row], margin: float, min_kept: float, specificity: flo
     if not found:
         raise UsageError("no row found its disc: nothing to calibrate on")
     min_score = math.floor(margin * min(found) * 1000) / 1000
-    limits = calibrate_limits(rows, min_score, min_kept)
+    limits = envelope_limits(rows, calibrate_limits(rows, min_score, min_kept))
     graded = _gradable_only(rows, min_score, limits)
     threshold = referral_threshold(graded, specificity)
     rep = report(rows, min_score, limits)

@@ -252,7 +252,8 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
     wall = time.perf_counter() - t0
     writer.write_csv()
     writer.write_summary({
-        "server": f"{protocol}://{url}", "model_name": args.model_name, "settings": {"concurrency": args.concurrency,
+        "server": f"{protocol}://{url}", "model_name": args.model_name,
+        "model": f"{args.model_name} on the server {protocol}://{url}", "settings": {"concurrency": args.concurrency,
                                                                                      "save": sorted(writer.save),
                                                                                      "overlay_format": writer.overlay_format},
         "num_images": len(paths), "num_processed": len(writer.rows), "num_failed": len(failures),

@@ -64,9 +64,10 @@ def read_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    """The per-image files (masks/, refuge/, overlay/): not the tables, nor infer.py's --resume journal."""
+    """The per-image files (masks/, refuge/, overlay/, thumb/): not the tables, the report page (it names
+    the folder, the time and the model's source), nor infer.py's --resume journal."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.suffix != ".json"
-            and p.name not in ("results.csv", "progress.jsonl") and p.is_file()}
+            and p.name not in ("results.csv", "progress.jsonl", "report.html") and p.is_file()}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -86,8 +87,13 @@ def test_client_writes_what_infer_writes(server: RFNetServer, contract_onnx: Pat
     assert (grey["gradable"], grey["reason"]) == ("0", "image_too_flat") and grey["message"]
     assert all(grey[k] == "" for k in CDR) and all(rows[n]["gradable"] == "1" and rows[n]["vcdr"] for n in rows
                                                     if n != "e_grey")
-    # the default outputs: refuge and overlay per gradable image; the grey one only an overlay that says why
-    assert files(got) == files(ref) and len(files(got)) == 4 * 2 + 1 and "overlay/e_grey.jpg" in files(got)
+    # the default outputs: refuge and overlay per gradable image; the grey one only an overlay that says why;
+    # a report thumbnail for each of the five
+    assert files(got) == files(ref) and len(files(got)) == 4 * 2 + 1 + 5 and "overlay/e_grey.jpg" in files(got)
+    assert "thumb/e_grey.jpg" in files(got)
+    # both write the report page; the client's names the server that answered, infer's the model file
+    page = (got / "report.html").read_text(encoding="utf-8")
+    assert f"rfnet on the server {url}" in page and str(contract_onnx) in (ref / "report.html").read_text("utf-8")
 
 
 def test_an_ungradable_answer_has_the_verdict_and_no_cdr(server: RFNetServer) -> None:
