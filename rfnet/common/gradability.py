@@ -92,9 +92,12 @@ FIELD_LEVEL = 0.25
 #: or red-free image has 0; colour photographs of three cameras measure 80 or more, docs/design.md).
 MIN_SATURATION = 25.0
 #: A corner of the 64 x 64 thumbnail (a CORNER_CELLS square) counts as outside the field when less
-#: than half of it is field; FIELD_EDGE_CORNERS such corners show the field's edge.
+#: than half of it is field; FIELD_EDGE_CORNERS such corners show the field's edge. All four: a whole
+#: round field shows dark in every corner, while a disc-centred crop can show a dark corner or two
+#: where it touches the field's edge or the vignetting, and its disc must not be judged against that
+#: "field" (docs/design.md, "Gradability").
 CORNER_CELLS = 6
-FIELD_EDGE_CORNERS = 2
+FIELD_EDGE_CORNERS = 4
 #: A disc narrower or shorter than this (pixels) quantises the CDR in steps above 1/16.
 MIN_DISC_PX = 16
 #: Disc extent (the larger of its mask's height and width) over the image's short side.

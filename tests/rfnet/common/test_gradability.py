@@ -176,6 +176,11 @@ def test_field_and_brightness_measures_and_the_models_limits() -> None:
     crop = image[128:384, 128:384]
     qc = G.measure_image(np.ascontiguousarray(crop))
     assert not qc.field_edge and qc.field_px == 256
+    # half of the field (two dark corners, as a disc-centred crop at the field's edge shows) is no
+    # whole field either: its disc must not be judged against it
+    for half in (image[:, :256], image[:256]):
+        qh = G.measure_image(np.ascontiguousarray(half))
+        assert not qh.field_edge and qh.field_px == 512
 
 
 @pytest.mark.parametrize(("threshold", "refer"), [(0.0, 1.0), (0.99, 0.0), (None, None)])
