@@ -378,9 +378,14 @@ def mid_config() -> ModelConfig:
     )
 
 
-#: The ``screen`` preset's minimum disc score: provisional (the mid preset's) until its
-#: cross-validation calibrates it (``python -m rfnet.grading_calibration``).
-SCREEN_MIN_DISC_SCORE = MID_MIN_DISC_SCORE
+#: The ``screen`` preset's verdict and referral, chosen by ``rfnet calibrate`` on the held-out rows of
+#: its pooled 5-fold cross-validation over Drishti-GS, REFUGE and RIM-ONE DL (docs/results.md, "The
+#: screening verdict"; the rules in docs/lab/screen-cv.md). The referral threshold is on the experts'
+#: scale of the model (``train.fit_expert_scale``).
+SCREEN_MIN_DISC_SCORE = 0.447
+SCREEN_GRADING_LIMITS = {"max_disc_fraction": 0.9313, "min_disc_field_ratio": 0.0874,
+                         "max_disc_field_ratio": 0.4526, "min_disc_contrast": 1.0495}
+SCREEN_REFERRAL_VCDR = 0.6014
 
 
 def screen_config() -> ModelConfig:
@@ -408,7 +413,8 @@ def screen_config() -> ModelConfig:
                                  train_rois="jittered_gt"),
         train=TrainConfig(iterations=2000, optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="cosine",
                           color_jitter=0.2, scale_jitter=0.5, rotate_deg=15.0, translate=0.1),
-        grading=GradingConfig(min_disc_score=SCREEN_MIN_DISC_SCORE),
+        grading=GradingConfig(min_disc_score=SCREEN_MIN_DISC_SCORE, limits=dict(SCREEN_GRADING_LIMITS),
+                              referral_vcdr=SCREEN_REFERRAL_VCDR),
     )
 
 

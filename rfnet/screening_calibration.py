@@ -19,7 +19,8 @@ Calibration (the rule declared in docs/lab/screen-cv.md):
   takes the candidate refusing the most wrong rows per well row it refuses, while at least
   ``--min-kept`` of the well rows of every dataset stay gradable;
 * then the envelope of the well-segmented rows (:func:`envelope_limits`): the disc-to-field ratio
-  within [lowest / 1.5, highest x 1.5], the disc's contrast at least 0.95 x the lowest;
+  within [low / 1.5, high x 1.5], the disc's contrast at least 0.95 x low, where low and high are
+  the 0.5 % and 99.5 % quantiles (one atypical image must not open the envelope);
 * ``referral_vcdr``: the lowest risk (vCDR on the experts' scale where the rows have it, else the
   vCDR) that keeps ``--specificity`` among the gradable labelled normals. Its honest figures come
   from the folds: each fold's threshold is chosen on the other folds' rows and applied to its own.
@@ -166,12 +167,15 @@ def calibrate_limits(rows: Sequence[Row], min_score: float, min_kept: float) -> 
         log.info("limit %s = %.4f", *best)
 
 
-#: Envelope limits set after the search (docs/lab/screen-cv.md, second addendum): the disc-to-field
-#: ratio within [lowest / 1.5, highest x 1.5] of the well-segmented rows, the disc's contrast at
-#: least 0.95 x their lowest: failures only an unseen camera shows (a disc several times too large
-#: for its field, a disc off the nerve head) never appear among rows of cameras the model trained on.
+#: Envelope limits set after the search (docs/lab/screen-cv.md, second and fourth addenda): the
+#: disc-to-field ratio within [low / 1.5, high x 1.5] of the well-segmented rows, the disc's contrast
+#: at least 0.95 x low, low and high being their ENVELOPE_QUANTILE and 1 - ENVELOPE_QUANTILE
+#: quantiles: failures only an unseen camera shows (a disc several times too large for its field, a
+#: disc off the nerve head) never appear among rows of cameras the model trained on, and quantiles,
+#: not extremes, so that one atypical image (a crop that shows four dark corners) cannot open it.
 FIELD_RATIO_MARGIN = 1.5
 CONTRAST_MARGIN = 0.95
+ENVELOPE_QUANTILE = 0.005
 
 
 def envelope_limits(rows: Sequence[Row], limits: G.GradingLimits) -> G.GradingLimits:
@@ -183,13 +187,21 @@ def envelope_limits(rows: Sequence[Row], limits: G.GradingLimits) -> G.GradingLi
     contrast = contrast[~np.isnan(contrast)]
     if ratios.size:
         limits = _replace(limits, "min_disc_field_ratio", max(limits.min_disc_field_ratio,
-                                                                float(ratios.min()) / FIELD_RATIO_MARGIN))
+                                                                _low(ratios) / FIELD_RATIO_MARGIN))
         limits = _replace(limits, "max_disc_field_ratio", min(limits.max_disc_field_ratio,
-                                                                float(ratios.max()) * FIELD_RATIO_MARGIN))
+                                                                _high(ratios) * FIELD_RATIO_MARGIN))
     if contrast.size:
         limits = _replace(limits, "min_disc_contrast", max(limits.min_disc_contrast,
-                                                             float(contrast.min()) * CONTRAST_MARGIN))
+                                                             _low(contrast) * CONTRAST_MARGIN))
     return limits
+
+
+def _low(values: np.ndarray) -> float:
+    return float(np.quantile(values, ENVELOPE_QUANTILE))
+
+
+def _high(values: np.ndarray) -> float:
+    return float(np.quantile(values, 1.0 - ENVELOPE_QUANTILE))
 
 
 def _replace(limits: G.GradingLimits, name: str, value: float) -> G.GradingLimits:

@@ -45,6 +45,19 @@ def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() 
     assert get_preset("light").grading.min_disc_score == DEFAULT_MIN_DISC_SCORE
 
 
+def test_screen_preset_carries_its_verdict_and_referral_into_the_model_metadata() -> None:
+    """The screen preset's calibrated limits and referral (docs/results.md) survive a checkpoint's
+    config JSON and reach the model's rfnet.* metadata as limits the verdict accepts."""
+    from rfnet.common.contract import ModelMetadata
+    from rfnet.common.gradability import GradingLimits
+    from rfnet.config import SCREEN_GRADING_LIMITS, SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR, ModelConfig
+
+    meta = ModelMetadata.from_config(ModelConfig.from_dict(json.loads(get_preset("screen").to_json())), precision="fp32")
+    assert (meta.min_disc_score, meta.referral_vcdr) == (SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR)
+    assert GradingLimits.from_mapping(meta.grading_limits) == GradingLimits.from_mapping(SCREEN_GRADING_LIMITS)
+    assert GradingLimits.from_mapping(SCREEN_GRADING_LIMITS).max_disc_field_ratio < 0.5
+
+
 def test_mid_preset_is_the_cross_validated_recipe() -> None:
     """The mid preset is the recipe whose 5-fold cross-validation docs/lab/results-log.md reports: the
     image-only polar U-Net branch at 128 x 128 trained on jittered ground-truth disc boxes, a

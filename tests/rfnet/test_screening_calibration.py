@@ -10,7 +10,7 @@ import pytest
 
 from rfnet.common import gradability as G
 from rfnet.predict import CASE_COLUMNS
-from rfnet.screening_calibration import main, read_rows, refused
+from rfnet.screening_calibration import FIELD_RATIO_MARGIN, envelope_limits, main, read_rows, refused
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -65,3 +65,16 @@ def test_rows_without_the_measures_are_refused(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text("name,score,dice_disc\na,0.9,0.9\n")
     assert main(["--per-image", str(path), "--out", str(tmp_path / "g.json")]) == 2
+
+
+def test_one_atypical_well_row_does_not_open_the_envelope(tmp_path: Path) -> None:
+    """The field-ratio bounds come from the 0.5 % / 99.5 % quantiles of the well-segmented rows: a
+    single crop that shows four dark corners (ratio 0.74) must not let a disc 0.7 of its field pass."""
+    rng = np.random.default_rng(3)
+    rows = _rows(rng, 0, 300)
+    for r in rows:
+        r.update(field_edge=1, disc_field_ratio=float(rng.uniform(0.12, 0.3)))
+    rows[1].update(disc_field_ratio=0.74, dice_disc=0.95)
+    limits = envelope_limits(read_rows([_write(tmp_path / "p0" / "per_image.csv", rows)]), G.GradingLimits())
+    assert 0.29 * FIELD_RATIO_MARGIN < limits.max_disc_field_ratio <= 0.3 * FIELD_RATIO_MARGIN < 0.7
+    assert 0.12 / FIELD_RATIO_MARGIN <= limits.min_disc_field_ratio < 0.125 / FIELD_RATIO_MARGIN
