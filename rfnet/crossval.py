@@ -173,8 +173,10 @@ def _disc_crop(eval_dir: Path, name: str, half: int) -> Any:
     w = ov.shape[1] // 2
     ys, xs = np.nonzero(disc) if disc.any() else (np.array([seg.shape[0] // 2]), np.array([w // 2]))
     cy, cx = int(ys.mean()), int(xs.mean())
+    # the square is clipped to one panel: near a small image's edge it would reach into the other
     y0, x0 = max(0, cy - half), max(0, cx - half)
-    return np.hstack([ov[y0:cy + half, x0:cx + half], ov[y0:cy + half, w + x0:w + cx + half]])
+    y1, x1 = min(ov.shape[0], cy + half), min(w, cx + half)
+    return np.hstack([ov[y0:y1, x0:x1], ov[y0:y1, w + x0:w + x1]])
 
 
 def write_cases(rows: list[tuple[Path, dict[str, Any]]], out: Path, n: int = 2, half: int = 320) -> list[Path]:

@@ -92,3 +92,20 @@ def test_expert_scale_reports_the_models_own_line_where_the_evaluation_has_it(
 def test_expert_scale_needs_two_folds(tmp_path: Path) -> None:
     a = _fold(tmp_path, "f0", [["a1", 0.9, 0.8, 0.7, 0.5, 0.4, 0.45, 1]])
     assert main([str(a), "--expert-scale"]) == 2
+
+
+def test_case_crop_stays_inside_each_panel(tmp_path: Path) -> None:
+    """A disc near the right edge of a small image: the square around it is clipped to the
+    prediction panel, so no ground-truth pixel appears on the left half of the crop (and vice versa)."""
+    from rfnet.crossval import _disc_crop
+
+    d = tmp_path / "f0"
+    disc = np.zeros((40, 50), bool)
+    disc[10:30, 35:48] = True
+    write_image(d / "segmentation" / "a.bmp", to_refuge_seg(disc, np.zeros_like(disc)))
+    panels = np.concatenate([np.zeros((40, 50, 3), np.uint8), np.full((40, 50, 3), 255, np.uint8)], axis=1)
+    write_image(d / "overlays" / "a.png", panels)
+    (d / "overlays" / "a.png").rename(d / "overlays" / "a.jpg")  # lossless pixels under the name it reads
+    crop = _disc_crop(d, "a", half=30)
+    left, right = np.hsplit(crop, 2)
+    assert crop.shape[0] == 40 and left.shape == right.shape and left.max() == 0 and right.min() == 255
