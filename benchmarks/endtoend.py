@@ -234,12 +234,13 @@ def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float
 
 
 def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int,
-                        *, threshold: float = 0.5, outputs: Path | None = None) -> dict[str, Any]:
+                        *, threshold: float = 0.5, outputs: Path | None = None,
+                        writer_threads: int = 2) -> dict[str, Any]:
     """End-to-end throughput as deployed: ``runtime.pipeline.Pipeline`` (decoding in a
     background thread overlapping inference, ``batch`` images per call) over all images once;
     with ``outputs`` (a folder), the runtime's default files are written there too, as
     ``runtime/infer.py`` writes them (``runtime.writer.BackgroundWriter``: REFUGE map, JPEG
-    overlay, then results.csv).
+    overlay, then results.csv) by ``writer_threads`` threads.
 
     Returns ``{"status", "batch_size", "images", "failed_images", "wall_s", "throughput_fps",
     "speedup_vs_paper", "outputs"}``; FPS = processed images / wall time, start to the last CDR
@@ -252,7 +253,8 @@ def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[
     paths = [im.path for im in images]
     names = output_names(paths)
     t0 = time.perf_counter()
-    writer = BackgroundWriter(OutputWriter(outputs, DEFAULT_SAVE)) if outputs is not None else None
+    writer = (BackgroundWriter(OutputWriter(outputs, DEFAULT_SAVE), threads=writer_threads)
+              if outputs is not None else None)
     ok = failed = 0
     for outcome in pipe.run(paths):
         if isinstance(outcome, ImageResult):  # the pipeline computed its CDRs already

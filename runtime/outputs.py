@@ -159,19 +159,27 @@ class OutputWriter:
 
     def write(self, name: str, result: ImageResult) -> list[Path]:
         """Write the per-image files selected by ``save``, record the CSV row, then journal it."""
+        written = self.write_files(name, result)
+        self.record(name, result)
+        return written
+
+    def write_files(self, name: str, result: ImageResult) -> list[Path]:
+        """The per-image files of ``result`` (safe to run for several images at once: each has its own)."""
         if result.gradable or UNGRADABLE in self.save:
             seg = result.segmentation
             x0, y0, x1, y1 = (float(v) for v in np.asarray(seg.box).reshape(4))
-            written = self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(), (x0, y0, x1, y1))
-        else:
-            written = self.write_ungradable(name, result.image, result.grade.reason)
+            return self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(), (x0, y0, x1, y1))
+        return self.write_ungradable(name, result.image, result.grade.reason)
+
+    def record(self, name: str, result: ImageResult) -> None:
+        """Record the CSV row of ``result`` and journal it (after its files are written: a journalled
+        image is complete; one caller at a time)."""
         row = self.add_row(result.index, name, result.path, result_fields(result), result.latency_ms)
         rec = Record(str(result.path), name, row, result.gradable, result.grade.reason, result.cdr,
                      result.latency_ms, dict(result.timings), result.index)
         self.records.append(rec)
         if self.journal is not None:
             self.journal.append(rec)
-        return written
 
     def write_ungradable(self, name: str, image: np.ndarray | None, reason: str) -> list[Path]:
         """The files of an image that is not gradable: no masks or REFUGE map; the overlay (RGB

@@ -5,7 +5,9 @@ Encoding an overlay and the REFUGE map and writing them (each file ``fsync``ed b
 in line, the next image would wait for it. :class:`BackgroundWriter` hands each result to one
 thread that runs :meth:`runtime.outputs.OutputWriter.write` while the main loop goes on with
 the next image. OpenCV's encoders and file I/O release the GIL, so on two cores the writing
-overlaps inference instead of adding to it.
+overlaps inference instead of adding to it. Two threads by default: while one waits for its
+files to reach the disk (``fsync``), the other encodes the next image's; the rows and the journal
+are recorded one image at a time, each after its files are written.
 
 The queue is bounded (each waiting result holds its decoded image), so a slow disk slows the
 loop down instead of filling memory. A file that cannot be written makes that image an
@@ -29,20 +31,25 @@ _STOP = object()
 
 
 class BackgroundWriter:
-    """Runs ``writer.write(name, result)`` for every :meth:`submit` in one background thread.
+    """Writes every :meth:`submit`'s files and row (``writer.write_files``, then ``writer.record``)
+    in ``threads`` background threads.
 
     Args:
         writer: the :class:`OutputWriter` (its CSV rows are complete once :meth:`close` returned).
         queue_size: results waiting at most; :meth:`submit` blocks beyond that.
+        threads: writer threads (at least 1).
     """
 
-    def __init__(self, writer: OutputWriter, queue_size: int = 4) -> None:
+    def __init__(self, writer: OutputWriter, queue_size: int = 4, threads: int = 2) -> None:
         self.writer = writer
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
         self._failures: list[ImageFailure] = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="rfnet-writer", daemon=True)
-        self._thread.start()
+        self._record_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"rfnet-writer-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
         self._closed = False
 
     def submit(self, name: str, result: ImageResult) -> None:
@@ -58,7 +65,9 @@ class BackgroundWriter:
                 return
             name, result = item
             try:
-                self.writer.write(name, result)
+                self.writer.write_files(name, result)
+                with self._record_lock:
+                    self.writer.record(name, result)
             except Exception as exc:  # OSError, an encoder's ValueError, cv2.error: that image failed, go on
                 with self._lock:
                     self._failures.append(ImageFailure(result.index, result.path,
@@ -76,8 +85,10 @@ class BackgroundWriter:
         """Write what is queued, stop the thread; the failures not taken yet."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
+            for _ in self._threads:
+                self._queue.put(_STOP)
+            for t in self._threads:
+                t.join()
         return self.take_failures()
 
     def __enter__(self) -> "BackgroundWriter":

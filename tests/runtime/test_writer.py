@@ -51,3 +51,19 @@ def test_a_failed_write_is_reported_and_the_rest_written(tmp_path: Path) -> None
     assert [f.index for f in failures] == [1] and "cannot write outputs" in failures[0].error
     assert (tmp_path / "refuge" / "n0.bmp").is_file() and (tmp_path / "refuge" / "n2.bmp").is_file()
     assert sorted(i for i, _ in bg.writer.rows) == [0, 2]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_several_writer_threads_write_what_one_writes(tmp_path: Path, threads: int) -> None:
+    """Files written side by side, rows recorded one at a time: the folder and results.csv are the
+    same bytes whatever the number of threads, with every image recorded once."""
+    def run(out: Path, n_threads: int) -> dict[str, bytes]:
+        with BackgroundWriter(OutputWriter(out, ("masks", "refuge", "overlay", "csv")), threads=n_threads) as bg:
+            for i in range(12):
+                bg.submit(f"n{i}", _result(i, 60 + i, 50))
+        assert sorted(i for i, _ in bg.writer.rows) == list(range(12)) and len(bg.writer.records) == 12
+        bg.writer.write_csv()
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    one, many = run(tmp_path / "one", 1), run(tmp_path / "many", threads)
+    assert len(one) == 12 * 5 + 1 and many == one  # masks x2, refuge, overlay, thumb per image; results.csv
