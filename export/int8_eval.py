@@ -4,11 +4,10 @@ the shared image -> segmentation core (``export.compare.run_onnx``).
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -111,7 +110,40 @@ class EvalSet:
     held_out: bool = False
 
 
-def eval_sets(args: argparse.Namespace) -> list[EvalSet]:
+@dataclass(frozen=True)
+class GateOptions:
+    """What the INT8 check is run on and how it judges: ``quantize.py``'s options of the same names
+    (their defaults are defined there, once).
+
+    Exactly one source of evaluation images applies: ``eval_dataset`` (with ``eval_root``, a fold
+    of it with ``eval_fold``), else ``eval_dir``, else the ``holdout`` share of ``calib_dir``.
+    """
+
+    onnx: Path
+    output: Path
+    calib_dir: Path
+    eval_dataset: str | None
+    eval_root: Path | None
+    eval_split: str | None
+    eval_fold: int | None
+    folds: int
+    fold_seed: int
+    eval_dir: Path | None
+    holdout: float
+    num_eval: int
+    num_synthetic: int
+    seed: int
+    threads: int
+    fps_iters: int
+    max_dice_drop: float
+
+    @classmethod
+    def from_args(cls, args: Any) -> "GateOptions":
+        """From the parsed command line of ``export/quantize.py`` (attributes named as the fields)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def eval_sets(args: GateOptions) -> list[EvalSet]:
     """The sets INT8 is evaluated on: a dataset (fold), a folder, or the held-out part of the
     calibration folder; plus generated images for information."""
     sets: list[EvalSet] = []
@@ -132,7 +164,7 @@ def eval_sets(args: argparse.Namespace) -> list[EvalSet]:
     return sets
 
 
-def _holdout_set(args: argparse.Namespace) -> EvalSet:
+def _holdout_set(args: GateOptions) -> EvalSet:
     """Fold 0 of a k-fold split (by name, ``--fold-seed``) of the calibration images, k = 1/--holdout,
     at most --num-eval of them: judged instead of calibrated on."""
     if not 0.0 < args.holdout <= 0.5:
@@ -157,7 +189,7 @@ def _holdout_set(args: argparse.Namespace) -> EvalSet:
 GATE_DECIMALS = 6
 
 
-def evaluate_all(args: argparse.Namespace, eval_sets: list[EvalSet]) -> int:
+def evaluate_all(args: GateOptions, eval_sets: list[EvalSet]) -> int:
     """INT8 vs FP32 on every set; FAILED when INT8 loses more than ``--max-dice-drop`` on a gating set."""
     worst, judged = 0.0, []
     for es in eval_sets:

@@ -68,7 +68,7 @@ import onnx
 from export import onnx_inspect
 from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
 from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
-from export.int8_eval import eval_sets, evaluate_all
+from export.int8_eval import GateOptions, eval_sets, evaluate_all
 from export.qdq_targets import FLOAT_CONSUMERS, TARGETS, narrow_layers
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import KEY_QUANTIZATION
@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_can_write(args.output, args.overwrite)
         model, meta = load_fp32_model(args.onnx)
-        sets = [] if args.no_eval else eval_sets(args)
+        gate = GateOptions.from_args(args)
+        sets = [] if args.no_eval else eval_sets(gate)
         leave_out = {it.name for es in sets if es.held_out for it in es.items}
         _, model_batch = _input_batch(model)
         cset = _calibration_set(args, meta.input_config(), model_batch or 1, leave_out)
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("wrote %s", args.output)
     print("---- what TensorRT would get (Polygraphy + static checks) ----")
     print(onnx_inspect.tensorrt_view(result.model))
-    return ExitCode.OK if args.no_eval else evaluate_all(args, sets)
+    return ExitCode.OK if args.no_eval else evaluate_all(gate, sets)
 
 
 if __name__ == "__main__":

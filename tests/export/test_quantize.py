@@ -279,7 +279,7 @@ def test_default_evaluation_holds_out_part_of_the_calibration_folder(calib_dir: 
 
     stems = sorted(p.stem for p in list_images(calib_dir / "images"))
     args = quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(calib_dir), "--output", "o.onnx"])
-    (held,) = int8_eval.eval_sets(args)
+    (held,) = int8_eval.eval_sets(int8_eval.GateOptions.from_args(args))
     names = sorted(it.name for it in held.items)
     assert names == kfold_split(stems, 4, 0)[0][1] and held.gate and held.held_out  # 1/4 of 8, by name
     assert all(it.disc is not None and it.cup is not None for it in held.items)  # masks/ beside images/
@@ -292,12 +292,13 @@ def test_default_evaluation_holds_out_part_of_the_calibration_folder(calib_dir: 
     for p in list_images(calib_dir / "images"):
         (bare / p.name).write_bytes(p.read_bytes())
     args = quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"])
-    (held,) = int8_eval.eval_sets(args)
+    (held,) = int8_eval.eval_sets(int8_eval.GateOptions.from_args(args))
     assert "no ground truth: FP32 agreement" in held.title and all(it.disc is None for it in held.items)
     for p in sorted(bare.iterdir())[3:]:
         p.unlink()
     with pytest.raises(ValueError, match="too few to hold out"):
-        int8_eval.eval_sets(quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"]))
+        int8_eval.eval_sets(int8_eval.GateOptions.from_args(
+            quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"])))
 
 
 def test_the_gate_prints_what_it_compares(exported_onnx: tuple[Path, int, str], calib_dir: Path, tmp_path: Path,
