@@ -52,7 +52,7 @@ from benchmarks.runners import (
     versions,
 )
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, start
 from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
@@ -375,10 +375,9 @@ def _print_results(results: list[dict[str, Any]], verdict: dict[str, Any]) -> in
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
     try:
         return run(args, argv)
     except RFNetError as exc:  # bad arguments or inputs, a reference that cannot run

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.measure import PAPER_FPS, latency_stats
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, start
 from rfnet.common.imageio import ImageReadError, list_images, read_image
 
 log = logging.getLogger("benchmarks.peer")
@@ -78,10 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
     if args.threads < 1 or args.warmup < 0 or (args.limit is not None and args.limit < 1):
         print("error: need --threads >= 1, --warmup >= 0 and --limit >= 1", file=sys.stderr)
         return ExitCode.USAGE

@@ -89,7 +89,7 @@ def profile(model: Path, images: list[np.ndarray], threads: int) -> dict[str, An
 
 def markdown(result: dict[str, Any]) -> str:
     k = result["kernel_ms_per_image"]
-    lines = [f"| part | ms per image | share of kernel time |", "|---|---|---|"]
+    lines = ["| part | ms per image | share of kernel time |", "|---|---|---|"]
     for g, ms in result["groups_ms_per_image"].items():
         lines.append(f"| {g} | {ms:.2f} | {ms / k:.1%} |" if k else f"| {g} | {ms:.2f} | - |")
     lines.append(f"| **kernels, all** | **{k:.2f}** | 100% |")

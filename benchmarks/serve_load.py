@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, start
 from rfnet.common.imageio import list_images
 from rfnet.errors import RFNetError, UsageError
 from runtime.client import TritonSegmentClient
@@ -227,10 +227,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
     if min(args.concurrency, args.requests, args.max_batch_size, args.instances) < 1 or not args.model.is_file():
         print("error: --model must exist; --concurrency, --requests, --max-batch-size, --instances >= 1",
               file=sys.stderr)

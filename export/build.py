@@ -37,7 +37,7 @@ from export.graph_checks import (batch_limit_issues, gridsample_attribute_issues
                                  roialign_nodes, sibling_candidates)
 from export.onnx_meta import get_metadata
 from export.targets import Target, TargetError, load_target
-from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.common.cli import ExitCode, new_parser, setup_logging
 from rfnet.common.contract import PRECISIONS, MetadataError, ModelMetadata, parse_metadata
 from rfnet.common.fileio import OutputExistsError, atomic_open, check_can_write
 from runtime.manifest import ManifestError, manifest_path, sha256_file, write_manifest
@@ -48,12 +48,11 @@ BAD_INPUT = (TargetError, GraphCheckError, MetadataError, bp.PlanError, Calibrat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="export/build.py",
+    p = new_parser(
+        "export/build.py",
         description="Build a TensorRT engine (+ manifest JSON) from an RF-Net ONNX model. "
         "Needs TensorRT and an NVIDIA GPU; without them it validates everything, prints the "
         "equivalent trtexec command and exits 2.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--onnx", required=True, type=Path, help="RF-Net ONNX model (export/export_onnx.py)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,

@@ -27,11 +27,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, new_parser, start
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
@@ -125,13 +125,12 @@ class TritonSegmentClient:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runtime.client",
+    p = new_parser(
+        "python -m runtime.client",
         description="Segment images on an RF-Net Triton server (runtime/serve.py) and write results.csv, masks, "
         "overlays as runtime/infer.py does.",
         epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/no server/missing library/output exists, "
         "130 interrupted.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", help="image files, folders or quoted glob patterns")
     p.add_argument("--url", required=True, help="HOST:PORT, http://HOST:PORT or grpc://HOST:PORT")
@@ -164,10 +163,9 @@ def collect_images(sources: Iterable[str], recursive: bool) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
     try:
         protocol, url = parse_url(args.url, args.protocol)
         save = parse_save(args.save)

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, new_parser, start
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
@@ -46,13 +46,12 @@ from runtime.writer import BackgroundWriter
 log = logging.getLogger("runtime.infer")
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="runtime/infer.py",
+    p = new_parser(
+        "runtime/infer.py",
         description="Optic disc / cup segmentation and cup-to-disc ratios with TensorRT or ONNX Runtime "
         "(no PyTorch needed).",
         epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/model/input/output error or a missing "
         "library, 130 interrupted.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, type=Path, help="X.engine (with X.engine.json beside it) or X.onnx")
     p.add_argument("--input", required=True, help="an image file, a folder of images, or a quoted glob pattern")
@@ -192,10 +191,9 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
 
     try:
         kind, paths, save = _check_args(args)

@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, parse_args, setup_logging
+from rfnet.common.cli import ExitCode, new_parser, start
 from rfnet.errors import RFNetError, UsageError
 from runtime.backends import BACKENDS, resolve_backend
 from runtime.errors import DeploymentError
@@ -234,13 +234,12 @@ def _infer_fn(service: SegmentService) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m runtime.serve",
+    p = new_parser(
+        "python -m runtime.serve",
         description="Serve RF-Net optic disc / cup segmentation and CDRs behind Triton Inference Server (PyTriton).",
         epilog="Health: GET /v2/health/live, /v2/health/ready, /v2/models/<name>/ready; Prometheus metrics on "
         "--metrics-port at /metrics. Exit status: 0 stopped (SIGTERM), 1 the server died, 2 usage/model/missing "
         "library/port in use, 130 Ctrl-C.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, type=Path, help="X.onnx, or X.engine with X.engine.json beside it")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="as runtime/infer.py")
@@ -292,10 +291,9 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
         return args
-    setup_logging(args.verbose)
     try:
         settings = settings_from_args(args)
         import_pytriton()

@@ -37,6 +37,22 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def new_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser every command starts from: its name, one-line description, exit statuses (the
+    epilog), and defaults shown in ``--help``."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def start(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The first step of a ``main(argv) -> int``: :func:`parse_args`, then :func:`setup_logging`
+    (``--verbose`` where the parser has it); an int is the exit code to return at once."""
+    args = parse_args(parser, argv)
+    if not isinstance(args, int):
+        setup_logging(bool(getattr(args, "verbose", False)))
+    return args
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """``parser.parse_args(argv)``, or instead of exiting the code argparse chose (0 after
     ``--help``, :attr:`ExitCode.USAGE` for bad arguments), for ``main(argv) -> int`` to return."""
