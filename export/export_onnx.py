@@ -52,11 +52,12 @@ from export.onnx_meta import exporter_versions, write_model_metadata
 from export.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256
 from rfnet.common.cli import ExitCode, setup_logging
-from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.common.gradability import apply_grading_file
 from rfnet.common.segment import Segmenter
 from rfnet.config import ModelConfig
+from rfnet.metadata import metadata_from_config
 from rfnet.errors import RFNetError, UsageError
 from rfnet.torch_backend import TorchBackend
 
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     exporter = exporter_versions()
     exporter.update({"opset": str(args.opset), "batch": "dynamic" if args.batch is None else str(args.batch),
                      "simplified": str(not args.no_simplify), "torch_onnx_export": "dynamo=False"})
-    write_model_metadata(proto, ModelMetadata.from_config(
+    write_model_metadata(proto, metadata_from_config(
         cfg, precision="fp32", checkpoint_sha256=checkpoint_sha256(args.checkpoint), exporter=exporter))
     data = proto.SerializeToString()
     log.info("exported %d nodes, opset %d, batch %s; rfnet.min_disc_score %g", len(proto.graph.node), args.opset,

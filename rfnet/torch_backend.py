@@ -21,7 +21,7 @@ Modes:
 
 Every call includes the host->device copy of the batch and the device->host copy of the
 outputs, like the ONNX Runtime and TensorRT backends. The metadata is the one an ONNX
-export of the same config would carry (:meth:`rfnet.common.contract.ModelMetadata.from_config`).
+export of the same config would carry (:func:`rfnet.metadata.metadata_from_config`).
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from rfnet.common.backend import Backend, BackendUnavailableError, ModelLoadError, TensorSpec
-from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES
 from rfnet.config import ModelConfig, get_preset
+from rfnet.metadata import metadata_from_config
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class TorchBackend(Backend):
         shapes = ((-1, k, 4), (-1, k), (-1, k, 2, m, m))
         self.outputs = [TensorSpec(n, np.dtype(np.float32), shape) for n, shape in zip(OUTPUT_NAMES, shapes)]
         precision = "fp16" if self.mode == "fp16" else "fp32"
-        self.metadata = ModelMetadata.from_config(cfg, precision=precision).to_strings()
+        self.metadata = metadata_from_config(cfg, precision=precision).to_strings()
         name = torch.cuda.get_device_name(self._dev) if self._dev.type == "cuda" else "CPU"
         self.device = f"{name} (PyTorch {torch.__version__}, {self.mode})"
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rfnet.common.gradability import GradingLimits
-from rfnet.config import CLASS_NAMES, DEFAULT_MIN_DISC_SCORE, InputConfig, ModelConfig
+from rfnet.config import CLASS_NAMES, DEFAULT_MIN_DISC_SCORE, InputConfig
 from rfnet.errors import RFNetError
 
 #: The network input: float32 [B,3,S,S], preprocessed (rfnet.common.preprocess).
@@ -150,24 +150,11 @@ class ModelMetadata:
         """The preprocessing settings to use with ``rfnet.common.preprocess``."""
         return InputConfig(size=self.input_size, mean=self.mean, std=self.std)
 
-    def model_config(self) -> ModelConfig:
-        """The full :class:`ModelConfig` the model was exported from (needs ``rfnet.config``)."""
-        return ModelConfig.from_dict(self.config)
-
     @classmethod
-    def from_config(cls, cfg: ModelConfig, *, precision: str, checkpoint_sha256: str = "",
-                    exporter: Mapping[str, Any] | None = None) -> "ModelMetadata":
-        """The metadata of a model built from ``cfg`` (``cfg.roi_heads.detections_per_img`` = K)."""
-        return _typed({
-            "preset": cfg.name, "input_size": cfg.input.size, "mean": list(cfg.input.mean),
-            "std": list(cfg.input.std), "mask_size": cfg.mask_head.mask_size,
-            "top_k": cfg.roi_heads.detections_per_img, "class_names": list(CLASS_NAMES), "precision": precision,
-            "mask_box_scale": cfg.mask_head.box_scale, "min_disc_score": cfg.grading.min_disc_score,
-            "vcdr_expert_scale": _plain(cfg.grading.vcdr_expert_scale), "grading_limits": dict(cfg.grading.limits),
-            "referral_vcdr": cfg.grading.referral_vcdr, "checkpoint_sha256": checkpoint_sha256,
-            # JSON values, as a parsed model has them (tuples become lists)
-            "config": json.loads(json.dumps(cfg.to_dict())), "exporter": json.loads(json.dumps(dict(exporter or {}))),
-        }, where=f"config {cfg.name!r}")
+    def from_values(cls, values: Mapping[str, Any], where: str) -> "ModelMetadata":
+        """Checked metadata from ``{field: value}`` (JSON values: lists, not tuples); what an exporter
+        builds from its config (``rfnet.metadata.metadata_from_config``)."""
+        return _typed(values, where=where)
 
     def to_strings(self) -> dict[str, str]:
         """The ``rfnet.*`` key -> string mapping written into ``metadata_props`` (the one writer)."""

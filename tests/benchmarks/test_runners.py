@@ -173,11 +173,11 @@ def test_profile_groups_nodes_by_part_of_the_network(tmp_path) -> None:
     model = build_model(cfg).eval()
     spread_heads(model)
     from export.onnx_meta import write_model_metadata
-    from rfnet.common.contract import ModelMetadata
+    from rfnet.metadata import metadata_from_config
 
     path = tmp_path / "m.onnx"
     proto = export_model(model, cfg, batch=1, opset=17, do_simplify=False)
-    write_model_metadata(proto, ModelMetadata.from_config(cfg, precision="fp32", checkpoint_sha256="0" * 64))
+    write_model_metadata(proto, metadata_from_config(cfg, precision="fp32", checkpoint_sha256="0" * 64))
     onnx.save(proto, str(path))
     rng = np.random.default_rng(0)
     result = profile_model.profile(path, [rng.integers(0, 255, (160, 200, 3), dtype=np.uint8) for _ in range(2)], 1)

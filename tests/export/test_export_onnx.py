@@ -17,6 +17,7 @@ from export.onnx_meta import get_metadata, load_metadata
 from rfnet.common.cli import ExitCode
 from rfnet.common.contract import OUTPUT_NAMES, REQUIRED_KEYS
 from rfnet.config import ModelConfig
+from rfnet.metadata import config_from_metadata
 from export.compare import EvalImage, folder_images
 
 K = export_onnx.SCREENING_TOP_K  # the default export: K=1
@@ -73,7 +74,7 @@ def test_metadata(exported_onnx: tuple[Path, int, str], small_checkpoint: Path) 
     from rfnet.checkpoint import checkpoint_sha256
 
     assert meta.checkpoint_sha256 == checkpoint_sha256(small_checkpoint)
-    assert meta.model_config().input.size == 128
+    assert config_from_metadata(meta).input.size == 128
     assert {"torch", "onnx", "onnxruntime", "opset"} <= set(meta.exporter)
 
 

@@ -37,22 +37,22 @@ def test_unknown_preset_and_keys_are_named() -> None:
 def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() -> None:
     """The mid preset's min disc score (cross-validated, docs/lab/results-log.md) reaches rfnet.min_disc_score
     through a checkpoint's config JSON, unlike the provisional default of the other presets."""
-    from rfnet.common.contract import ModelMetadata
+    from rfnet.metadata import metadata_from_config
     from rfnet.config import DEFAULT_MIN_DISC_SCORE, MID_MIN_DISC_SCORE, ModelConfig
 
     cfg = ModelConfig.from_dict(json.loads(get_preset("mid").to_json()))  # as a checkpoint stores and restores it
-    assert ModelMetadata.from_config(cfg, precision="fp32").min_disc_score == MID_MIN_DISC_SCORE != DEFAULT_MIN_DISC_SCORE
+    assert metadata_from_config(cfg, precision="fp32").min_disc_score == MID_MIN_DISC_SCORE != DEFAULT_MIN_DISC_SCORE
     assert get_preset("light").grading.min_disc_score == DEFAULT_MIN_DISC_SCORE
 
 
 def test_screen_preset_carries_its_verdict_and_referral_into_the_model_metadata() -> None:
     """The screen preset's calibrated limits and referral (docs/results.md) survive a checkpoint's
     config JSON and reach the model's rfnet.* metadata as limits the verdict accepts."""
-    from rfnet.common.contract import ModelMetadata
+    from rfnet.metadata import metadata_from_config
     from rfnet.common.gradability import GradingLimits
     from rfnet.config import SCREEN_GRADING_LIMITS, SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR, ModelConfig
 
-    meta = ModelMetadata.from_config(ModelConfig.from_dict(json.loads(get_preset("screen").to_json())), precision="fp32")
+    meta = metadata_from_config(ModelConfig.from_dict(json.loads(get_preset("screen").to_json())), precision="fp32")
     assert (meta.min_disc_score, meta.referral_vcdr) == (SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR)
     assert GradingLimits.from_mapping(meta.grading_limits) == GradingLimits.from_mapping(SCREEN_GRADING_LIMITS)
     assert GradingLimits.from_mapping(SCREEN_GRADING_LIMITS).max_disc_field_ratio < 0.5

@@ -13,8 +13,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_meta import write_model_metadata
-from rfnet.common.contract import ModelMetadata
 from rfnet.config import light_config
+from rfnet.metadata import metadata_from_config
 
 SIZE = 64
 
@@ -96,7 +96,7 @@ def make_model(
         cfg = light_config()
         cfg.input.size = SIZE
         prec = precision_meta or ("int8" if qdq else "fp16" if fp16 else "fp32")
-        write_model_metadata(model, ModelMetadata.from_config(cfg, precision=prec, checkpoint_sha256="0" * 64,
+        write_model_metadata(model, metadata_from_config(cfg, precision=prec, checkpoint_sha256="0" * 64,
                                                               exporter={"test": "1"}))
     return model
 

@@ -27,6 +27,7 @@ from rfnet.common.contract import (
     parse_metadata,
 )
 from rfnet.config import DEFAULT_MIN_DISC_SCORE, get_preset
+from rfnet.metadata import config_from_metadata, metadata_from_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -36,7 +37,7 @@ def _meta(**changes: object) -> ModelMetadata:
     cfg.mask_head.box_scale = 1.15
     cfg.roi_heads.detections_per_img = 3
     cfg.grading.min_disc_score = 0.4
-    meta = ModelMetadata.from_config(cfg, precision="fp16", checkpoint_sha256="ab" * 32, exporter={"opset": "17"})
+    meta = metadata_from_config(cfg, precision="fp16", checkpoint_sha256="ab" * 32, exporter={"opset": "17"})
     return ModelMetadata(**{**meta.__dict__, **changes})  # type: ignore[arg-type]
 
 
@@ -52,7 +53,7 @@ def test_writer_and_parser_round_trip() -> None:
     assert strings[KEY_MIN_DISC_SCORE] == "0.4"
     back = parse_metadata({**strings, "other.key": "kept out"}, "m.onnx")
     assert back == meta
-    assert back.model_config().mask_head.box_scale == 1.15 and back.input_config().size == 512
+    assert config_from_metadata(back).mask_head.box_scale == 1.15 and back.input_config().size == 512
     # the engine manifest carries the deployment fields, parsed by the same checks
     fields = meta.deploy_fields()
     assert set(MANIFEST_REQUIRED_FIELDS) <= set(fields) and fields["mask_box_scale"] == 1.15
@@ -166,3 +167,16 @@ def test_contract_names_are_defined_once() -> None:
                                                         KEY_FP16))):
         where = [p for p, text in sources.items() if re.search(pattern, text, re.M)]
         assert where == ["rfnet/common/contract.py"], (pattern, where)
+
+
+def test_the_contract_does_not_depend_on_the_training_config() -> None:
+    """contract.py imports from rfnet.config only the input settings and constants it needs; the
+    bridge to the full ModelConfig is rfnet.metadata."""
+    import ast
+    import inspect
+
+    import rfnet.common.contract as contract
+
+    imported = {a.name for node in ast.walk(ast.parse(inspect.getsource(contract)))
+                if isinstance(node, ast.ImportFrom) and node.module == "rfnet.config" for a in node.names}
+    assert imported == {"CLASS_NAMES", "DEFAULT_MIN_DISC_SCORE", "InputConfig"}
