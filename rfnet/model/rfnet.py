@@ -14,6 +14,7 @@ The eval path uses tensor ops with static shapes only, so it traces to ONNX
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +32,31 @@ from rfnet.model.pooling import build_mask_pooler, make_rois, pool_image
 from rfnet.model.roi_heads import RoIHeads
 from rfnet.model.rpn import RegionProposalNetwork
 from rfnet.model.tracing import static_int
-from rfnet.model.unet_head import UNetMaskHead
+from rfnet.model.unet_head import build_unet_head
 
 
-def build_mask_head(in_channels: int, cfg: MaskHeadConfig) -> MultiClassMaskHead | UNetMaskHead:
-    """``"streams"`` -> :class:`MultiClassMaskHead` (the paper's), ``"unet"`` -> :class:`UNetMaskHead`."""
+class MaskBranch(Protocol):
+    """What a mask head gives :class:`RFNet`: which pooled inputs it reads and its logits.
+
+    ``uses_pyramid``: it reads the two Fusion Feature Pooling streams, pooled at ``pyramid_size``
+    (low [R,Cf,P,P], high [R,Cf,P/2,P/2]); ``uses_image``: it reads the input image pooled over the
+    RoI at [R,3,S,S]. Calling it gives logits [R,num_classes,S,S].
+    """
+
+    uses_pyramid: bool
+    uses_image: bool
+    pyramid_size: int
+
+    def __call__(self, low: Tensor | None, high: Tensor | None, image: Tensor | None = None) -> Tensor: ...
+
+
+def build_mask_head(in_channels: int, cfg: MaskHeadConfig) -> MaskBranch:
+    """``"streams"`` -> :class:`MultiClassMaskHead` (the paper's), ``"unet"`` -> the Cartesian or the
+    polar U-Net (:func:`rfnet.model.unet_head.build_unet_head`)."""
     if cfg.branch == "streams":
         return MultiClassMaskHead(in_channels, cfg)
     if cfg.branch == "unet":
-        return UNetMaskHead(in_channels, cfg)
+        return build_unet_head(in_channels, cfg)
     raise ValueError(f"mask_head.branch must be 'streams' or 'unet', got {cfg.branch!r}")
 
 

@@ -14,7 +14,7 @@ and feeds it the Fusion Feature Pooling streams where their resolution matches::
     -> 1x1 predictor -> logits [R, num_classes, S, S]
 
 ``unet_pyramid = False`` drops the two pyramid inputs (an image-only U-Net over the RoI).
-``unet_polar = True`` (image-only only) segments the RoI in polar coordinates about its centre, as
+``unet_polar = True`` (image-only only; :class:`PolarUNetMaskHead`) segments the RoI in polar coordinates about its centre, as
 M-Net does (Fu et al., IEEE TMI 2018): the pooled image is resampled onto a radius x angle grid
 (rows: radius 0 .. half the RoI's side; columns: angle 0 .. 2 pi), where disc and cup become
 stacked bands whose boundaries run across the image, and the U-Net's logits are resampled back onto
@@ -100,17 +100,15 @@ def _resample(x: Tensor, grid: Tensor) -> Tensor:
 
 
 class UNetMaskHead(nn.Module):
-    """``forward(low [R,Cf,S/2,S/2], high [R,Cf,S/4,S/4], image [R,3,S,S]) -> logits [R,num_classes,S,S]``.
+    """The Cartesian U-Net: ``forward(low [R,Cf,S/2,S/2], high [R,Cf,S/4,S/4], image [R,3,S,S]) ->
+    logits [R,num_classes,S,S]``.
 
     With ``unet_pyramid`` off, ``low`` and ``high`` are ignored (pass None): an image-only U-Net.
     """
 
     uses_image = True
-    # fixed sampling grids [1,S,S,2], registered only when cfg.unet_polar is on
-    to_polar: Tensor
-    to_cartesian: Tensor
 
-    def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
+    def __init__(self, in_channels: int, cfg: MaskHeadConfig, circular: bool = False) -> None:
         super().__init__()
         depth, c = cfg.unet_depth, cfg.unet_channels
         if depth < 2 or c <= 0:
@@ -120,17 +118,6 @@ class UNetMaskHead(nn.Module):
                              f"({2 ** depth}) for the U-Net branch")
         self.pyramid_size = cfg.mask_size // 2  # the low stream joins the encoder at S/2
         self.uses_pyramid = cfg.unet_pyramid
-        self.polar = cfg.unet_polar
-        if cfg.unet_polar_circular and not self.polar:
-            raise ValueError("mask_head.unet_polar_circular needs unet_polar=true")
-        circular = cfg.unet_polar_circular
-        if self.polar:
-            if self.uses_pyramid:
-                raise ValueError("mask_head.unet_polar needs unet_pyramid=false: the pyramid streams are Cartesian")
-            to_polar, to_cartesian = polar_grids(cfg.mask_size)
-            # constants of the graph, rebuilt from the config: not saved in checkpoints
-            self.register_buffer("to_polar", to_polar, persistent=False)
-            self.register_buffer("to_cartesian", to_cartesian, persistent=False)
         widths = [c * 2 ** i for i in range(depth + 1)]
         extra: dict[int, int] = {}
         if self.uses_pyramid:
@@ -153,14 +140,7 @@ class UNetMaskHead(nn.Module):
             if low is None or high is None:
                 raise ValueError("this U-Net mask branch (unet_pyramid) needs the pooled pyramid streams")
             side = {1: self.reduce_low(low), 2: self.reduce_high(high)}
-        if self.polar:
-            polar = self.polar_logits(_resample(image, self.to_polar))
-            return _resample(wrap_columns(polar, 1), self.to_cartesian)
         return self._unet(image, side)
-
-    def polar_logits(self, polar: Tensor) -> Tensor:
-        """[R,3,S,S] polar image (rows radius, columns angle) -> [R,num_classes,S,S] polar logits."""
-        return self._unet(polar, {})
 
     def _unet(self, x: Tensor, side: dict[int, Tensor]) -> Tensor:
         skips: list[Tensor] = []
@@ -175,3 +155,41 @@ class UNetMaskHead(nn.Module):
         for up, block in zip(self.up, self.decoder):
             x = block(torch.cat((up(x), skips.pop()), dim=1))
         return self.predictor(x)
+
+
+class PolarUNetMaskHead(UNetMaskHead):
+    """The image-only U-Net in polar coordinates about the RoI's centre (``mask_head.unet_polar``):
+    ``forward(_, _, image [R,3,S,S]) -> logits [R,num_classes,S,S]``, the image resampled to polar
+    (rows radius, columns angle), segmented, and resampled back. Same parameters (and checkpoint
+    keys) as :class:`UNetMaskHead`; ``unet_polar_circular`` pads its convolutions along the angle."""
+
+    # fixed sampling grids [1,S,S,2], constants of the graph rebuilt from the config (not saved)
+    to_polar: Tensor
+    to_cartesian: Tensor
+
+    def __init__(self, in_channels: int, cfg: MaskHeadConfig) -> None:
+        if cfg.unet_pyramid:
+            raise ValueError("mask_head.unet_polar needs unet_pyramid=false: the pyramid streams are Cartesian")
+        super().__init__(in_channels, cfg, circular=cfg.unet_polar_circular)
+        to_polar, to_cartesian = polar_grids(cfg.mask_size)
+        self.register_buffer("to_polar", to_polar, persistent=False)
+        self.register_buffer("to_cartesian", to_cartesian, persistent=False)
+
+    def forward(self, low: Tensor | None, high: Tensor | None, image: Tensor | None = None) -> Tensor:
+        if image is None:
+            raise ValueError("the U-Net mask branch segments the pooled image: pass it")
+        polar = self.polar_logits(_resample(image, self.to_polar))
+        return _resample(wrap_columns(polar, 1), self.to_cartesian)
+
+    def polar_logits(self, polar: Tensor) -> Tensor:
+        """[R,3,S,S] polar image (rows radius, columns angle) -> [R,num_classes,S,S] polar logits."""
+        return self._unet(polar, {})
+
+
+def build_unet_head(in_channels: int, cfg: MaskHeadConfig) -> UNetMaskHead:
+    """The polar head when ``cfg.unet_polar`` is on, else the Cartesian one."""
+    if cfg.unet_polar:
+        return PolarUNetMaskHead(in_channels, cfg)
+    if cfg.unet_polar_circular:
+        raise ValueError("mask_head.unet_polar_circular needs unet_polar=true")
+    return UNetMaskHead(in_channels, cfg)

@@ -7,12 +7,12 @@ import torch
 
 from rfnet.config import MaskHeadConfig, ModelConfig
 from rfnet.model import build_model
-from rfnet.model.unet_head import UNetMaskHead
+from rfnet.model.unet_head import PolarUNetMaskHead, UNetMaskHead, build_unet_head
 
 
 def _head(**kw: object) -> UNetMaskHead:
     cfg = MaskHeadConfig(branch="unet", mask_size=32, unet_channels=4, unet_depth=3, **kw)  # type: ignore[arg-type]
-    return UNetMaskHead(16, cfg).eval()
+    return build_unet_head(16, cfg).eval()
 
 
 def test_shapes_and_inputs_that_change_the_logits() -> None:
@@ -159,7 +159,10 @@ def test_polar_round_trip_restores_the_roi_inside_its_inscribed_circle() -> None
 def test_polar_unet_keeps_the_branch_contract_and_refuses_the_pyramid() -> None:
     torch.manual_seed(0)
     head = _head(unet_pyramid=False, unet_polar=True)
-    assert head.polar and "to_polar" not in head.state_dict()  # constants, rebuilt from the config
+    assert isinstance(head, PolarUNetMaskHead) and "to_polar" not in head.state_dict()  # constants, rebuilt
+    # the polar head is the Cartesian image-only U-Net's parameters: checkpoints of either load
+    cartesian = _head(unet_pyramid=False)
+    assert type(cartesian) is UNetMaskHead and list(cartesian.state_dict()) == list(head.state_dict())
     image = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         out = head(None, None, image)
@@ -168,6 +171,8 @@ def test_polar_unet_keeps_the_branch_contract_and_refuses_the_pyramid() -> None:
         torch.testing.assert_close(head(None, None, image[:1]), out[:1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="unet_polar needs unet_pyramid=false"):
         _head(unet_polar=True)
+    with pytest.raises(ValueError, match="unet_polar_circular needs unet_polar=true"):
+        _head(unet_pyramid=False, unet_polar_circular=True)
 
 
 def test_polar_unet_trains_through_both_resamplings(light_cfg: ModelConfig, fundus) -> None:
@@ -192,8 +197,8 @@ def test_circular_padding_makes_the_polar_unet_shift_equivariant() -> None:
     The same weights with zero padding do not."""
     torch.manual_seed(0)
     kw = dict(branch="unet", mask_size=32, unet_channels=4, unet_depth=3, unet_pyramid=False, unet_polar=True)
-    circular = UNetMaskHead(16, MaskHeadConfig(unet_polar_circular=True, **kw)).eval()  # type: ignore[arg-type]
-    others = [UNetMaskHead(16, MaskHeadConfig(**kw)).eval()]  # type: ignore[arg-type]
+    circular = PolarUNetMaskHead(16, MaskHeadConfig(unet_polar_circular=True, **kw)).eval()  # type: ignore[arg-type]
+    others = [PolarUNetMaskHead(16, MaskHeadConfig(**kw)).eval()]  # type: ignore[arg-type]
     with torch.no_grad():
         circular.predictor.weight.normal_(0.0, 0.5)
         for other in others:  # same parameters and state-dict keys: only the padding differs
