@@ -18,6 +18,7 @@ library, output folder not empty; 130 interrupted (results so far written).
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import logging
 import sys
@@ -38,7 +39,8 @@ from rfnet.errors import RFNetError, UsageError
 from runtime.errors import DeploymentError
 from runtime.fields import Value, fields_from_outputs
 from runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
-from runtime.serving import CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_NAME, decode_mask, output_specs
+from runtime.serving import (CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_INFO, MODEL_NAME, decode_mask,
+                             output_specs)
 
 log = logging.getLogger("runtime.client")
 
@@ -58,6 +60,7 @@ class Answer:
     cup_png: bytes = b""
     latency_ms: float = 0.0
     error: str = ""
+    model_info: bytes = b""  # JSON: the served model's deployment fields and minimum disc score
 
 
 def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
@@ -115,10 +118,12 @@ class TritonSegmentClient:
             outs = [self._mod.InferRequestedOutput(n) for n in self._outputs]
             res = self._client.infer(self.model_name, [inp], outputs=outs, client_timeout=self.timeout_s)
         error = bytes(res.as_numpy(ERROR).reshape(-1)[0]).decode("utf-8", "replace")
+        info = bytes(res.as_numpy(MODEL_INFO).reshape(-1)[0])
         if error:
-            return Answer(error=error)
+            return Answer(error=error, model_info=info)
         return Answer(fields_from_outputs(res.as_numpy), bytes(res.as_numpy(DISC_MASK).reshape(-1)[0]),
-                      bytes(res.as_numpy(CUP_MASK).reshape(-1)[0]), float(res.as_numpy(LATENCY).reshape(-1)[0]))
+                      bytes(res.as_numpy(CUP_MASK).reshape(-1)[0]), float(res.as_numpy(LATENCY).reshape(-1)[0]),
+                      model_info=info)
 
     def close(self) -> None:
         self._client.close()
@@ -227,6 +232,7 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
     clients = _ThreadClients(url, protocol, args.model_name, args.timeout)
     failures: list[tuple[int, str]] = []
     latencies: list[float] = []
+    served = b""  # the first answer's model_info
     interrupted = False
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="rfnet-client")
@@ -235,6 +241,7 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
         for i, fut in track(enumerate(futures), desc="segment", total=len(paths), unit="img",
                             enabled=not args.no_progress, summary=False):
             answer = fut.result()
+            served = served or answer.model_info
             err = _save(writer, i, names[i], paths[i], answer)
             if err:
                 failures.append((i, f"{paths[i]}: {err}"))
@@ -249,11 +256,12 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
         clients.close()
     wall = time.perf_counter() - t0
     writer.write_csv()
+    model = json.loads(served) if served else {}
     writer.write_summary({
         "server": f"{protocol}://{url}", "model_name": args.model_name,
-        "model": f"{args.model_name} on the server {protocol}://{url}", "settings": {"concurrency": args.concurrency,
-                                                                                     "save": sorted(writer.save),
-                                                                                     "overlay_format": writer.overlay_format},
+        "model": f"{args.model_name} on the server {protocol}://{url}", "model_info": model.get("model_info", {}),
+        "settings": {"concurrency": args.concurrency, "save": sorted(writer.save), "overlay_format": writer.overlay_format,
+                     "min_disc_score": model.get("min_disc_score")},
         "num_images": len(paths), "num_processed": len(writer.rows), "num_failed": len(failures),
         "num_gradable": sum(1 for _, row in writer.rows if row["gradable"] == "1"),
         "failed": [{"file": str(paths[i]), "error": e} for i, e in sorted(failures)], "interrupted": interrupted,

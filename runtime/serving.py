@@ -27,6 +27,7 @@ and of the batch are unaffected.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,17 +54,21 @@ DISC_MASK = "disc_mask"
 CUP_MASK = "cup_mask"
 LATENCY = "latency_ms"
 ERROR = "error"
+#: JSON of the served model's deployment fields and the minimum disc score in force (the same in
+#: every answer): what a client's summary.json and report show as the model and its thresholds.
+MODEL_INFO = "model_info"
 #: Default refusal threshold of a request image's declared pixel count: 268 Mpx, 2.5x a
 #: 12000 x 9000 photograph, about 0.8 GB decoded; OpenCV's own limit is 2**30.
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 28
 
 
 def output_specs() -> list[tuple[str, Any]]:
-    """(name, numpy dtype) of every output in order: the result fields, masks, latency, error.
+    """(name, numpy dtype) of every output in order: the result fields, masks, latency, error, model info.
     Strings and bytes are ``np.bytes_`` here (Triton BYTES); arrays carrying them are object arrays."""
     wire = {"float": KINDS["float"], "int": KINDS["int"], "str": np.bytes_}
     return [*((f.name, wire[f.kind]) for f in RESULT_FIELDS),
-            (DISC_MASK, np.bytes_), (CUP_MASK, np.bytes_), (LATENCY, np.float64), (ERROR, np.bytes_)]
+            (DISC_MASK, np.bytes_), (CUP_MASK, np.bytes_), (LATENCY, np.float64), (ERROR, np.bytes_),
+            (MODEL_INFO, np.bytes_)]
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
@@ -126,6 +131,8 @@ class SegmentService:
         except BaseException:
             self._thread.shutdown(wait=True)
             raise
+        self.model_info = json.dumps({"model_info": self.segmenter.info.deploy_fields(),
+                                      "min_disc_score": self.segmenter.min_score}, sort_keys=True).encode("utf-8")
 
     def _load(self) -> tuple[Backend, Segmenter]:
         s = self.settings
@@ -161,7 +168,8 @@ class SegmentService:
             return self._run(items)
         except Exception as exc:  # a bug must cost this batch, not the server
             log.exception("instance %s: batch of %d failed", self.name, len(items))
-            return _assemble(len(items), {}, {i: f"internal error: {type(exc).__name__}: {exc}" for i in range(len(items))})
+            return _assemble(len(items), {}, {i: f"internal error: {type(exc).__name__}: {exc}" for i in range(len(items))},
+                             self.model_info)
 
     def _run(self, items: list[bytes]) -> dict[str, np.ndarray]:
         errors: dict[int, str] = {}
@@ -181,7 +189,8 @@ class SegmentService:
             try:
                 outputs = self.segmenter.infer(np.stack([t for _, t, _, _ in ok]))
             except (BackendError, ValueError) as exc:  # ContractError is a ValueError
-                return _assemble(len(items), {}, {**errors, **{i: f"inference failed: {exc}" for i, *_ in ok}})
+                return _assemble(len(items), {}, {**errors, **{i: f"inference failed: {exc}" for i, *_ in ok}},
+                                 self.model_info)
             latency = (time.perf_counter() - t0) * 1e3 / len(ok)
             for j, (i, _, lb, quality) in enumerate(ok):
                 try:
@@ -190,11 +199,11 @@ class SegmentService:
                     done[i] = (result_fields(res), encode_mask(seg.disc), encode_mask(seg.cup), latency)
                 except Exception as exc:
                     errors[i] = f"post-processing failed: {type(exc).__name__}: {exc}"
-        return _assemble(len(items), done, errors)
+        return _assemble(len(items), done, errors, self.model_info)
 
 
 def _assemble(n: int, done: dict[int, tuple[dict[str, Value], bytes, bytes, float]],
-              errors: dict[int, str]) -> dict[str, np.ndarray]:
+              errors: dict[int, str], model_info: bytes) -> dict[str, np.ndarray]:
     """Per-item results and errors -> output arrays [n,1] in item order."""
     empty = empty_fields()
     rows = [done[i][0] if i in done else empty for i in range(n)]
@@ -203,4 +212,5 @@ def _assemble(n: int, done: dict[int, tuple[dict[str, Value], bytes, bytes, floa
     out[CUP_MASK] = np.array([[done[i][2] if i in done else b""] for i in range(n)], dtype=object)
     out[LATENCY] = np.array([[done[i][3] if i in done else 0.0] for i in range(n)], dtype=np.float64)
     out[ERROR] = np.array([[errors.get(i, "").encode("utf-8")] for i in range(n)], dtype=object)
+    out[MODEL_INFO] = np.array([[model_info] for _ in range(n)], dtype=object)
     return out

@@ -5,6 +5,7 @@ nvidia-pytriton wheel is missing (``make test-serve`` runs them in .venv-serve).
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import socket
 import subprocess
@@ -91,9 +92,14 @@ def test_client_writes_what_infer_writes(server: RFNetServer, contract_onnx: Pat
     # a report thumbnail for each of the five
     assert files(got) == files(ref) and len(files(got)) == 4 * 2 + 1 + 5 and "overlay/e_grey.jpg" in files(got)
     assert "thumb/e_grey.jpg" in files(got)
-    # both write the report page; the client's names the server that answered, infer's the model file
+    # both write the report page; the client's names the server that answered, infer's the model file;
+    # the served model's fields and minimum disc score reach the client's summary and page as infer's do
     page = (got / "report.html").read_text(encoding="utf-8")
     assert f"rfnet on the server {url}" in page and str(contract_onnx) in (ref / "report.html").read_text("utf-8")
+    got_sum, ref_sum = (json.loads((d / "summary.json").read_text()) for d in (got, ref))
+    assert got_sum["model_info"] == ref_sum["model_info"] and got_sum["model_info"]["preset"] == "test"
+    assert got_sum["settings"]["min_disc_score"] == ref_sum["settings"]["min_disc_score"] == 0.015
+    assert "<dt>minimum disc score</dt><dd>0.015</dd>" in page
 
 
 def test_an_ungradable_answer_has_the_verdict_and_no_cdr(server: RFNetServer) -> None:
