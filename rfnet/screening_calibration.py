@@ -46,7 +46,9 @@ import numpy as np
 from rfnet.common import gradability as G
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import atomic_write_json
+from rfnet.common.metrics import roc_auc
 from rfnet.crossval import is_wrong
+from rfnet.grading_calibration import propose
 from rfnet.errors import RFNetError, UsageError
 
 log = logging.getLogger(__name__)
@@ -227,13 +229,9 @@ def referral_figures(rows: Sequence[Row], threshold: float) -> dict[str, float]:
 
 
 def auc(rows: Sequence[Row]) -> float:
-    """ROC AUC of the risk over the labelled rows (ties count one half)."""
-    pos = np.array([r.risk for r in rows if r.label == 1 and not math.isnan(r.risk)])
-    neg = np.array([r.risk for r in rows if r.label == 0 and not math.isnan(r.risk)])
-    if not pos.size or not neg.size:
-        return math.nan
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (pos.size * neg.size))
+    """ROC AUC of the risk over the labelled rows with a risk (:func:`rfnet.common.metrics.roc_auc`)."""
+    labelled = [r for r in rows if r.label in (0, 1) and not math.isnan(r.risk)]
+    return roc_auc([r.risk for r in labelled], [int(r.label or 0) for r in labelled])
 
 
 def nested_referral(rows: Sequence[Row], specificity: float) -> dict[str, float]:
@@ -310,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _calibrate(rows: list[Row], margin: float, min_kept: float, specificity: float) -> dict[str, Any]:
     found = [r.score for r in rows if r.dice_disc >= 0.5 and r.reason not in FIXED_REASONS]
-    if not found:
-        raise UsageError("no row found its disc: nothing to calibrate on")
-    min_score = math.floor(margin * min(found) * 1000) / 1000
+    min_score = propose(found, margin)
     limits = envelope_limits(rows, calibrate_limits(rows, min_score, min_kept))
     graded = _gradable_only(rows, min_score, limits)
     threshold = referral_threshold(graded, specificity)
