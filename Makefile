@@ -69,11 +69,12 @@ $(VENV_SERVE)/.installed: setup.cfg pyproject.toml
 test-serve: $(VENV_SERVE)/.installed
 	$(PY_SERVE) -m pytest -q tests/runtime tests/rfnet/common
 
-# mypy against the TensorRT 10.x stubs; export.trt_typing_stubs repairs the published stubs into build/typings
+# mypy against the TensorRT 10.x stubs; rfnet.export.trt.trt_typing_stubs repairs the published stubs into build/typings
 # (as published they lack py.typed and do not parse, so mypy would silently treat tensorrt as Any).
 typecheck: install
-	$(PY) -m export.trt_typing_stubs
-	$(PY) -m mypy --config-file mypy.ini
+	$(PY) -m rfnet.export.trt.trt_typing_stubs
+	$(PY) -m tests.support.layout build/typecheck
+	cd build/typecheck && "$(abspath $(PY))" -m mypy --config-file "$(CURDIR)/mypy.ini"
 
 clean:
 	rm -rf $(VENV) $(VENV_SERVE) $(DEMO_DIR) .pytest_cache .mypy_cache

@@ -95,7 +95,7 @@ def _main(argv: list[str] | None) -> int:
     if args.checkpoint is not None:
         logger.info("=== 2/4 training skipped: using %s", checkpoint)
 
-    from export import export_onnx  # imported here so that --help stays fast
+    from rfnet.export import export_onnx  # imported here so that --help stays fast
 
     t = _step("3/4 export to ONNX and check parity with PyTorch")
     onnx_path = out / "model.onnx"
@@ -106,7 +106,7 @@ def _main(argv: list[str] | None) -> int:
 
     t = _step("4/4 torch-free runtime on ONNX Runtime (separate process)")
     infer_dir = out / "inference"
-    cmd = [sys.executable, "-m", "runtime.infer", "--model", str(onnx_path), "--input", str(data / "val" / "images"),
+    cmd = [sys.executable, "-m", "rfnet.runtime.infer", "--model", str(onnx_path), "--input", str(data / "val" / "images"),
            "--output", str(infer_dir), *ow]
     logger.info("$ %s", " ".join(cmd))
     rc = subprocess.run(cmd, check=False).returncode

@@ -37,11 +37,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.endtoend import GTImage, PackedMasks, end_to_end, load_ground_truth, pipeline_throughput
-from benchmarks.measure import MemoryProbe, time_model
-from benchmarks.parity import DEFAULT_MAX_DICE_DROP, ParityRules, check_result, overall
-from benchmarks.report import baseline, environment, now_utc, write_reports
-from benchmarks.runners import (
+from rfnet.benchmarks.endtoend import GTImage, PackedMasks, end_to_end, load_ground_truth, pipeline_throughput
+from rfnet.benchmarks.measure import MemoryProbe, time_model
+from rfnet.benchmarks.parity import DEFAULT_MAX_DICE_DROP, ParityRules, check_result, overall
+from rfnet.benchmarks.report import baseline, environment, now_utc, write_reports
+from rfnet.benchmarks.runners import (
     ALL_RUNNERS,
     NotRunError,
     RunnerSpec,
@@ -61,7 +61,7 @@ from rfnet.data import DATASET_NAMES
 from rfnet.errors import RFNetError, UsageError
 from rfnet.torch_backend import PRESET_PREFIX, TorchBackend
 
-log = logging.getLogger("benchmarks.bench")
+log = logging.getLogger("rfnet.benchmarks.bench")
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=None,
                    help=f"comma-separated runners to try (default: all that apply): {','.join(ALL_RUNNERS)}")
     p.add_argument("--no-pipeline", action="store_true",
-                   help="skip the pipelined end-to-end throughput pass per batch size (runtime.pipeline)")
+                   help="skip the pipelined end-to-end throughput pass per batch size (rfnet.runtime.pipeline)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     for prec in ("fp32", "fp16", "int8"):
         p.add_argument(f"--max-dice-drop-{prec}", type=_unit, default=DEFAULT_MAX_DICE_DROP[prec],

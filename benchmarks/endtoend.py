@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
+from rfnet.benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
 from rfnet.common.contract import ModelMetadata
 from rfnet.common.imageio import read_image
@@ -32,7 +32,7 @@ from rfnet.common.metrics import agreement, case_metrics, summarize
 from rfnet.common.progress import track
 from rfnet.common.segment import STAGES as CORE_STAGES
 from rfnet.common.segment import SegmentedImage, Segmenter
-from runtime.pipeline import ImageResult, Pipeline
+from rfnet.runtime.pipeline import ImageResult, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +236,18 @@ def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float
 def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int,
                         *, threshold: float = 0.5, outputs: Path | None = None,
                         writer_threads: int = 2) -> dict[str, Any]:
-    """End-to-end throughput as deployed: ``runtime.pipeline.Pipeline`` (decoding in a
+    """End-to-end throughput as deployed: ``rfnet.runtime.pipeline.Pipeline`` (decoding in a
     background thread overlapping inference, ``batch`` images per call) over all images once;
     with ``outputs`` (a folder), the runtime's default files are written there too, as
-    ``runtime/infer.py`` writes them (``runtime.writer.BackgroundWriter``: REFUGE map, JPEG
+    ``runtime/infer.py`` writes them (``rfnet.runtime.writer.BackgroundWriter``: REFUGE map, JPEG
     overlay, then results.csv) by ``writer_threads`` threads.
 
     Returns ``{"status", "batch_size", "images", "failed_images", "wall_s", "throughput_fps",
     "speedup_vs_paper", "outputs"}``; FPS = processed images / wall time, start to the last CDR
     (with outputs: to the last file and results.csv written).
     """
-    from runtime.outputs import DEFAULT_SAVE, OutputWriter, output_names
-    from runtime.writer import BackgroundWriter
+    from rfnet.runtime.outputs import DEFAULT_SAVE, OutputWriter, output_names
+    from rfnet.runtime.writer import BackgroundWriter
 
     pipe = Pipeline(backend, info, batch_size=batch, threshold=threshold)
     paths = [im.path for im in images]

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.measure import PAPER_FPS, latency_stats
+from rfnet.benchmarks.measure import PAPER_FPS, latency_stats
 from rfnet.common.cli import ExitCode, start
 from rfnet.common.imageio import ImageReadError, list_images, read_image
 
-log = logging.getLogger("benchmarks.peer")
+log = logging.getLogger("rfnet.benchmarks.peer")
 
 MODEL_NAME = "fasterrcnn_mobilenet_v3_large_fpn"
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import PAPER_DEVICE, PAPER_FPS, PAPER_LATENCY_S
+from rfnet.benchmarks.measure import PAPER_DEVICE, PAPER_FPS, PAPER_LATENCY_S
 from rfnet.common.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Latencies are p50 / p90 / p99 milliseconds per image. End to end = decode + preprocess + model + "
         "postprocess + CDR, one image at a time; model only = the backend call on a preprocessed batch of 1. "
         "Throughputs per batch size bN: model only = N / mean call time; pipelined = images / wall time through "
-        "runtime.pipeline (decoding overlaps inference); + outputs = the same with the runtime's default files "
+        "rfnet.runtime.pipeline (decoding overlaps inference); + outputs = the same with the runtime's default files "
         "written by its background writer (REFUGE map, JPEG overlay, results.csv). Peak RSS is the process's resident peak while the runner "
         "ran (it includes libraries loaded by earlier runners, e.g. PyTorch); (+N) is what this runner added.",
         "",

@@ -23,7 +23,7 @@ import numpy as np
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.imageio import write_image
 from rfnet.common.report import write_report
-from runtime.outputs import CSV_COLUMNS
+from rfnet.runtime.outputs import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 

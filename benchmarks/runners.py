@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.errors import NotRunError
+from rfnet.benchmarks.errors import NotRunError
 from rfnet.common.backend import Backend, BackendUnavailableError
 from rfnet.common.env import torch_cuda_unavailable_reason
 from rfnet.errors import UsageError
 from rfnet.torch_backend import CHECKPOINT_SUFFIXES, PRESET_PREFIX, TorchBackend
-from runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
-from runtime.backends.onnxrt import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend
+from rfnet.runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from rfnet.runtime.backends.onnxrt import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def open_runner(spec: RunnerSpec, *, threads: int | None = None) -> Backend:
 
     Raises:
         NotRunError: the runner's library, provider or device is not available here.
-        runtime.backends.BackendError and subclasses: the model is missing or cannot be loaded.
+        rfnet.runtime.backends.BackendError and subclasses: the model is missing or cannot be loaded.
     """
     try:
         backend = _construct(spec, threads)
@@ -149,7 +149,7 @@ def _construct(spec: RunnerSpec, threads: int | None) -> Backend:
         # no spin-waiting threads, as runtime/infer.py runs it (they would starve the pipeline's threads)
         return OnnxRuntimeBackend(spec.model, providers=providers, intra_op_threads=threads, spinning=False)
     if r in TRT_RUNNERS:
-        from runtime.backends import trt_pycuda
+        from rfnet.runtime.backends import trt_pycuda
 
         # Check the libraries first: without TensorRT the runner is "not run", whatever the file.
         try:

@@ -5,7 +5,7 @@ answer checked against runtime/infer.py's for the same image (a benchmark, not a
 
 1. runtime/infer.py (in this process, batch 1) segments the images once: the reference answers
    (results.csv text and mask PNGs) and the single-process throughput;
-2. ``python -m runtime.serve`` starts in a subprocess on 127.0.0.1 (free ports) and is polled
+2. ``python -m rfnet.runtime.serve`` starts in a subprocess on 127.0.0.1 (free ports) and is polled
    until ``/v2/models/rfnet/ready`` (``/v2/health/ready`` answers 200 before PyTriton loads the model);
 3. ``--concurrency`` threads, one Triton client each, send ``--requests`` requests (one image
    each, cycling through the images) over ``--protocol``; the run is also bounded by ``--time-limit``;
@@ -38,16 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.errors import BenchmarkError
+from rfnet.benchmarks.errors import BenchmarkError
 from rfnet.common.cli import ExitCode, start
 from rfnet.common.imageio import list_images
 from rfnet.errors import RFNetError, UsageError
-from runtime.client import TritonSegmentClient
-from runtime.fields import FIELD_NAMES, format_fields
-from runtime.infer import main as infer_main
-from runtime.outputs import output_names
+from rfnet.runtime.client import TritonSegmentClient
+from rfnet.runtime.fields import FIELD_NAMES, format_fields
+from rfnet.runtime.infer import main as infer_main
+from rfnet.runtime.outputs import output_names
 
-log = logging.getLogger("benchmarks.serve_load")
+log = logging.getLogger("rfnet.benchmarks.serve_load")
 
 
 def _free_port() -> int:
@@ -79,7 +79,7 @@ def reference(model: Path, paths: list[Path], threads: int | None, work: Path) -
 
 
 def start_server(args: argparse.Namespace, ports: dict[str, int], logf: Any, log_path: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "runtime.serve", "--model", str(args.model), "--address", "127.0.0.1",
+    cmd = [sys.executable, "-m", "rfnet.runtime.serve", "--model", str(args.model), "--address", "127.0.0.1",
            "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]), "--metrics-port", str(ports["metrics"]),
            "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
            "--instances", str(args.instances)]

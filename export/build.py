@@ -8,13 +8,13 @@ Everything that does not need TensorRT happens first (arguments, preset, ONNX fi
 metadata, RoiAlign attributes, shapes, calibration images), so mistakes surface on any
 machine. Without TensorRT the command then prints the equivalent ``trtexec`` line, says what
 to install and exits 2 -- no engine is built. With TensorRT it builds (see
-``export/trt_builder.py``), checks that every RoiAlign node became the ``ROIAlign_TRT`` plugin
+``export/trt/trt_builder.py``), checks that every RoiAlign node became the ``ROIAlign_TRT`` plugin
 layer, writes the engine atomically and ``X.engine.json`` beside it (``runtime/manifest.py``).
 
 Exit codes (``rfnet.common.cli.ExitCode``): 0 built; 2 (USAGE) bad arguments or input, and
 missing TensorRT / CUDA bindings / GPU -- the message says which; 1 (FAILED) TensorRT refused
 to parse or build, or the engine could not be written. Never imports torch (nor PyCUDA
-when cuda-python is installed: ``export/cuda_device.py`` tries cuda-python first).
+when cuda-python is installed: ``export/trt/cuda_device.py`` tries cuda-python first).
 """
 from __future__ import annotations
 
@@ -29,20 +29,20 @@ from typing import Any
 
 import onnx
 
-from export import build_plan as bp
-from export.calibration import CalibrationDataError, make_calibration_set
-from export.fp16_selection import fp32_nodes
-from export.graph_checks import GraphCheckError, GraphPrecision, graph_precision, precision_problem
-from export.graph_checks import (batch_limit_issues, gridsample_attribute_issues, roialign_attribute_issues,
+from rfnet.export.trt import build_plan as bp
+from rfnet.export.calibration import CalibrationDataError, make_calibration_set
+from rfnet.export.onnx_tools.fp16_selection import fp32_nodes
+from rfnet.export.onnx_tools.graph_checks import GraphCheckError, GraphPrecision, graph_precision, precision_problem
+from rfnet.export.onnx_tools.graph_checks import (batch_limit_issues, gridsample_attribute_issues, roialign_attribute_issues,
                                  roialign_nodes, sibling_candidates)
-from export.onnx_meta import get_metadata
-from export.targets import Target, TargetError, load_target
+from rfnet.export.onnx_tools.onnx_meta import get_metadata
+from rfnet.export.trt.targets import Target, TargetError, load_target
 from rfnet.common.cli import ExitCode, new_parser, setup_logging
 from rfnet.common.contract import PRECISIONS, MetadataError, ModelMetadata, parse_metadata
 from rfnet.common.fileio import OutputExistsError, atomic_open, check_can_write
-from runtime.manifest import ManifestError, manifest_path, sha256_file, write_manifest
+from rfnet.runtime.manifest import ManifestError, manifest_path, sha256_file, write_manifest
 
-log = logging.getLogger("export.build")
+log = logging.getLogger("rfnet.export.build")
 
 BAD_INPUT = (TargetError, GraphCheckError, MetadataError, bp.PlanError, CalibrationDataError, OutputExistsError)
 
@@ -95,7 +95,7 @@ class OnnxFacts:
     roialign: list[str]
     roialign_warnings: list[str]
     graph: GraphPrecision
-    fp32_nodes: list[str]  # outside the FP16 trunk (export.fp16_selection.fp16_nodes)
+    fp32_nodes: list[str]  # outside the FP16 trunk (rfnet.export.onnx_tools.fp16_selection.fp16_nodes)
     node_names: list[str]  # every named node: tells a node "X_1" from the parser's second layer of "X"
 
 
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except BAD_INPUT as exc:
         return _error(exc, ExitCode.USAGE)
 
-    from export import cuda_device, trt_builder  # no TensorRT import happens here
+    from rfnet.export.trt import cuda_device, trt_builder  # no TensorRT import happens here
 
     try:
         caps = trt_builder.capabilities(trt_builder.import_tensorrt())

@@ -8,7 +8,7 @@ be what the deployed engine will see, so every image goes through the shared run
 (letterbox to ``S x S``, ``(x - mean) / std``, CHW float32) with ``S``/``mean``/``std`` read
 from the ONNX model's ``rfnet.*`` metadata -- never from defaults.
 
-The calibrator class itself needs TensorRT base classes and lives in ``export/trt_calibrator.py``;
+The calibrator class itself needs TensorRT base classes and lives in ``export/trt/trt_calibrator.py``;
 this module only yields float32 ``[B, 3, S, S]`` batches and a hash of what was used. ``B`` is
 the network input's batch when the ONNX fixes it (``export/build.py`` enforces that).
 """
@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from export.errors import ExportError
+from rfnet.export.errors import ExportError
 from rfnet.common.imageio import ImageReadError, list_images, read_image
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig

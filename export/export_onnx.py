@@ -10,7 +10,7 @@ Graph: ``image`` float32 [B,3,S,S] (preprocessed, docs/design.md) -> ``boxes`` [
 Feature Pooling is RoiAlign per level + ``Max``, NMS is ONNX ``NonMaxSuppression``; no
 custom-domain op. Exported with ``torch.onnx.export(dynamo=False)`` (TorchScript tracing:
 the model's eval path is written for it), simplified with onnxsim, checked with
-``onnx.checker``, ``rfnet.*`` metadata in ``metadata_props`` (export/onnx_meta.py).
+``onnx.checker``, ``rfnet.*`` metadata in ``metadata_props`` (export/onnx_tools/onnx_meta.py).
 
 Then ONNX Runtime (CPU) vs PyTorch on a few images (synthetic unless ``--images``): max abs
 difference of masks, scores and boxes and Dice of the binarised masks; exit 1 when beyond
@@ -21,7 +21,7 @@ with exit 2. Exit 2 also for bad arguments or inputs, 1 for a graph that breaks 
 
 Score ties: a briefly trained model gives many detections the same score, and which of them
 NMS and the top K keep is decided by float noise, differently in PyTorch and ONNX Runtime. The
-check therefore compares detections as matched sets (export/detection_match.py): above the
+check therefore compares detections as matched sets (export/onnx_tools/detection_match.py): above the
 score floor (``--box-min-score``), pairs matched by IoU at equal scores are compared value by
 value, equally scored detections that swapped places with others of a tied score are counted as
 tie swaps, and a detection without a counterpart fails the check.
@@ -43,13 +43,13 @@ import numpy as np
 import onnx
 import torch
 
-from export import onnx_inspect
-from export.errors import ExportError
-from export.compare import EvalImage, cpu_backend, folder_images, max_abs_diffs, synthetic_images
-from export.detection_match import DetectionMatch, match_detections, matched_diffs, matched_mask_dice
-from export.graph_checks import gridsample_attribute_issues, roialign_attribute_issues
-from export.onnx_meta import exporter_versions, write_model_metadata
-from export.onnx_passes import simplify
+from rfnet.export.onnx_tools import onnx_inspect
+from rfnet.export.errors import ExportError
+from rfnet.export.onnx_tools.compare import EvalImage, cpu_backend, folder_images, max_abs_diffs, synthetic_images
+from rfnet.export.onnx_tools.detection_match import DetectionMatch, match_detections, matched_diffs, matched_mask_dice
+from rfnet.export.onnx_tools.graph_checks import gridsample_attribute_issues, roialign_attribute_issues
+from rfnet.export.onnx_tools.onnx_meta import exporter_versions, write_model_metadata
+from rfnet.export.onnx_tools.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES
@@ -145,7 +145,7 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, *, batch: int | None 
     """Trace ``model`` (eval) to ONNX; ``batch`` None gives a dynamic batch axis.
 
     Raises :class:`ExportContractError` when the graph breaks the contract (names, static shapes,
-    RoiAlign attributes, custom-domain ops) and ``export.onnx_passes.SimplifyError`` when onnxsim fails.
+    RoiAlign attributes, custom-domain ops) and ``rfnet.export.onnx_tools.onnx_passes.SimplifyError`` when onnxsim fails.
     """
     if opset < MIN_OPSET:
         raise UsageError(f"--opset {opset}: RoiAlign needs opset >= {MIN_OPSET} for half_pixel (aligned) sampling")
@@ -224,7 +224,7 @@ def parity_check(model: torch.nn.Module, onnx_model: Path, items: Sequence[EvalI
     Both run through the shared core (:meth:`rfnet.common.segment.Segmenter.infer`): the
     model behind :class:`~rfnet.torch_backend.TorchBackend`, the file ``onnx_model`` behind the
     runtime's ONNX Runtime backend. The detections scoring at least ``box_min_score`` are
-    compared as matched sets (:func:`export.detection_match.match_detections`): score ties that
+    compared as matched sets (:func:`rfnet.export.onnx_tools.detection_match.match_detections`): score ties that
     NMS or the top K resolve differently are tie swaps, not failures; masks within ``atol`` of
     the 0.5 threshold count as agreeing in the binarised Dice.
     """

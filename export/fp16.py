@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import onnx_inspect
-from export.fp16_selection import FP32_OPS, fp16_nodes
-from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
-from export.compare import mask_agreement, max_abs_diffs, run_onnx, synthetic_images
+from rfnet.export.onnx_tools import onnx_inspect
+from rfnet.export.onnx_tools.fp16_selection import FP32_OPS, fp16_nodes
+from rfnet.export.onnx_tools.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
+from rfnet.export.onnx_tools.compare import mask_agreement, max_abs_diffs, run_onnx, synthetic_images
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import KEY_FP16
 from rfnet.common.fileio import atomic_write_bytes, check_can_write

@@ -19,7 +19,7 @@ project (and the torch-free runtime) depends on. ``quantize_static`` ships with 
 onnxruntime we already have, runs its calibration on the CPU and gives us control over
 which nodes stay float. ModelOpt remains an optional extra (``pip install '.[modelopt]'``).
 
-Two targets (``--target``, ``export/qdq_targets.py``): ``tensorrt`` (the default, below) and
+Two targets (``--target``, ``export/onnx_tools/qdq_targets.py``): ``tensorrt`` (the default, below) and
 ``onnxruntime``, for ONNX Runtime's CPU provider: uint8 activations, float consumers reading the
 DequantizeLinear, so that every quantized Conv/Gemm runs as QLinearConv/QGemm (U8S8) and the
 only layout Transposes move 8-bit data at the edges of the integer regions (checked on ONNX
@@ -65,11 +65,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import onnx_inspect
-from export.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
-from export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
-from export.int8_eval import GateOptions, eval_sets, evaluate_all
-from export.qdq_targets import FLOAT_CONSUMERS, TARGETS, narrow_layers
+from rfnet.export.onnx_tools import onnx_inspect
+from rfnet.export.onnx_tools.onnx_meta import derived_metadata, get_metadata, load_fp32_model, model_metadata, set_metadata
+from rfnet.export.calibration import CalibrationDataError, CalibrationSet, make_calibration_set
+from rfnet.export.onnx_tools.int8_eval import GateOptions, eval_sets, evaluate_all
+from rfnet.export.onnx_tools.qdq_targets import FLOAT_CONSUMERS, TARGETS, narrow_layers
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.contract import KEY_QUANTIZATION
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
@@ -107,7 +107,7 @@ class QuantizeOptions:
     # How float consumers (RoiAlign, FPN Add, Resize, decoding, ...) of a quantized layer's output
     # read it (FLOAT_CONSUMERS); "dequantized" lets ONNX Runtime run the layer as QLinearConv/QGemm.
     float_consumers: str = "rerouted"
-    # Conv-like layers with fewer output channels stay float (0 = none); see export/qdq_targets.py.
+    # Conv-like layers with fewer output channels stay float (0 = none); see export/onnx_tools/qdq_targets.py.
     min_int8_channels: int = 0
     # "int8": symmetric int8 activations (zero point 0), what TensorRT takes. "uint8": asymmetric
     # uint8 activations, what ONNX Runtime's x86 integer kernels (U8S8) take directly.

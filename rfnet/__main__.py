@@ -1,7 +1,7 @@
 """``rfnet VERB ...``: one command for every job (installed as the ``rfnet`` console script).
 
 Each verb runs the ``main(argv)`` of the module that owns the job, with the rest of the command
-line, so ``rfnet infer --model M --input D --output O`` is ``python -m runtime.infer --model M
+line, so ``rfnet infer --model M --input D --output O`` is ``python -m rfnet.runtime.infer --model M
 --input D --output O`` and every ``python -m ...`` / ``python runtime/infer.py`` form keeps
 working. The modules are imported only when their verb runs (``rfnet infer`` needs no torch;
 ``rfnet train`` does), so this dispatcher adds no dependency between the layers.
@@ -21,16 +21,16 @@ VERBS: dict[str, tuple[str, str]] = {
     "crossval": ("rfnet.crossval", "pool the evaluations of cross-validation folds into tables, per dataset"),
     "calibrate": ("rfnet.screening_calibration", "choose the verdict's limits and the referral threshold on folds"),
     "summary": ("rfnet.summary", "parameters and GFLOPs of the presets"),
-    "export": ("export.export_onnx", "PyTorch checkpoint -> ONNX, parity-checked against PyTorch"),
-    "fp16": ("export.fp16", "FP32 ONNX -> FP16 ONNX (strongly typed TensorRT)"),
-    "quantize": ("export.quantize", "FP32 ONNX -> INT8 Q/DQ ONNX (TensorRT or ONNX Runtime), accuracy-gated"),
-    "build": ("export.build", "ONNX -> TensorRT engine and manifest (on the GPU machine that runs it)"),
-    "infer": ("runtime.infer", "images -> masks, CDRs, referral, overlays, report.html (ONNX Runtime or TensorRT)"),
-    "report": ("runtime.report", "rebuild the screening report.html of an output folder"),
-    "serve": ("runtime.serve", "the model behind a Triton Inference Server (the [serve] extra)"),
-    "client": ("runtime.client", "send images to that server; writes what infer writes"),
-    "bench": ("benchmarks.bench", "speed and mask parity of the backends, against the paper's 4.1 FPS"),
-    "profile": ("benchmarks.profile_model", "where an ONNX model spends its time, by part of the network"),
+    "export": ("rfnet.export.export_onnx", "PyTorch checkpoint -> ONNX, parity-checked against PyTorch"),
+    "fp16": ("rfnet.export.fp16", "FP32 ONNX -> FP16 ONNX (strongly typed TensorRT)"),
+    "quantize": ("rfnet.export.quantize", "FP32 ONNX -> INT8 Q/DQ ONNX (TensorRT or ONNX Runtime), accuracy-gated"),
+    "build": ("rfnet.export.build", "ONNX -> TensorRT engine and manifest (on the GPU machine that runs it)"),
+    "infer": ("rfnet.runtime.infer", "images -> masks, CDRs, referral, overlays, report.html (ONNX Runtime or TensorRT)"),
+    "report": ("rfnet.runtime.report", "rebuild the screening report.html of an output folder"),
+    "serve": ("rfnet.runtime.serve", "the model behind a Triton Inference Server (the [serve] extra)"),
+    "client": ("rfnet.runtime.client", "send images to that server; writes what infer writes"),
+    "bench": ("rfnet.benchmarks.bench", "speed and mask parity of the backends, against the paper's 4.1 FPS"),
+    "profile": ("rfnet.benchmarks.profile_model", "where an ONNX model spends its time, by part of the network"),
     "demo": ("demo", "generated images -> brief training -> ONNX -> runtime (a source checkout)"),
 }
 

@@ -7,9 +7,9 @@ package        base                                       e.g.
 =============  =========================================  ==========================================
 ``rfnet``      :class:`RFNetError` (this module)          ImageReadError, CheckpointError, MetadataError,
                                                           BackendError, DatasetLayoutError
-``export``     ``export.errors.ExportError``              GraphCheckError, TargetError, SimplifyError
-``runtime``    ``runtime.errors.DeploymentError``         ManifestError, ManifestMismatchError
-``benchmarks`` ``benchmarks.errors.BenchmarkError``       UsageError, NotRunError
+``export``     ``rfnet.export.errors.ExportError``              GraphCheckError, TargetError, SimplifyError
+``runtime``    ``rfnet.runtime.errors.DeploymentError``         ManifestError, ManifestMismatchError
+``benchmarks`` ``rfnet.benchmarks.errors.BenchmarkError``       UsageError, NotRunError
 =============  =========================================  ==========================================
 
 The other three bases derive from :class:`RFNetError`, so a command-line ``main()`` catches

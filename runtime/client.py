@@ -1,7 +1,7 @@
 """Send images to ``runtime/serve.py`` (Triton, HTTP or gRPC) and write what ``runtime/infer.py`` writes.
 
-    python -m runtime.client --url 127.0.0.1:8000 --output out/ fundus/*.jpg
-    python -m runtime.client --url grpc://10.0.0.5:8001 --output out/ --concurrency 8 fundus/
+    python -m rfnet.runtime.client --url 127.0.0.1:8000 --output out/ fundus/*.jpg
+    python -m rfnet.runtime.client --url grpc://10.0.0.5:8001 --output out/ --concurrency 8 fundus/
 
 Each image file is sent as it is on disk (one request per image, ``--concurrency`` requests in
 flight, so the server's dynamic batcher can group them). The output folder gets results.csv
@@ -32,17 +32,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, new_parser, start
+from rfnet.common.cli import ExitCode, images_run_epilog, new_parser, start
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
-from runtime.errors import DeploymentError
-from runtime.fields import Value, fields_from_outputs
-from runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
-from runtime.serving import (CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_INFO, MODEL_NAME, decode_mask,
+from rfnet.runtime.errors import DeploymentError
+from rfnet.runtime.fields import Value, fields_from_outputs
+from rfnet.runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
+from rfnet.runtime.serving import (CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_INFO, MODEL_NAME, decode_mask,
                              output_specs)
 
-log = logging.getLogger("runtime.client")
+log = logging.getLogger("rfnet.runtime.client")
 
 CLIENT_HINT = 'pip install "tritonclient[http,grpc]" (or the [serve] extra)'
 
@@ -129,14 +129,12 @@ class TritonSegmentClient:
         self._client.close()
 
 
+DESCRIPTION = ("Segment images on an RF-Net Triton server (rfnet serve) and write results.csv, masks, overlays "
+               "as rfnet infer does.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
-        "python -m runtime.client",
-        description="Segment images on an RF-Net Triton server (runtime/serve.py) and write results.csv, masks, "
-        "overlays as runtime/infer.py does.",
-        epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/no server/missing library/output exists, "
-        "130 interrupted.",
-    )
+    p = new_parser("rfnet client", DESCRIPTION, images_run_epilog("usage/no server/missing library/output exists"))
     p.add_argument("images", nargs="+", help="image files, folders or quoted glob patterns")
     p.add_argument("--url", required=True, help="HOST:PORT, http://HOST:PORT or grpc://HOST:PORT")
     p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="for a URL without a scheme (default http)")

@@ -5,7 +5,7 @@ is reported as, in column order: each field's name, its kind (``float``, ``int``
 how it is read from the core result and how it is written as text. Every consumer derives
 from this table:
 
-* ``runtime/infer.py`` (``runtime.outputs.OutputWriter``): the results.csv columns after
+* ``runtime/infer.py`` (``rfnet.runtime.outputs.OutputWriter``): the results.csv columns after
   ``file`` (``latency_ms`` goes before the free-text ``message``, which stays last),
   formatted with :func:`format_fields`;
 * ``runtime/serve.py``: one Triton output per field (``float`` -> FP64, ``int`` -> INT32,
@@ -36,7 +36,7 @@ Value = Union[float, int, str, None]
 
 class CoreResult(Protocol):
     """What the fields are read from: :class:`rfnet.common.segment.SegmentedImage` (the core's
-    result) or ``runtime.pipeline.ImageResult``, which carries the same three."""
+    result) or ``rfnet.runtime.pipeline.ImageResult``, which carries the same three."""
 
     @property
     def segmentation(self) -> Segmentation: ...

@@ -31,28 +31,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, new_parser, start
+from rfnet.common.cli import ExitCode, images_run_epilog, new_parser, start
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
-from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
-from runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
-from runtime.manifest import sha256_file
-from runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
+from rfnet.runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
+from rfnet.runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
+from rfnet.runtime.manifest import sha256_file
+from rfnet.runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
                              parse_save, prepare_output_dir, write_run_report)
-from runtime.pipeline import ImageFailure, Pipeline
-from runtime.writer import BackgroundWriter
+from rfnet.runtime.pipeline import ImageFailure, Pipeline
+from rfnet.runtime.writer import BackgroundWriter
 
-log = logging.getLogger("runtime.infer")
+log = logging.getLogger("rfnet.runtime.infer")
+
+
+DESCRIPTION = ("Optic disc / cup segmentation and cup-to-disc ratios with TensorRT or ONNX Runtime "
+               "(no PyTorch needed).")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = new_parser(
-        "runtime/infer.py",
-        description="Optic disc / cup segmentation and cup-to-disc ratios with TensorRT or ONNX Runtime "
-        "(no PyTorch needed).",
-        epilog="Exit status: 0 ok, 1 some images failed (listed), 2 usage/model/input/output error or a missing "
-        "library, 130 interrupted.",
-    )
+    p = new_parser("rfnet infer", DESCRIPTION, images_run_epilog("usage/model/input/output error or missing library"))
     p.add_argument("--model", required=True, type=Path, help="X.engine (with X.engine.json beside it) or X.onnx")
     p.add_argument("--input", required=True, help="an image file, a folder of images, or a quoted glob pattern")
     p.add_argument("--output", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
@@ -82,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (the screening report: counts, referrals first, thumbnails, "
-                        "vCDR histogram; rebuild it later with python -m runtime.report OUTPUT)")
+                        "vCDR histogram; rebuild it later with python -m rfnet.runtime.report OUTPUT)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --output: skip the images its progress.jsonl lists "
                    "(same model, input and settings required)")

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 from rfnet.common.contract import MANIFEST_FORMAT, MANIFEST_REQUIRED_FIELDS, PRECISIONS
 from rfnet.common.fileio import atomic_write_json
-from runtime.errors import DeploymentError
+from rfnet.runtime.errors import DeploymentError
 
 logger = logging.getLogger(__name__)
 

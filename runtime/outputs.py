@@ -20,7 +20,7 @@ are written for it (they would carry a segmentation no confident disc backs) unl
 By default each mask is written once, in the REFUGE map (it holds disc and cup); the separate
 PNGs are ``--save masks`` (or ``all``). Overlays are JPEG (quality 95) unless PNG is asked for:
 PNG-encoding a 3.6 MP photograph costs more than the light model itself (docs/lab/benchmarks-log.md).
-``runtime.writer`` runs an :class:`OutputWriter` in a background thread, off the inference loop.
+``rfnet.runtime.writer`` runs an :class:`OutputWriter` in a background thread, off the inference loop.
 
 Every file goes through :mod:`rfnet.common.fileio` (temporary file + rename), so an
 interrupted run never leaves a half-written image or table behind.
@@ -44,9 +44,9 @@ from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.report import THUMB_DIR, make_thumbnail, write_report
 from rfnet.common.viz import draw_contours, overlay
 from rfnet.errors import UsageError
-from runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
-from runtime.journal import Journal, Record
-from runtime.pipeline import ImageResult
+from rfnet.runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
+from rfnet.runtime.journal import Journal, Record
+from rfnet.runtime.pipeline import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ SUMMARY_JSON = "summary.json"
 
 #: Result fields written after latency_ms: the free-text message stays the last column.
 TRAILING_FIELDS = ("message",)
-#: results.csv columns: the name, the input file, the result fields of :mod:`runtime.fields`
+#: results.csv columns: the name, the input file, the result fields of :mod:`rfnet.runtime.fields`
 #: (gradable 1/0 with the reason code and message when 0, the CDR cells then empty; vcdr is
 #: REFUGE's max column count ratio, vcdr_extent the row-extent ratio; the disc box in original
 #: pixels, ...), and latency_ms, the backend time of the image's batch divided by the images in
@@ -136,7 +136,7 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 class OutputWriter:
     """Writes per-image files as results arrive and the tables at the end.
 
-    With a ``journal``, each image's :class:`~runtime.journal.Record` is appended to it once
+    With a ``journal``, each image's :class:`~rfnet.runtime.journal.Record` is appended to it once
     its files are written (``--resume`` skips the images listed there).
     """
 
@@ -228,7 +228,7 @@ class OutputWriter:
     def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],
                 latency_ms: float) -> dict[str, Any]:
         """Record (and return) the results.csv row of input ``index`` from its field values
-        (:mod:`runtime.fields`); a CDR without a value is an empty cell."""
+        (:mod:`rfnet.runtime.fields`); a CDR without a value is an empty cell."""
         row = {"name": name, "file": str(file), **format_fields(values), "latency_ms": f"{latency_ms:.3f}"}
         self.rows.append((index, row))
         return row

@@ -1,6 +1,6 @@
-"""Rebuild the screening report of an output folder: ``python -m runtime.report OUTPUT_DIR``.
+"""Rebuild the screening report of an output folder: ``python -m rfnet.runtime.report OUTPUT_DIR``.
 
-``runtime/infer.py`` and ``runtime.client`` write ``report.html`` beside results.csv themselves
+``runtime/infer.py`` and ``rfnet.runtime.client`` write ``report.html`` beside results.csv themselves
 (``--no-report`` to skip); this rebuilds it, e.g. for a folder written before the report existed
 (its missing thumbnails are made from the overlays first) or an ``rfnet.evaluate`` folder
 (per_image.csv: adds predicted against true vCDR and, with glaucoma labels, the ROC curve).
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m runtime.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("output", type=Path, help="output folder of runtime/infer.py, runtime.client or rfnet.evaluate")
+    p = argparse.ArgumentParser(prog="python -m rfnet.runtime.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("output", type=Path, help="output folder of runtime/infer.py, rfnet.runtime.client or rfnet.evaluate")
     p.add_argument("--title", help="page title (default: the folder's name)")
     p.add_argument("--no-thumbnails", action="store_true", help="do not make missing thumbnails from the overlays")
     p.add_argument("-v", "--verbose", action="store_true")

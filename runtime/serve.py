@@ -1,7 +1,7 @@
 """Serve RF-Net behind a real Triton Inference Server (PyTriton), torch-free.
 
-    python -m runtime.serve --model model.onnx                      # HTTP :8000, gRPC :8001, metrics :8002
-    python -m runtime.serve --model rfnet.engine --max-batch-size 8 --http-port 9000
+    python -m rfnet.runtime.serve --model model.onnx                      # HTTP :8000, gRPC :8001, metrics :8002
+    python -m rfnet.runtime.serve --model rfnet.engine --max-batch-size 8 --http-port 9000
 
 One Triton model (``rfnet``) takes encoded image files (one per request item, BYTES [1]) and
 returns per image the result fields of ``runtime/fields.py`` (the results.csv columns of
@@ -40,12 +40,12 @@ import numpy as np
 
 from rfnet.common.cli import ExitCode, new_parser, start
 from rfnet.errors import RFNetError, UsageError
-from runtime.backends import BACKENDS, resolve_backend
-from runtime.errors import DeploymentError
-from runtime.serving import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_INPUT, MODEL_NAME, SegmentService, ServeSettings,
+from rfnet.runtime.backends import BACKENDS, resolve_backend
+from rfnet.runtime.errors import DeploymentError
+from rfnet.runtime.serving import (DEFAULT_MAX_IMAGE_PIXELS, IMAGE_INPUT, MODEL_NAME, SegmentService, ServeSettings,
                              output_specs)
 
-log = logging.getLogger("runtime.serve")
+log = logging.getLogger("rfnet.runtime.serve")
 
 SERVE_HINT = 'pip install -e ".[serve]" (Linux x86_64 / aarch64; nvidia-pytriton needs numpy<2)'
 
@@ -110,7 +110,7 @@ class RFNetServer:
     metrics) and returns when the model is ready; leaving stops Triton, then the instances.
 
     Args:
-        settings: model and inference settings (``runtime.serving.ServeSettings``).
+        settings: model and inference settings (``rfnet.runtime.serving.ServeSettings``).
         instances: model instances (each loads the backend; one per GPU, see README).
         address: interface the three endpoints listen on.
         http_port, grpc_port, metrics_port: their ports.
@@ -235,7 +235,7 @@ def _infer_fn(service: SegmentService) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = new_parser(
-        "python -m runtime.serve",
+        "python -m rfnet.runtime.serve",
         description="Serve RF-Net optic disc / cup segmentation and CDRs behind Triton Inference Server (PyTriton).",
         epilog="Health: GET /v2/health/live, /v2/health/ready, /v2/models/<name>/ready; Prometheus metrics on "
         "--metrics-port at /metrics. Exit status: 0 stopped (SIGTERM), 1 the server died, 2 usage/model/missing "

@@ -7,7 +7,7 @@ The wire format, used by ``runtime/serve.py`` and ``runtime/client.py``:
 tensor                 dtype   dims   per request item (batch dimension first, [N,1])
 =====================  ======  =====  ===================================================
 ``image`` (input)      BYTES   [1]    the encoded image file (JPEG, PNG, BMP, TIFF)
-each result field      FP64 /  [1]    :data:`runtime.fields.RESULT_FIELDS`: gradable, reason,
+each result field      FP64 /  [1]    :data:`rfnet.runtime.fields.RESULT_FIELDS`: gradable, reason,
                        INT32 /        vcdr, vcdr_extent, hcdr, area_cdr, disc box, score,
                        BYTES          disc_found, cup_low_confidence, message (``float`` /
                                       ``int`` / ``str``)
@@ -43,8 +43,8 @@ from rfnet.common.gradability import ImageQuality
 from rfnet.common.imageio import ImageReadError, decode_image, encode_mask_png
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.segment import Segmenter
-from runtime.backends import create_backend
-from runtime.fields import KINDS, RESULT_FIELDS, Value, empty_fields, fields_to_arrays, result_fields
+from rfnet.runtime.backends import create_backend
+from rfnet.runtime.fields import KINDS, RESULT_FIELDS, Value, empty_fields, fields_to_arrays, result_fields
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ServeSettings:
 
     Attributes:
         model: ``.onnx`` or ``.engine`` (manifest beside it).
-        backend: ``auto``, ``onnxruntime`` or ``tensorrt`` (``runtime.backends.BACKENDS``).
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt`` (``rfnet.runtime.backends.BACKENDS``).
         max_batch_size: images per backend call (Triton's dynamic batcher fills up to this).
         threshold, ellipse: as ``runtime/infer.py``'s ``--threshold`` / ``--ellipse``.
         min_score: minimum disc score of a gradable image, as infer.py's ``--min-score`` (None:

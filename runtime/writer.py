@@ -3,7 +3,7 @@
 Encoding an overlay and the REFUGE map and writing them (each file ``fsync``ed by
 :mod:`rfnet.common.fileio`) takes about as long as the light model's inference on a CPU; done
 in line, the next image would wait for it. :class:`BackgroundWriter` hands each result to one
-thread that runs :meth:`runtime.outputs.OutputWriter.write` while the main loop goes on with
+thread that runs :meth:`rfnet.runtime.outputs.OutputWriter.write` while the main loop goes on with
 the next image. OpenCV's encoders and file I/O release the GIL, so on two cores the writing
 overlaps inference instead of adding to it. Two threads by default: while one waits for its
 files to reach the disk (``fsync``), the other encodes the next image's; the rows and the journal
@@ -11,7 +11,7 @@ are recorded one image at a time, each after its files are written.
 
 The queue is bounded (each waiting result holds its decoded image), so a slow disk slows the
 loop down instead of filling memory. A file that cannot be written makes that image an
-:class:`runtime.pipeline.ImageFailure`; the thread goes on with the next one.
+:class:`rfnet.runtime.pipeline.ImageFailure`; the thread goes on with the next one.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.outputs import OutputWriter
-from runtime.pipeline import ImageFailure, ImageResult
+from rfnet.runtime.outputs import OutputWriter
+from rfnet.runtime.pipeline import ImageFailure, ImageResult
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,11 @@ import inspect
 import re
 from pathlib import Path
 
-from benchmarks.errors import BenchmarkError
-from export.errors import ExportError
+from rfnet.benchmarks.errors import BenchmarkError
+from rfnet.export.errors import ExportError
 from rfnet.errors import RFNetError
-from runtime.errors import DeploymentError
+from rfnet.runtime.errors import DeploymentError
+from tests.support.layout import module_name, source_files
 
 REPO = Path(__file__).resolve().parents[1]
 #: Modules whose errors may stand outside the tree (none).
@@ -17,16 +18,11 @@ PENDING: set[str] = set()
 #: CLIs still returning literal exit codes (none).
 PENDING_MAINS: set[str] = set()
 TORCH_MODULES = ("rfnet.model", "rfnet.training", "rfnet.checkpoint", "rfnet.train", "rfnet.predict", "rfnet.evaluate",
-                 "rfnet.summary", "rfnet.data.torch_dataset", "export.export_onnx")
+                 "rfnet.summary", "rfnet.data.torch_dataset", "rfnet.export.export_onnx")
 
 
 def _modules() -> list[str]:
-    names = []
-    for pkg in ("rfnet", "export", "runtime", "benchmarks"):
-        for p in sorted((REPO / pkg).rglob("*.py")):
-            mod = ".".join(p.relative_to(REPO).with_suffix("").parts)
-            names.append(mod[: -len(".__init__")] if mod.endswith(".__init__") else mod)
-    return names
+    return [module_name(p) for p in source_files()]
 
 
 def test_package_bases_share_one_root() -> None:
@@ -51,8 +47,7 @@ def test_every_project_exception_derives_from_rfnet_error() -> None:
 
 def test_every_main_returns_exit_codes_from_the_table() -> None:
     mains, offenders = 0, []
-    for p in [*(p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")),
-              REPO / "demo.py"]:
+    for p in [*source_files(), REPO / "demo.py"]:
         path, text = p.relative_to(REPO).as_posix(), p.read_text()
         if "def main(" not in text or path in PENDING_MAINS:
             continue

@@ -4,19 +4,21 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-#: package -> top-level packages of this project it must never import
+from tests.support.layout import REPO, layer, package_dirs
+
+#: layer -> layers of this project (and libraries) it must never import; the layer of rfnet.runtime.x is
+#: runtime (the repository's runtime/ folder), of rfnet.x rfnet (tests/support/layout.py)
 FORBIDDEN = {
     "rfnet": {"export", "runtime", "benchmarks", "demo"},
     "runtime": {"export", "benchmarks", "demo", "torch", "torchvision"},
     "export": {"benchmarks", "demo"},
     "benchmarks": {"export", "demo"},
 }
-TORCH_FREE = ("rfnet/common", "rfnet/config.py", "rfnet/errors.py", "runtime", "export/build.py")
+TORCH_FREE = ("rfnet/common", "rfnet/config.py", "rfnet/errors.py", "rfnet/metadata.py", "runtime", "export/build.py")
 
 
 def _imports(path: Path, *, module_level: bool = False) -> set[str]:
-    """Top-level packages ``path`` imports (with ``module_level``: at import time only, not the
+    """Layers ``path`` imports (with ``module_level``: at import time only, not the
     lazy imports inside functions, such as rfnet.common.env's guarded torch check)."""
     tree = ast.parse(path.read_text())
     nodes = ast.walk(tree)
@@ -25,16 +27,18 @@ def _imports(path: Path, *, module_level: bool = False) -> set[str]:
     names: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
+            names.update(layer(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(layer(node.module))
     return names
 
 
 def test_no_package_imports_a_layer_above_it() -> None:
     offenders = []
+    folders = {layer(package): folder for package, folder in package_dirs().items()}
+    assert set(folders) == set(FORBIDDEN)
     for pkg, forbidden in FORBIDDEN.items():
-        for path in sorted((REPO / pkg).rglob("*.py")):
+        for path in sorted((REPO / folders[pkg]).rglob("*.py")):
             bad = _imports(path) & forbidden
             if bad:
                 offenders.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")

@@ -1,6 +1,6 @@
 """The inference backend interface (torch-free): TensorRT, ONNX Runtime and PyTorch all implement it.
 
-The runtime's backends (``runtime.backends``: TensorRT with PyCUDA, ONNX Runtime) and the
+The runtime's backends (``rfnet.runtime.backends``: TensorRT with PyCUDA, ONNX Runtime) and the
 PyTorch model used by training's validation and the benchmarks (``rfnet.torch_backend``)
 implement :class:`Backend`, so one image -> segmentation core (``rfnet.common.segment``)
 drives all of them. It lives in the shared layer because training sits beside, not above,

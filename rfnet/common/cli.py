@@ -44,6 +44,12 @@ def new_parser(prog: str, description: str, epilog: str | None = None) -> argpar
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+def images_run_epilog(errors: str) -> str:
+    """The exit statuses of a command that runs a set of images and writes what ``rfnet infer``
+    writes (infer, client); ``errors`` lists what exits 2."""
+    return f"Exit status: 0 ok, 1 some images failed (listed), 2 {errors}, 130 interrupted."
+
+
 def start(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """The first step of a ``main(argv) -> int``: :func:`parse_args`, then :func:`setup_logging`
     (``--verbose`` where the parser has it); an int is the exit code to return at once."""

@@ -1,7 +1,7 @@
 """The screening report: one self-contained HTML page per output folder (torch-free).
 
 ``write_report(folder)`` reads what a run left in ``folder`` (``runtime/infer.py`` and
-``runtime.client``: results.csv + summary.json + overlay/; ``rfnet.evaluate``: per_image.csv +
+``rfnet.runtime.client``: results.csv + summary.json + overlay/; ``rfnet.evaluate``: per_image.csv +
 summary.json + overlays/) and writes ``folder/report.html``:
 
 * the counts (images, gradable, not gradable by reason, referred), the model and its thresholds
@@ -94,7 +94,7 @@ def read_run(folder: Path) -> tuple[list[ReportRow], dict[str, Any], str]:
         kind, table, overlays = "evaluate", folder / "per_image.csv", folder / "overlays"
     else:
         raise FileNotFoundError(f"{folder}: no results.csv or per_image.csv: not an output folder of "
-                                "runtime/infer.py, runtime.client or rfnet.evaluate")
+                                "runtime/infer.py, rfnet.runtime.client or rfnet.evaluate")
     with open(table, newline="", encoding="utf-8") as fh:
         raw = list(csv.DictReader(fh))
     rows = []

@@ -3,10 +3,10 @@
 :class:`Segmenter` is what every path that turns images into disc / cup masks calls, with
 any :class:`~rfnet.common.backend.Backend`:
 
-* the deployment runtime (``runtime.pipeline.Pipeline`` runs it behind a decode thread);
-* the benchmarks' end-to-end pass (``benchmarks.endtoend``);
+* the deployment runtime (``rfnet.runtime.pipeline.Pipeline`` runs it behind a decode thread);
+* the benchmarks' end-to-end pass (``rfnet.benchmarks.endtoend``);
 * the exporters' checks: ONNX Runtime vs PyTorch (``export/export_onnx.py``), FP16 and INT8
-  vs FP32 (``export/fp16.py``, ``export/int8_eval.py``);
+  vs FP32 (``export/fp16.py``, ``export/onnx_tools/int8_eval.py``);
 * training's validation and ``rfnet.evaluate`` (``rfnet.predict``, the PyTorch model behind
   ``rfnet.torch_backend.TorchBackend``).
 

@@ -69,10 +69,10 @@ def create_backend(model: str | Path, backend: str = "auto", **options: Any) -> 
     """
     kind = resolve_backend(model, backend)
     if kind == "tensorrt":
-        from runtime.backends.trt_pycuda import TensorRTBackend
+        from rfnet.runtime.backends.trt_pycuda import TensorRTBackend
 
         return TensorRTBackend(model, cuda_graph=bool(options.get("cuda_graph", False)))
-    from runtime.backends.onnxrt import OnnxRuntimeBackend
+    from rfnet.runtime.backends.onnxrt import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(
         model, providers=options.get("providers"), intra_op_threads=options.get("intra_op_threads"),

@@ -25,7 +25,8 @@ import importlib
 from types import ModuleType
 from typing import Any, Callable
 
-from runtime.backends.base import BackendError, BackendUnavailableError
+from rfnet.common.cudart import checked
+from rfnet.runtime.backends.base import BackendError, BackendUnavailableError
 
 INSTALL_HINT = "pip install cuda-python (NVIDIA's CUDA bindings; it imports without a GPU)"
 
@@ -50,13 +51,7 @@ def import_cudart() -> ModuleType:
 
 
 def _call(cudart: Any, what: str, result: Any) -> Any:
-    """cuda-python returns ``(cudaError_t, value...)``: raise on an error, return the value."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, msg = cudart.cudaGetErrorString(err)
-        text = msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg)
-        raise GraphCaptureError(f"{what} failed: {text} ({err})")
-    return rest[0] if rest else None
+    return checked(cudart, result, what, GraphCaptureError)
 
 
 class CapturedGraph:

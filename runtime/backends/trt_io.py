@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.backends.base import BackendError, InputError, ModelLoadError, TensorSpec
+from rfnet.runtime.backends.base import BackendError, InputError, ModelLoadError, TensorSpec
 
 if TYPE_CHECKING:  # the TensorRT 10.x stubs (tensorrt-stubs)
     import tensorrt as trt_types

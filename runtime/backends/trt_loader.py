@@ -1,6 +1,6 @@
 """The one way this project imports TensorRT, and the process-wide TensorRT logger (torch-free).
 
-Used by the engine builder (``export/trt_builder.py``, via ``export/build.py``) and by the
+Used by the engine builder (``export/trt/trt_builder.py``, via ``export/build.py``) and by the
 runtime's TensorRT backend (``runtime/backends/trt_pycuda.py``). Importing this module
 imports nothing from TensorRT; :func:`import_tensorrt` does, and says what to install when
 it cannot.
@@ -18,7 +18,7 @@ import logging
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from runtime.backends.base import BackendUnavailableError
+from rfnet.runtime.backends.base import BackendUnavailableError
 
 if TYPE_CHECKING:  # checked against the TensorRT 10.x stubs (tensorrt-stubs)
     import tensorrt as trt

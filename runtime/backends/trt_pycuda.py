@@ -3,8 +3,8 @@
 Sequence (NVIDIA's ``common_runtime.py`` / Polygraphy ``TrtRunner`` style):
 
 1. Pre-flight without TensorRT: read ``X.engine.json`` and check that it describes these
-   exact engine bytes (``runtime.manifest``).
-2. Import ``tensorrt`` (``runtime.backends.trt_loader``, shared with the engine builder) and
+   exact engine bytes (``rfnet.runtime.manifest``).
+2. Import ``tensorrt`` (``rfnet.runtime.backends.trt_loader``, shared with the engine builder) and
    ``pycuda`` lazily (clear message when missing), make the device's *primary* context current
    (``pycuda.autoprimaryctx``, which coexists with other CUDA users such as PyTorch, unlike
    ``pycuda.autoinit``), and compare TensorRT version, GPU name and compute capability with the
@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
-from runtime import manifest as mf
-from runtime.backends import cuda_graphs
-from runtime.backends.base import Backend, BackendError, BackendUnavailableError, ModelLoadError
-from runtime.backends.trt_io import (
+from rfnet.runtime import manifest as mf
+from rfnet.runtime.backends import cuda_graphs
+from rfnet.runtime.backends.base import Backend, BackendError, BackendUnavailableError, ModelLoadError
+from rfnet.runtime.backends.trt_io import (
     BufferSpec,
     EngineTensor,
     buffers_to_grow,
@@ -43,7 +43,7 @@ from runtime.backends.trt_io import (
     max_input_shapes,
     plan_buffers,
 )
-from runtime.backends.trt_loader import import_tensorrt, process_logger
+from rfnet.runtime.backends.trt_loader import import_tensorrt, process_logger
 
 if TYPE_CHECKING:  # the TensorRT 10.x stubs (tensorrt-stubs)
     import tensorrt as trt_types
@@ -60,7 +60,7 @@ def preflight(engine: str | Path) -> dict[str, Any]:
     """Manifest checks that need neither TensorRT nor a GPU: present, valid, matches the bytes.
 
     Raises:
-        runtime.manifest.ManifestError / ManifestMismatchError: naming the file and the problem.
+        rfnet.runtime.manifest.ManifestError / ManifestMismatchError: naming the file and the problem.
     """
     manifest = mf.load_manifest(engine)
     mf.check_engine_file(engine, manifest)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import main
-from benchmarks.measure import PAPER_FPS
+from rfnet.benchmarks.bench import main
+from rfnet.benchmarks.measure import PAPER_FPS
 
 FAST = ["--warmup", "1", "--iterations", "3", "--no-progress"]
 
@@ -38,7 +38,7 @@ def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path,
     assert "ref_int8.onnx | onnxruntime-cpu | int8 |" in md
     assert "All parity checks held" in md
     # Without matplotlib (a runtime-only install) the figure is left out, the rest is written.
-    from benchmarks.report import write_reports
+    from rfnet.benchmarks.report import write_reports
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     paths = write_reports(tmp_path / "no_mpl", rep)

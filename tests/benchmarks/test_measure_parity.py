@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.endtoend import PackedMasks, summarize_accuracy
-from benchmarks.measure import MemoryProbe, latency_stats, parse_nvidia_smi_apps, speedup, time_model
-from benchmarks.parity import ParityRules, check_result, overall
+from rfnet.benchmarks.endtoend import PackedMasks, summarize_accuracy
+from rfnet.benchmarks.measure import MemoryProbe, latency_stats, parse_nvidia_smi_apps, speedup, time_model
+from rfnet.benchmarks.parity import ParityRules, check_result, overall
 from rfnet.common.metrics import agreement
 
 
@@ -95,7 +95,7 @@ def test_parity_failures_and_not_run() -> None:
 
 
 def test_ground_truth_fold_is_the_held_out_part(bench_data) -> None:
-    from benchmarks.endtoend import load_ground_truth
+    from rfnet.benchmarks.endtoend import load_ground_truth
     from rfnet.data.splits import kfold_split
 
     everything, _ = load_ground_truth("folder", bench_data, None, None, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import peer
+from rfnet.benchmarks import peer
 from rfnet.common.imageio import write_image
 
 pytest.importorskip("torchvision")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report_page import main, make_run
+from rfnet.benchmarks.report_page import main, make_run
 from rfnet.common.report import read_run
 
 

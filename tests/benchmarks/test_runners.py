@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import main
-from benchmarks.runners import (
+from rfnet.benchmarks.bench import main
+from rfnet.benchmarks.runners import (
     TORCH_RUNNERS,
     NotRunError,
     RunnerSpec,
@@ -78,7 +78,7 @@ def test_benchmark_core_is_torch_free() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, benchmarks.bench, benchmarks.runners, benchmarks.report, benchmarks.endtoend; "
+    code = ("import sys, rfnet.benchmarks.bench, rfnet.benchmarks.runners, rfnet.benchmarks.report, rfnet.benchmarks.endtoend; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -157,8 +157,8 @@ def test_profile_groups_nodes_by_part_of_the_network(tmp_path) -> None:
     import numpy as np
     import onnx
 
-    from benchmarks import profile_model
-    from export.export_onnx import export_model
+    from rfnet.benchmarks import profile_model
+    from rfnet.export.export_onnx import export_model
     from tests.support.small_model import small_config, spread_heads
     import torch
 
@@ -172,7 +172,7 @@ def test_profile_groups_nodes_by_part_of_the_network(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     spread_heads(model)
-    from export.onnx_meta import write_model_metadata
+    from rfnet.export.onnx_tools.onnx_meta import write_model_metadata
     from rfnet.metadata import metadata_from_config
 
     path = tmp_path / "m.onnx"

@@ -56,7 +56,7 @@ def exported_onnx(small_checkpoint: Path, parity_dir: Path,
     import contextlib
     import io
 
-    from export import export_onnx
+    from rfnet.export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "small.onnx"
     buf = io.StringIO()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from export import build
-from export import build_plan as bp
+from rfnet.export import build
+from rfnet.export.trt import build_plan as bp
 
 from tests.support import trt_onnx as fx
 
@@ -81,7 +81,7 @@ def _args(tmp_path: Path, *extra: str, onnx_kwargs: dict | None = None) -> tuple
 
 
 def _plan(tmp_path: Path, *extra: str, target: str | None = None, onnx_kwargs: dict | None = None) -> bp.BuildPlan:
-    from export.targets import load_target
+    from rfnet.export.trt.targets import load_target
 
     args, facts = _args(tmp_path, *extra, onnx_kwargs=onnx_kwargs)
     return build.make_plan(args, load_target(TARGETS / target) if target else None, facts)  # type: ignore[arg-type]
@@ -144,7 +144,7 @@ def test_int8_calibration_options(tmp_path: Path) -> None:
     cal.mkdir()
     for i in range(4):
         cv2.imwrite(str(cal / f"{i}.png"), np.full((50, 70, 3), 40 * i, np.uint8))
-    from export.calibration import CalibrationDataError
+    from rfnet.export.calibration import CalibrationDataError
 
     with pytest.raises(CalibrationDataError, match="fewer than one calibration batch of 8"):  # preset calib_batch
         _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal), target="datacenter-int8.toml")
@@ -174,12 +174,12 @@ def test_static_batch_onnx_fixes_the_calibration_batch(tmp_path: Path) -> None:
               onnx_kwargs={"batch_dim": 1})
     preset = tmp_path / "orin-int8.toml"
     preset.write_text('description = "x"\nprecision = "int8"\nbatch = { min = 1, opt = 1, max = 1 }\ncalib_batch = 8\n')
-    from export.targets import load_target
+    from rfnet.export.trt.targets import load_target
 
     args, facts = _args(tmp_path, "--calib-dir", str(cal), onnx_kwargs={"batch_dim": 1})
     with pytest.raises(bp.PlanError, match=r"calib_batch of preset .*orin-int8.toml = 8"):
         build.make_plan(args, load_target(preset), facts)  # type: ignore[arg-type]
-    from export.calibration import CalibrationDataError
+    from rfnet.export.calibration import CalibrationDataError
 
     with pytest.raises(CalibrationDataError, match="fewer than one calibration batch of 8"):  # dynamic: default 8
         _plan(tmp_path, "--precision", "int8", "--calib-dir", str(cal))
@@ -257,8 +257,8 @@ def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureF
 
 def _fake_tensorrt_install(monkeypatch: pytest.MonkeyPatch, line: str) -> list[bp.BuildPlan]:
     """TensorRT ``line`` (a stub-pinned stand-in module) and a GPU; build_engine records its plan."""
-    from export import cuda_device, trt_builder
-    from export.graph_checks import PluginCheckResult
+    from rfnet.export.trt import cuda_device, trt_builder
+    from rfnet.export.onnx_tools.graph_checks import PluginCheckResult
     from tests.support.trt_stubs import fake_tensorrt
 
     trt = fake_tensorrt(line)
@@ -310,7 +310,7 @@ def test_build_output_says_when_the_plugin_was_not_verified(
 
 def test_failed_build_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from export import trt_builder
+    from rfnet.export.trt import trt_builder
 
     onnx_path = fx.write_model(tmp_path / "model.onnx")
     _fake_tensorrt_install(monkeypatch, "10")
@@ -325,7 +325,7 @@ def test_failed_build_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: py
 
 def test_build_does_not_need_pycuda_when_cuda_python_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
     """GPU identity and calibration buffers come from cuda-python; PyCUDA is never imported then."""
-    from export import cuda_device
+    from rfnet.export.trt import cuda_device
     from tests.support.fake_cudart import FakeCudart
 
     rt = FakeCudart(
@@ -355,7 +355,7 @@ def test_cuda_13_bindings_on_a_cuda_12_driver_fall_back_to_pycuda(monkeypatch: p
 
     import numpy as np
 
-    from export import cuda_device
+    from rfnet.export.trt import cuda_device
     from tests.support.fake_cudart import FakeCudart
 
     rt = FakeCudart(cudaGetDeviceCount=lambda: rt.error("cudaErrorInsufficientDriver", 0))
@@ -403,9 +403,9 @@ def test_main_writes_engine_and_manifest_with_a_stand_in_builder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The writing path (atomic engine, manifest fields, printed trtexec) with TensorRT faked out."""
-    from export import cuda_device, trt_builder
-    from export.graph_checks import PluginCheckResult
-    from runtime.manifest import check_compatible, check_engine_file, load_manifest
+    from rfnet.export.trt import cuda_device, trt_builder
+    from rfnet.export.onnx_tools.graph_checks import PluginCheckResult
+    from rfnet.runtime.manifest import check_compatible, check_engine_file, load_manifest
 
     onnx_path = fx.write_model(tmp_path / "m.onnx")
     from tests.support.trt_stubs import fake_tensorrt
@@ -449,7 +449,7 @@ def test_a_batch_the_graph_cannot_select_per_image_is_refused_before_tensorrt(tm
     the per-image selection were) overflows TensorRT's 5000 boxes per batch item from some batch:
     export/build.py refuses the plan with exit 2, naming the node and the limit, before TensorRT is
     imported (so it runs here). The per-image graph (boxes [B, N, 4]) passes the check."""
-    from export.graph_checks import batch_limit_issues
+    from rfnet.export.onnx_tools.graph_checks import batch_limit_issues
 
     merged = fx.make_model(nms="merged")
     (err,) = batch_limit_issues(merged, 2)

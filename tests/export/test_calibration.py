@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from export.calibration import CalibrationDataError, make_calibration_set
-from export.onnx_meta import load_metadata
+from rfnet.export.calibration import CalibrationDataError, make_calibration_set
+from rfnet.export.onnx_tools.onnx_meta import load_metadata
 from rfnet.common.imageio import read_image
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig

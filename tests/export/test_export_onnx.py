@@ -10,15 +10,15 @@ import onnx
 import pytest
 import torch
 
-from export import export_onnx
-from export.graph_checks import roialign_attribute_issues
-from export.onnx_inspect import custom_domain_nodes
-from export.onnx_meta import get_metadata, load_metadata
+from rfnet.export import export_onnx
+from rfnet.export.onnx_tools.graph_checks import roialign_attribute_issues
+from rfnet.export.onnx_tools.onnx_inspect import custom_domain_nodes
+from rfnet.export.onnx_tools.onnx_meta import get_metadata, load_metadata
 from rfnet.common.cli import ExitCode
 from rfnet.common.contract import OUTPUT_NAMES, REQUIRED_KEYS
 from rfnet.config import ModelConfig
 from rfnet.metadata import config_from_metadata
-from export.compare import EvalImage, folder_images
+from rfnet.export.onnx_tools.compare import EvalImage, folder_images
 
 K = export_onnx.SCREENING_TOP_K  # the default export: K=1
 M = 56
@@ -97,7 +97,7 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
 def test_default_k1_gives_the_top_detection_of_k10(exported_onnx: tuple[Path, int, str], small_checkpoint: Path,
                                                     parity_dir: Path, tmp_path: Path) -> None:
     """K=1 (the default) is K=10's first slot: same box, score and mask, so the same final masks."""
-    from export.compare import cpu_backend
+    from rfnet.export.onnx_tools.compare import cpu_backend
     from rfnet.common.segment import Segmenter
 
     path, rc, _ = exported_onnx
@@ -208,7 +208,7 @@ def test_k1_export_of_a_tied_top_detection_passes_as_a_tie_swap(tmp_path: Path, 
     from rfnet.common.segment import Segmenter
     from rfnet.config import get_preset
     from rfnet.model import build_model
-    from runtime.backends.onnxrt import OnnxRuntimeBackend
+    from rfnet.runtime.backends.onnxrt import OnnxRuntimeBackend
 
     real_infer = Segmenter.infer
 

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from export import fp16
-from export.onnx_meta import load_metadata
-from export.compare import cpu_backend, folder_images
+from rfnet.export import fp16
+from rfnet.export.onnx_tools.onnx_meta import load_metadata
+from rfnet.export.onnx_tools.compare import cpu_backend, folder_images
 from rfnet.common.preprocess import preprocess_batch
 
 
@@ -118,7 +118,8 @@ def test_the_fp32_selection_needs_no_optional_library(monkeypatch: pytest.Monkey
     RoiAlign, box arithmetic), and the list contains every op onnxconverter-common blocks."""
     import sys
 
-    from export import build, fp16_selection
+    from rfnet.export import build
+    from rfnet.export.onnx_tools import fp16_selection
     from tests.support import trt_onnx as fx
 
     float16 = pytest.importorskip("onnxconverter_common.float16")

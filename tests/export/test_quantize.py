@@ -10,10 +10,11 @@ import onnx.helper as oh
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from export import int8_eval, quantize
-from export.onnx_inspect import head_compute_nodes, qdq_report, tail_compute_nodes
-from export.onnx_meta import load_metadata
-from export.compare import cpu_backend
+from rfnet.export import quantize
+from rfnet.export.onnx_tools import int8_eval
+from rfnet.export.onnx_tools.onnx_inspect import head_compute_nodes, qdq_report, tail_compute_nodes
+from rfnet.export.onnx_tools.onnx_meta import load_metadata
+from rfnet.export.onnx_tools.compare import cpu_backend
 from rfnet.errors import UsageError
 
 
@@ -251,7 +252,7 @@ def test_entropy_calibration_clips_outliers_minmax_does_not(tmp_path: Path) -> N
 
 
 def test_narrow_layers_and_targets() -> None:
-    from export.qdq_targets import narrow_layers
+    from rfnet.export.onnx_tools.qdq_targets import narrow_layers
 
     model = _toy_mask_graph()  # 2-channel convs, a Gemm with 1 output (transB)
     assert narrow_layers(model, 0) == []

@@ -8,15 +8,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runtime.backends import create_backend, resolve_backend
-from runtime.backends.base import BackendError, InputError, ModelLoadError, TensorSpec
-from runtime.backends.onnxrt import OnnxRuntimeBackend, choose_providers
-from runtime.backends.trt_pycuda import TensorRTBackend
-from runtime.infer import main
-from runtime.outputs import output_names, parse_save
+from rfnet.runtime.backends import create_backend, resolve_backend
+from rfnet.runtime.backends.base import BackendError, InputError, ModelLoadError, TensorSpec
+from rfnet.runtime.backends.onnxrt import OnnxRuntimeBackend, choose_providers
+from rfnet.runtime.backends.trt_pycuda import TensorRTBackend
+from rfnet.runtime.infer import main
+from rfnet.runtime.outputs import output_names, parse_save
 from rfnet.common.contract import MetadataError, metadata_from_backend, metadata_from_manifest, parse_metadata
 from rfnet.common.segment import model_info, plan_batch
-from runtime.pipeline import Pipeline
+from rfnet.runtime.pipeline import Pipeline
 
 
 def test_resolve_backend() -> None:

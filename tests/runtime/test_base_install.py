@@ -1,9 +1,10 @@
 """`pip install .` is the torch-free runtime: the base wheel, installed into a fresh virtual
-environment, pulls no torch and runs ``runtime/infer.py`` on an ONNX model.
+environment, pulls no torch, installs no top-level name but ``rfnet`` and runs ``rfnet infer`` on
+an ONNX model.
 
 The test builds the project's wheel from a copy of the sources, creates a venv without pip,
 installs the wheel with the test interpreter's pip (``pip --python``) from local wheels only
-(``--no-index``: tests use no network) and runs the installed ``runtime/infer.py`` with no
+(``--no-index``: tests use no network) and runs the installed ``rfnet`` console script with no
 path leading back to the checkout.
 
 The dependency wheels come from ``$RFNET_WHEELHOUSE`` or ``<venv running the tests>/wheelhouse``,
@@ -17,15 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "rfnet", "export", "runtime", "benchmarks")
+from tests.support.wheel import build_wheel, run_clean, top_level_names
+
 #: What the base install must not bring (they belong to the [train] / [export] extras).
 EXTRAS_ONLY = {"torch", "torchvision", "matplotlib", "onnx", "onnxsim", "onnxconverter-common", "polygraphy"}
 
@@ -38,46 +37,30 @@ def _wheelhouse() -> Path:
     return path
 
 
-def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, **kw)  # type: ignore[call-overload]
-
-
-def _build_wheel(tmp: Path) -> Path:
-    src = tmp / "src"
-    src.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(REPO / name, src / name)
-    proc = _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                 "--wheel-dir", str(tmp / "dist"), str(src)])
-    assert proc.returncode == 0, proc.stderr
-    (wheel,) = (tmp / "dist").glob("rfnet_trt-*.whl")
-    return wheel
-
-
 def test_base_wheel_runs_the_runtime_without_torch(tmp_path: Path, contract_onnx: Path, image_dir: Path) -> None:
     wheelhouse = _wheelhouse()
-    wheel = _build_wheel(tmp_path)
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
-    assert _run([sys.executable, "-m", "venv", "--without-pip", str(venv)]).returncode == 0
+    assert run_clean([sys.executable, "-m", "venv", "--without-pip", str(venv)]).returncode == 0
     python = str(venv / "bin" / "python")
-    proc = _run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-index",
+    proc = run_clean([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-index",
                  "--find-links", str(wheelhouse), str(wheel)])
     assert proc.returncode == 0, proc.stderr
 
-    listing = _run([python, "-c", "import importlib.metadata as m, json; "
-                    "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))"])
+    listing = run_clean([python, "-c", "import importlib.metadata as m, json; "
+                    "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))"], cwd=tmp_path)
     installed = set(json.loads(listing.stdout))
     assert {"rfnet-trt", "numpy", "opencv-python-headless", "onnxruntime", "tqdm"} <= installed
     assert not installed & EXTRAS_ONLY, installed
 
-    site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    script = Path(site) / "runtime" / "infer.py"
+    # the distribution's top-level names are the project's own (no generic `runtime` or `export`)
+    files = run_clean([python, "-c", "import importlib.metadata as m; "
+                       "print('\\n'.join(str(f) for f in m.distribution('rfnet-trt').files))"], cwd=tmp_path).stdout.split()
+    assert top_level_names(files) == {"rfnet"}, sorted(top_level_names(files))
+
+    # the installed console script, run away from the checkout
     out = tmp_path / "out"
-    proc = _run([python, str(script), "--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out),
+    proc = run_clean([str(venv / "bin" / "rfnet"), "infer", "--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out),
                  "--batch", "2"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())

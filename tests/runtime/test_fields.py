@@ -8,10 +8,10 @@ from rfnet.common.gradability import GRADABLE, Grade, ImageQuality
 from rfnet.common.metrics import cdr_report
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.segment import SegmentedImage
-from runtime.fields import (FIELD_NAMES, RESULT_FIELDS, empty_fields, fields_from_outputs, fields_to_arrays,
+from rfnet.runtime.fields import (FIELD_NAMES, RESULT_FIELDS, empty_fields, fields_from_outputs, fields_to_arrays,
                             format_fields, result_fields)
-from runtime.outputs import CSV_COLUMNS
-from runtime.serving import output_specs
+from rfnet.runtime.outputs import CSV_COLUMNS
+from rfnet.runtime.serving import output_specs
 
 CDR = ("vcdr", "vcdr_extent", "hcdr", "area_cdr")
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime import manifest as mf
-from runtime.backends.onnxrt import OnnxRuntimeBackend
-from runtime.infer import main
+from rfnet.runtime import manifest as mf
+from rfnet.runtime.backends.onnxrt import OnnxRuntimeBackend
+from rfnet.runtime.infer import main
 
 S = 128
 
@@ -89,9 +89,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory, contract_onnx: Path) -> Pat
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_tensorrt_backend_matches_onnxruntime(engine: Path, contract_onnx: Path, cuda_graph: bool) -> None:
-    from runtime.backends import cuda_graphs
-    from runtime.backends.base import BackendUnavailableError
-    from runtime.backends.trt_pycuda import TensorRTBackend
+    from rfnet.runtime.backends import cuda_graphs
+    from rfnet.runtime.backends.base import BackendUnavailableError
+    from rfnet.runtime.backends.trt_pycuda import TensorRTBackend
 
     if cuda_graph:
         try:

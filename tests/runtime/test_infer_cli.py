@@ -15,9 +15,9 @@ from rfnet.common.metrics import cdr_report
 from rfnet.common.postprocess import postprocess
 from rfnet.common.preprocess import preprocess
 from rfnet.config import InputConfig
-from runtime import manifest as mf
-from runtime.backends.trt_loader import INSTALL_HINT
-from runtime.infer import main
+from rfnet.runtime import manifest as mf
+from rfnet.runtime.backends.trt_loader import INSTALL_HINT
+from rfnet.runtime.infer import main
 
 CFG = InputConfig(size=128, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
@@ -288,7 +288,7 @@ def test_mask_box_scale_from_the_model_metadata(tmp_path: Path, image_dir: Path,
     """rfnet.mask_box_scale (absent = 1.0 in older exports) widens the pasted masks about the box centre."""
     import onnx
 
-    from export.onnx_meta import set_metadata
+    from rfnet.export.onnx_tools.onnx_meta import set_metadata
 
     areas = {}
     for scale in (None, 1.5):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rfnet.data.junk import junk_images
-from runtime.infer import main
+from rfnet.runtime.infer import main
 
 #: Junk image -> the verdict it must get (it depends on the image only: the contract model
 #: reports a confident disc in every image).

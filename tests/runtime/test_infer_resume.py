@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from runtime.infer import main
-from runtime.journal import JOURNAL, read_journal
+from rfnet.runtime.infer import main
+from rfnet.runtime.journal import JOURNAL, read_journal
 
 REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 12
@@ -73,7 +73,7 @@ def test_killed_run_resumes_without_recomputing_or_duplicating(contract_onnx: Pa
                                                                 tmp_path: Path) -> None:
     model = slow_variant(contract_onnx, tmp_path / "slow.onnx")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "runtime.infer", "--model", str(model), "--input", str(folder), "--output", str(out),
+    cmd = [sys.executable, "-m", "rfnet.runtime.infer", "--model", str(model), "--input", str(folder), "--output", str(out),
            "--threads", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

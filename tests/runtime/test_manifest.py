@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.manifest import (
+from rfnet.runtime.manifest import (
     FORMAT,
     FORMAT_VERSION,
     ManifestError,

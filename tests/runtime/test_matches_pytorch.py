@@ -13,11 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export import export_onnx  # noqa: E402
+from rfnet.export import export_onnx  # noqa: E402
 from rfnet.common.imageio import read_image, read_mask, write_image  # noqa: E402
 from rfnet.common.metrics import agreement  # noqa: E402
 from rfnet.predict import predict_images  # noqa: E402
-from runtime.infer import main as infer_main  # noqa: E402
+from rfnet.runtime.infer import main as infer_main  # noqa: E402
 from tests.support.small_model import blob_image, save_small_checkpoint  # noqa: E402
 
 

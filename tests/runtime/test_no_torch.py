@@ -2,7 +2,7 @@
 
 A fresh interpreter installs a ``sys.meta_path`` finder that raises ImportError for
 ``torch``/``torchvision`` (and their submodules) before anything else is imported, then runs
-``runtime.infer.main`` end to end and checks that no torch module was ever loaded.
+``rfnet.runtime.infer.main`` end to end and checks that no torch module was ever loaded.
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ BOOTSTRAP = textwrap.dedent(
         raise SystemExit("the import blocker does not work")
 
     # every runtime module, including the TensorRT backend (whose own imports are lazy)
-    import runtime, runtime.manifest, runtime.outputs, runtime.pipeline  # noqa: E401
-    import runtime.backends.base, runtime.backends.onnxrt, runtime.backends.trt_io, runtime.backends.trt_loader, runtime.backends.cuda_graphs, runtime.backends.trt_pycuda
-    from runtime.infer import main
+    import runtime, rfnet.runtime.manifest, rfnet.runtime.outputs, rfnet.runtime.pipeline  # noqa: E401
+    import rfnet.runtime.backends.base, rfnet.runtime.backends.onnxrt, rfnet.runtime.backends.trt_io, rfnet.runtime.backends.trt_loader, rfnet.runtime.backends.cuda_graphs, rfnet.runtime.backends.trt_pycuda
+    from rfnet.runtime.infer import main
 
     rc = main(sys.argv[1:])
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BlockTorch.blocked)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rfnet.__main__ import VERBS, main
-from runtime.infer import main as infer_main
+from rfnet.runtime.infer import main as infer_main
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -40,3 +40,16 @@ def test_rfnet_infer_equals_python_m_runtime_infer(contract_onnx: Path, image_di
     assert main(["infer", *args, "--output", str(tmp_path / "a")]) == 0
     assert infer_main([*args, "--output", str(tmp_path / "b")]) == 0
     assert _rows(tmp_path / "a" / "results.csv") == _rows(tmp_path / "b" / "results.csv")
+
+
+def test_rfnet_infer_equals_the_checkout_forms(contract_onnx: Path, image_dir: Path, tmp_path: Path) -> None:
+    """In a checkout, ``python -m runtime.infer`` and ``python runtime/infer.py`` still run (the folder
+    installs as rfnet.runtime) and give the rows ``rfnet infer`` gives."""
+    repo = Path(__file__).resolve().parents[2]
+    args = ["--model", str(contract_onnx), "--input", str(image_dir), "--no-progress", "--no-report"]
+    assert main(["infer", *args, "--output", str(tmp_path / "a")]) == 0
+    for out, form in (("m", ["-m", "runtime.infer"]), ("script", [str(repo / "runtime" / "infer.py")])):
+        res = subprocess.run([sys.executable, *form, *args, "--output", str(tmp_path / out)], cwd=repo,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert _rows(tmp_path / out / "results.csv") == _rows(tmp_path / "a" / "results.csv"), form

@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.client import TritonSegmentClient
-from runtime.fields import FIELD_NAMES, format_fields
-from runtime.client import main as client_main
-from runtime.infer import main as infer_main
-from runtime.serve import RFNetServer
-from runtime.serving import ServeSettings
+from rfnet.runtime.client import TritonSegmentClient
+from rfnet.runtime.fields import FIELD_NAMES, format_fields
+from rfnet.runtime.client import main as client_main
+from rfnet.runtime.infer import main as infer_main
+from rfnet.runtime.serve import RFNetServer
+from rfnet.runtime.serving import ServeSettings
 
 pytestmark = pytest.mark.serve
 
@@ -226,10 +226,10 @@ def test_start_and_stop_cleanly(contract_onnx: Path, tmp_path: Path, images: lis
 
 
 def test_documented_commands_end_to_end(contract_onnx: Path, images: list[Path], tmp_path: Path) -> None:
-    """``python -m runtime.serve`` in its own process answers ``python -m runtime.client`` and exits 0 on SIGTERM."""
+    """``python -m rfnet.runtime.serve`` in its own process answers ``python -m rfnet.runtime.client`` and exits 0 on SIGTERM."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--model", str(contract_onnx), "--address",
+    server = subprocess.Popen([sys.executable, "-m", "rfnet.runtime.serve", "--model", str(contract_onnx), "--address",
                                "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
                                str(metrics)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -240,7 +240,7 @@ def test_documented_commands_end_to_end(contract_onnx: Path, images: list[Path],
                     break
             except OSError:
                 time.sleep(0.5)
-        done = subprocess.run([sys.executable, "-m", "runtime.client", "--url", f"grpc://127.0.0.1:{grpc}", "--output",
+        done = subprocess.run([sys.executable, "-m", "rfnet.runtime.client", "--url", f"grpc://127.0.0.1:{grpc}", "--output",
                                str(tmp_path / "out"), "--no-progress", str(images[0])], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
@@ -255,7 +255,7 @@ def test_documented_commands_end_to_end(contract_onnx: Path, images: list[Path],
 def test_a_failed_start_is_tried_once_more(contract_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytriton.triton import Triton
 
-    from runtime.serve import ServerStartError
+    from rfnet.runtime.serve import ServerStartError
 
     real_run, calls = Triton.run, []
 

@@ -12,7 +12,7 @@ import pytest
 
 from rfnet.common.cli import ExitCode
 from rfnet.errors import UsageError
-from runtime import client, serve
+from rfnet.runtime import client, serve
 
 
 def _no(module_prefix: str, monkeypatch: pytest.MonkeyPatch, target: object) -> None:
@@ -95,7 +95,7 @@ def test_client_errors_exit_2_and_write_nothing(tmp_path: Path, monkeypatch: pyt
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", [["-m", "runtime.serve"], ["-m", "runtime.client"], ["benchmarks/serve_load.py"]])
+@pytest.mark.parametrize("command", [["-m", "rfnet.runtime.serve"], ["-m", "rfnet.runtime.client"], ["benchmarks/serve_load.py"]])
 def test_documented_commands_run(command: list[str]) -> None:
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, *command, "--help"], cwd=repo, capture_output=True, text=True, timeout=120)

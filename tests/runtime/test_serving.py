@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from rfnet.common.backend import BackendError
-from runtime.backends import create_backend
-from runtime.fields import FIELD_NAMES, fields_from_outputs, format_fields
-from runtime.infer import main as infer_main
-from runtime.serving import CUP_MASK, DISC_MASK, ERROR, LATENCY, SegmentService, ServeSettings, decode_mask, output_specs
+from rfnet.runtime.backends import create_backend
+from rfnet.runtime.fields import FIELD_NAMES, fields_from_outputs, format_fields
+from rfnet.runtime.infer import main as infer_main
+from rfnet.runtime.serving import CUP_MASK, DISC_MASK, ERROR, LATENCY, SegmentService, ServeSettings, decode_mask, output_specs
 
 #: sizes and red values of gradable fundus-like images; the last is far larger than the 128-px
 #: model input (letterboxed down)
@@ -149,7 +149,7 @@ def test_load_and_every_call_run_on_the_instance_thread(contract_onnx: Path, ima
             setattr(backend, name, wrapped)
         return backend
 
-    monkeypatch.setattr("runtime.serving.create_backend", recording)
+    monkeypatch.setattr("rfnet.runtime.serving.create_backend", recording)
     service = SegmentService(ServeSettings(contract_onnx))
     service(np.array([[images[0].read_bytes()]], dtype=object))
     caller = threading.Thread(target=service, args=(np.array([[images[1].read_bytes()]], dtype=object),))

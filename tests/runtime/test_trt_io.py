@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.backends.base import BackendError, BackendUnavailableError, InputError, ModelLoadError
-from runtime.backends.trt_io import (
+from rfnet.runtime.backends.base import BackendError, BackendUnavailableError, InputError, ModelLoadError
+from rfnet.runtime.backends.trt_io import (
     BufferSpec,
     buffers_to_grow,
     describe_engine,
@@ -24,7 +24,7 @@ from runtime.backends.trt_io import (
     plan_buffers,
     volume,
 )
-from runtime.backends.trt_pycuda import TensorRTBackend
+from rfnet.runtime.backends.trt_pycuda import TensorRTBackend
 
 from tests.support.fake_cudart import FakeCudart
 from tests.support.trt_stubs import fake_tensorrt, stub_index
@@ -386,7 +386,7 @@ def test_backend_names_the_failing_cuda_operation(tmp_path: Any) -> None:
 def test_backend_load_checks_the_manifest_first(tmp_path: Any) -> None:
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"123")
-    from runtime.manifest import ManifestError
+    from rfnet.runtime.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="x.engine.json"):
         TensorRTBackend(engine).load()
@@ -451,8 +451,8 @@ def test_cuda_graph_without_cuda_python_is_refused(tmp_path: Any) -> None:
 
 
 def test_verify_engine_says_what_differs(tmp_path: Any) -> None:
-    from runtime import manifest as mf
-    from runtime.backends.trt_pycuda import verify_engine
+    from rfnet.runtime import manifest as mf
+    from rfnet.runtime.backends.trt_pycuda import verify_engine
 
     engine = tmp_path / "rfnet.engine"
     engine.write_bytes(b"engine bytes")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from runtime.backends import cuda_graphs, trt_loader
-from runtime.backends.base import BackendUnavailableError
-from runtime.backends.trt_pycuda import deserialize_engine
+from rfnet.runtime.backends import cuda_graphs, trt_loader
+from rfnet.runtime.backends.base import BackendUnavailableError
+from rfnet.runtime.backends.trt_pycuda import deserialize_engine
 
 from tests.support.trt_stubs import fake_tensorrt
 
@@ -32,8 +32,8 @@ def test_import_tensorrt_explains_what_to_install() -> None:
 
 
 def test_builder_and_runtime_share_one_import_tensorrt() -> None:
-    from export import trt_builder
-    from runtime.backends import trt_pycuda
+    from rfnet.export.trt import trt_builder
+    from rfnet.runtime.backends import trt_pycuda
 
     assert trt_builder.import_tensorrt is trt_loader.import_tensorrt
     assert trt_pycuda.import_tensorrt is trt_loader.import_tensorrt

@@ -10,9 +10,9 @@ from rfnet.common.imageio import read_mask
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.gradability import GRADABLE
 from rfnet.common.postprocess import Segmentation
-from runtime.outputs import OutputWriter
-from runtime.pipeline import ImageResult
-from runtime.writer import BackgroundWriter
+from rfnet.runtime.outputs import OutputWriter
+from rfnet.runtime.pipeline import ImageResult
+from rfnet.runtime.writer import BackgroundWriter
 
 
 def _result(i: int, h: int = 30, w: int = 40) -> ImageResult:

@@ -1,4 +1,4 @@
-"""A stand-in TensorRT build world for ``export.trt_builder.build_engine`` (no TensorRT, no GPU).
+"""A stand-in TensorRT build world for ``rfnet.export.trt.trt_builder.build_engine`` (no TensorRT, no GPU).
 
 Made from a real ONNX graph (``tests/support/trt_onnx.py``): one layer per node, named after
 the node the way onnx-tensorrt does, RoiAlign nodes as ``ROIAlign_TRT`` plugin layers. Every
@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from export.graph_checks import tensorrt_node_name
+from rfnet.export.onnx_tools.graph_checks import tensorrt_node_name
 from tests.support.trt_stubs import FakeTensorRT, fake_tensorrt
 
 LAYER_TYPES = {"Conv": "CONVOLUTION", "MaxPool": "POOLING", "Max": "ELEMENTWISE", "Cast": "CAST", "Relu": "ACTIVATION",

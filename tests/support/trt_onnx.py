@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_meta import write_model_metadata
+from rfnet.export.onnx_tools.onnx_meta import write_model_metadata
 from rfnet.config import light_config
 from rfnet.metadata import metadata_from_config
 

@@ -3,7 +3,7 @@
 Tests of the TensorRT code run without TensorRT, so they drive it with stand-ins. A
 hand-written stand-in mirrors the implementation and happily accepts a misspelled or removed
 method; these cannot. :class:`StubIndex` parses the installed ``tensorrt-stubs`` (the
-TensorRT 10.x Python API, repaired by ``export.trt_typing_stubs.fix_def_line``), and
+TensorRT 10.x Python API, repaired by ``rfnet.export.trt.trt_typing_stubs.fix_def_line``), and
 :func:`fake_tensorrt` builds a module whose classes, enum members, methods, properties and
 call signatures are exactly the stubs' -- minus the names a test removes to play TensorRT 8.6
 or 11 (removing never invents). Behaviour comes from the test: ``make(cls, **members)``
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from export.trt_typing_stubs import fix_def_line, stubs_source
+from rfnet.export.trt.trt_typing_stubs import fix_def_line, stubs_source
 
 _EMPTY = inspect.Parameter.empty
 _VALUE = re.compile(r"#\s*value\s*=\s*<([\w.]+)\.(\w+):\s*(-?\d+)>")

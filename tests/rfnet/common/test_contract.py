@@ -28,6 +28,7 @@ from rfnet.common.contract import (
 )
 from rfnet.config import DEFAULT_MIN_DISC_SCORE, get_preset
 from rfnet.metadata import config_from_metadata, metadata_from_config
+from tests.support.layout import source_files
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -160,7 +161,7 @@ def test_check_outputs() -> None:
 
 def test_contract_names_are_defined_once() -> None:
     """grep: each contract name and metadata key string is defined in rfnet/common/contract.py only."""
-    files = [p for pkg in ("rfnet", "export", "runtime", "benchmarks") for p in (REPO / pkg).rglob("*.py")]
+    files = source_files()
     sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in files + list(REPO.glob("*.py"))}
     for pattern in (r"^\s*OUTPUT_NAMES\b.*=", r"^\s*PRECISIONS\b.*=", r"^\s*INPUT_NAME\b.*=",
                     *(re.escape(f'"{k}"') for k in (*REQUIRED_KEYS, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_QUANTIZATION,

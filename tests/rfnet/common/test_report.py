@@ -17,7 +17,7 @@ import pytest
 
 from rfnet.common.imageio import write_image
 from rfnet.common.report import PAGE_ROWS, REPORT_HTML, ensure_thumbnails, read_run, render, write_report
-from runtime.outputs import CSV_COLUMNS
+from rfnet.runtime.outputs import CSV_COLUMNS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTEFACTS = Path(__file__).resolve().parents[3] / "build" / "test-artefacts"
