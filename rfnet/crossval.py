@@ -43,7 +43,8 @@ WRONG_VCDR = 0.2
 _COUNTS = ("images", "gradable", "wrong_graded")
 
 
-def _num(v: Any) -> float:
+def cell_float(v: Any) -> float:
+    """A per-image CSV cell as a float; NaN for an empty or missing cell."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -69,14 +70,14 @@ def _pairs(rows: list[dict[str, Any]], pred: str, ref: str, gradable_only: bool)
     """The ``(pred, ref)`` values of the rows that have both (and are gradable, with ``gradable_only``)."""
     keep = [r for r in rows if r.get(pred, "") not in ("", None) and r.get(ref, "") not in ("", None)
             and (not gradable_only or _gradable(r))]
-    return np.array([_num(r[pred]) for r in keep]), np.array([_num(r[ref]) for r in keep])
+    return np.array([cell_float(r[pred]) for r in keep]), np.array([cell_float(r[ref]) for r in keep])
 
 
 def is_wrong(row: dict[str, Any]) -> bool:
     """Disc Dice below :data:`WRONG_DICE` or vCDR error above :data:`WRONG_VCDR` (the error whatever
     the verdict, ``vcdr_ae_all``, where the row has it)."""
-    err = _num(row.get("vcdr_ae_all", row.get("vcdr_ae")))
-    return _num(row["dice_disc"]) < WRONG_DICE or not err <= WRONG_VCDR
+    err = cell_float(row.get("vcdr_ae_all", row.get("vcdr_ae")))
+    return cell_float(row["dice_disc"]) < WRONG_DICE or not err <= WRONG_VCDR
 
 
 def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -85,7 +86,7 @@ def fold_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
     well = [r for r in rows if not is_wrong(r)]
     masks = cdr_agreement(*_pairs(rows, "vcdr_pred", "vcdr_gt", gradable_only=True))
     experts = cdr_agreement(*_pairs(rows, "vcdr_pred", "expert_cdr", gradable_only=True))
-    mean = lambda key: float(np.nanmean([_num(r[key]) for r in rows])) if rows else math.nan  # noqa: E731
+    mean = lambda key: float(np.nanmean([cell_float(r[key]) for r in rows])) if rows else math.nan  # noqa: E731
     return {
         "images": len(rows), "gradable": len(grad), "dice_disc": mean("dice_disc"), "dice_cup": mean("dice_cup"),
         "miou": mean("miou"), "vcdr_mae_masks": masks["mae"], "vcdr_mae_experts": experts["mae"],
@@ -181,7 +182,7 @@ def _disc_crop(eval_dir: Path, name: str, half: int) -> Any:
 
 def write_cases(rows: list[tuple[Path, dict[str, Any]]], out: Path, n: int = 2, half: int = 320) -> list[Path]:
     """Crops of the ``n`` best and ``n`` worst images by cup Dice into ``out``; their paths."""
-    ranked = sorted(rows, key=lambda dr: _num(dr[1]["dice_cup"]))
+    ranked = sorted(rows, key=lambda dr: cell_float(dr[1]["dice_cup"]))
     written = []
     for tag, pick in (("worst", ranked[:n]), ("best", ranked[::-1][:n])):
         for eval_dir, r in pick:
@@ -190,7 +191,7 @@ def write_cases(rows: list[tuple[Path, dict[str, Any]]], out: Path, n: int = 2, 
             except (ImageReadError, FileNotFoundError) as exc:
                 log.warning("no overlay for %s: %s", r["name"], exc)
                 continue
-            path = out / f"cv_{tag}_{r['name']}_cup{_num(r['dice_cup']):.2f}.jpg"
+            path = out / f"cv_{tag}_{r['name']}_cup{cell_float(r['dice_cup']):.2f}.jpg"
             write_image(path, np.ascontiguousarray(crop[::2, ::2]))  # half size, for documents
             written.append(path)
     return written

@@ -47,7 +47,7 @@ from rfnet.common import gradability as G
 from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import atomic_write_json
 from rfnet.common.metrics import roc_auc
-from rfnet.crossval import is_wrong
+from rfnet.crossval import cell_float, is_wrong
 from rfnet.grading_calibration import propose
 from rfnet.errors import RFNetError, UsageError
 
@@ -56,23 +56,9 @@ log = logging.getLogger(__name__)
 #: Reasons a row keeps whatever the limits: the fixed checks (image, detection, cup).
 FIXED_REASONS = frozenset({G.IMAGE_TOO_SMALL, G.IMAGE_TOO_DARK, G.IMAGE_TOO_FLAT, G.NOT_FUNDUS_COLOUR, G.NO_COLOUR,
                            G.NO_DISC, G.DISC_AT_EDGE, G.DISC_TOO_SMALL, G.NO_CUP})
-#: (limit, measure, side): "low" limits refuse values below, "high" ones values above.
-LIMITS: tuple[tuple[str, str, str], ...] = (
-    ("max_disc_fraction", "disc_fraction", "high"),
-    ("min_disc_field_ratio", "disc_field_ratio", "low"),
-    ("max_disc_field_ratio", "disc_field_ratio", "high"),
-    ("min_disc_contrast", "disc_contrast", "low"),
-    ("max_disc_uncertainty", "disc_uncertainty", "high"),
-    ("max_cup_uncertainty", "cup_uncertainty", "high"),
-)
+#: (limit, measure, side), as the verdict checks them.
+LIMITS = G.LIMIT_MEASURES
 QUANTILES = (0.005, 0.01, 0.02, 0.03, 0.05)
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 @dataclass(frozen=True)
@@ -105,11 +91,11 @@ def read_rows(paths: Sequence[Path]) -> list[Row]:
             raise UsageError(f"{path}: not a per_image.csv with the verdict's measures (missing {sorted(missing)}); "
                              "evaluate again with this version of rfnet.evaluate")
         for r in rows:
-            risk = _num(r.get("vcdr_expert_pred")) if r.get("vcdr_expert_pred") else _num(r.get("vcdr_pred"))
+            risk = cell_float(r.get("vcdr_expert_pred")) if r.get("vcdr_expert_pred") else cell_float(r.get("vcdr_pred"))
             label = r.get("label", "")
             out.append(Row(r["name"], r.get("dataset", "") or "", path.parent.name, r.get("reason", "") or "",
-                           _num(r["score"]), _num(r["dice_disc"]), is_wrong(r),
-                           {m: _num(r.get(m)) for m in G.MEASURES}, risk, int(label) if label not in ("", None) else None))
+                           cell_float(r["score"]), cell_float(r["dice_disc"]), is_wrong(r),
+                           {m: cell_float(r.get(m)) for m in G.MEASURES}, risk, int(label) if label not in ("", None) else None))
     if not out:
         raise UsageError("no rows in the per_image.csv files given")
     return out
@@ -117,13 +103,7 @@ def read_rows(paths: Sequence[Path]) -> list[Row]:
 
 def refused(row: Row, min_score: float, limits: G.GradingLimits) -> bool:
     """The verdict of :func:`rfnet.common.gradability.grade_detection` on the row's measures."""
-    if row.reason in FIXED_REASONS or row.score < min_score:
-        return True
-    for name, measure, side in LIMITS:
-        v, lim = row.measures[measure], getattr(limits, name)
-        if not math.isnan(v) and (v < lim if side == "low" else v > lim):
-            return True
-    return False
+    return row.reason in FIXED_REASONS or row.score < min_score or limits.breached(row.measures) is not None
 
 
 def _kept(rows: Sequence[Row], min_score: float, limits: G.GradingLimits) -> dict[str, float]:

@@ -50,7 +50,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -116,7 +116,8 @@ SUBSAMPLE_PX = 256
 
 @dataclass(frozen=True)
 class GradingLimits:
-    """The model-specific limits of the detection checks (``rfnet.grading_limits``).
+    """The model-specific limits of the detection checks (``rfnet.grading_limits``), each on one
+    measure of :func:`grade_detection` (:data:`LIMIT_MEASURES`).
 
     The defaults keep what models exported before the key get: discs up to
     :data:`MAX_DISC_FRACTION` of the short side, no field-ratio or brightness check.
@@ -146,6 +147,27 @@ class GradingLimits:
     def to_dict(self) -> dict[str, float]:
         """JSON-safe: an infinite upper limit is left out (it is the default)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if math.isfinite(getattr(self, f.name))}
+
+    def breached(self, measures: Mapping[str, float]) -> str | None:
+        """The first limit (in :data:`LIMIT_MEASURES` order) that ``measures`` breaches, or None;
+        a missing or NaN measure (not measured) breaches nothing."""
+        for name, measure, side in LIMIT_MEASURES:
+            v, lim = measures.get(measure, math.nan), getattr(self, name)
+            if not math.isnan(v) and (v < lim if side == "low" else v > lim):
+                return name
+        return None
+
+
+#: (limit, measure, side), in the order :func:`grade_detection` checks them: a "low" limit refuses
+#: values below it, a "high" one values above.
+LIMIT_MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("max_disc_fraction", "disc_fraction", "high"),
+    ("min_disc_field_ratio", "disc_field_ratio", "low"),
+    ("max_disc_field_ratio", "disc_field_ratio", "high"),
+    ("min_disc_contrast", "disc_contrast", "low"),
+    ("max_disc_uncertainty", "disc_uncertainty", "high"),
+    ("max_cup_uncertainty", "cup_uncertainty", "high"),
+)
 
 
 @dataclass(frozen=True)
@@ -313,6 +335,22 @@ def disc_contrast(disc: np.ndarray, q: ImageQuality) -> float:
     return inner / max(outer, 1.0)
 
 
+def _limit_failure(name: str, m: dict[str, float], lim: GradingLimits) -> tuple[str, str]:
+    """(reason, message) of the breached limit ``name`` (:meth:`GradingLimits.breached`)."""
+    if name == "max_disc_fraction":
+        return DISC_TOO_LARGE, (f"disc spans {m['disc_fraction']:.0%} of the image's short side (at most "
+                                f"{lim.max_disc_fraction:.0%} is plausible)")
+    if name in ("min_disc_field_ratio", "max_disc_field_ratio"):
+        return DISC_SIZE_FOR_FIELD, (f"disc spans {m['disc_field_ratio']:.0%} of the fundus field's diameter; this "
+                                     f"model's discs span {lim.min_disc_field_ratio:.0%}-{lim.max_disc_field_ratio:.0%}")
+    if name == "min_disc_contrast":
+        return DISC_NOT_BRIGHT, (f"the disc is not brighter than its surroundings (ratio {m['disc_contrast']:.2f}, "
+                                 f"needs {lim.min_disc_contrast:.2f}): not on the optic nerve head")
+    part = "disc" if name == "max_disc_uncertainty" else "cup"
+    return MASK_UNSURE, (f"the model is unsure of the {part}'s outline ({m[part + '_uncertainty']:.2f} of its area in "
+                         f"the unsure band, at most {getattr(lim, name):.2f})")
+
+
 def grade_detection(seg: Segmentation, min_disc_score: float, quality: ImageQuality | None = None,
                     limits: GradingLimits | None = None) -> Grade:
     """The checks on the detected disc and cup (``seg`` at the original image size); the field
@@ -335,22 +373,9 @@ def grade_detection(seg: Segmentation, min_disc_score: float, quality: ImageQual
     if extent < MIN_DISC_PX or extent < MIN_DISC_FRACTION * side:
         return _fail(DISC_TOO_SMALL, f"disc spans {extent} px ({extent / side:.1%} of the short side); needs "
                                      f"{MIN_DISC_PX} px and {MIN_DISC_FRACTION:.0%}", m)
-    if extent > lim.max_disc_fraction * side:
-        return _fail(DISC_TOO_LARGE, f"disc spans {extent / side:.0%} of the image's short side (at most "
-                                     f"{lim.max_disc_fraction:.0%} is plausible)", m)
-    ratio = m.get("disc_field_ratio", math.nan)
-    if not math.isnan(ratio) and not lim.min_disc_field_ratio <= ratio <= lim.max_disc_field_ratio:
-        return _fail(DISC_SIZE_FOR_FIELD, f"disc spans {ratio:.0%} of the fundus field's diameter; this model's "
-                                          f"discs span {lim.min_disc_field_ratio:.0%}-{lim.max_disc_field_ratio:.0%}", m)
-    contrast = m.get("disc_contrast", math.nan)
-    if not math.isnan(contrast) and contrast < lim.min_disc_contrast:
-        return _fail(DISC_NOT_BRIGHT, f"the disc is not brighter than its surroundings (ratio {contrast:.2f}, "
-                                      f"needs {lim.min_disc_contrast:.2f}): not on the optic nerve head", m)
-    for part, value, limit in (("disc", seg.disc_uncertainty, lim.max_disc_uncertainty),
-                               ("cup", seg.cup_uncertainty, lim.max_cup_uncertainty)):
-        if not math.isnan(value) and value > limit:
-            return _fail(MASK_UNSURE, f"the model is unsure of the {part}'s outline ({value:.2f} of its area in the "
-                                      f"unsure band, at most {limit:.2f})", m)
+    breach = lim.breached(m)
+    if breach is not None:
+        return _fail(*_limit_failure(breach, m, lim), m)
     if not cup.any():
         return _fail(NO_CUP, "no cup found inside the disc", m)
     return Grade(True, measures=m)
