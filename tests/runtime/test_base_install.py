@@ -58,7 +58,9 @@ def test_base_wheel_runs_the_runtime_without_torch(tmp_path: Path, contract_onnx
                        "print('\\n'.join(str(f) for f in m.distribution('rfnet-trt').files))"], cwd=tmp_path).stdout.split()
     assert top_level_names(files) == {"rfnet"}, sorted(top_level_names(files))
 
-    # the installed console script, run away from the checkout
+    # the installed console script, run away from the checkout: its verbs, then a run
+    usage = run_clean([str(venv / "bin" / "rfnet"), "--help"], cwd=tmp_path)
+    assert usage.returncode == 0 and all(f"  {verb} " in usage.stdout for verb in ("infer", "build", "train", "serve"))
     out = tmp_path / "out"
     proc = run_clean([str(venv / "bin" / "rfnet"), "infer", "--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out),
                  "--batch", "2"], cwd=tmp_path)
