@@ -59,6 +59,7 @@ from rfnet.common.preprocess import preprocess
 from rfnet.common.segment import model_info
 from rfnet.data import DATASET_NAMES
 from rfnet.errors import RFNetError, UsageError
+from rfnet.runtime.backends.onnxrt import plan_cpu_workers
 from rfnet.torch_backend import PRESET_PREFIX, TorchBackend
 
 log = logging.getLogger("rfnet.benchmarks.bench")
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated runners to try (default: all that apply): {','.join(ALL_RUNNERS)}")
     p.add_argument("--no-pipeline", action="store_true",
                    help="skip the pipelined end-to-end throughput pass per batch size (rfnet.runtime.pipeline)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pipelined passes on ONNX Runtime's CPU provider: inferences at once, each on "
+                   "threads/workers threads, as rfnet infer runs them (default: its choice, 2 on 2+ threads)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     for prec in ("fp32", "fp16", "int8"):
         p.add_argument(f"--max-dice-drop-{prec}", type=_unit, default=DEFAULT_MAX_DICE_DROP[prec],
@@ -193,10 +197,23 @@ def _batch_not_run(backend: Backend, b: int) -> str | None:
     return None
 
 
+def _pipeline_backend(spec: RunnerSpec, backend: Backend, args: argparse.Namespace) -> tuple[Backend, int]:
+    """(backend, workers) of the pipelined passes: as ``rfnet infer`` runs the model (on ONNX
+    Runtime's CPU provider, ``workers`` runs at once on threads/workers threads each: a second
+    session set up so), else the benchmarked backend itself with one run at a time."""
+    if spec.runner != "onnxruntime-cpu":
+        return backend, 1
+    workers, intra = plan_cpu_workers(args.threads, args.workers, ["CPUExecutionProvider"])
+    if workers == 1 and intra == args.threads:
+        return backend, 1
+    return open_runner(spec, threads=intra), workers
+
+
 def _throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], args: argparse.Namespace,
-                label: str, probe: MemoryProbe) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                label: str, probe: MemoryProbe, piped: tuple[Backend, int]
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Per batch size: model-only timing and (unless --no-pipeline) pipelined end-to-end throughput,
-    without and with the runtime's default output files."""
+    without and with the runtime's default output files (on ``piped``: :func:`_pipeline_backend`)."""
     model_only: dict[str, Any] = {}
     pipeline: dict[str, Any] = {}
     with_outputs: dict[str, Any] = {}
@@ -214,11 +231,12 @@ def _throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage]
                     table[str(b)] = time_model(backend.infer, _feed(backend, info, images, b), b, warmup=args.warmup,
                                                iterations=args.iterations, label=label, progress=not args.no_progress)
                 elif key == "pipeline":
-                    table[str(b)] = pipeline_throughput(backend, info, images, b, threshold=args.threshold)
+                    table[str(b)] = pipeline_throughput(piped[0], info, images, b, threshold=args.threshold,
+                                                        workers=piped[1])
                 else:
                     with tempfile.TemporaryDirectory(prefix="rfnet_bench_outputs_") as tmp:
-                        table[str(b)] = pipeline_throughput(backend, info, images, b, threshold=args.threshold,
-                                                            outputs=Path(tmp))
+                        table[str(b)] = pipeline_throughput(piped[0], info, images, b, threshold=args.threshold,
+                                                            outputs=Path(tmp), workers=piped[1])
             except BackendUnavailableError:
                 raise
             except (BackendError, ValueError, RuntimeError, OSError) as exc:
@@ -257,8 +275,16 @@ def run_runner(spec: RunnerSpec, images: Sequence[GTImage], args: argparse.Names
             if graphs is not None and not graphs["used"]:  # never report a graph that did not run
                 raise NotRunError(f"CUDA graph requested but not used: {graphs['note']}")
             result.update(status="ok", end_to_end=e2e, accuracy=acc)
-            result["model_only"], result["pipeline"], result["pipeline_outputs"] = (
-                _throughput(backend, info, images, args, spec.id, probe) if timing else ({}, {}, {}))
+            if timing:
+                piped = _pipeline_backend(spec, backend, args) if not args.no_pipeline else (backend, 1)
+                try:
+                    result["model_only"], result["pipeline"], result["pipeline_outputs"] = _throughput(
+                        backend, info, images, args, spec.id, probe, piped)
+                finally:
+                    if piped[0] is not backend:
+                        piped[0].close()
+            else:
+                result["model_only"], result["pipeline"], result["pipeline_outputs"] = {}, {}, {}
             result["wall_s"] = round(time.perf_counter() - t0, 2)
         except NotRunError as exc:
             return {**result, "status": "not run", "reason": str(exc)}, {}
@@ -324,7 +350,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold,
                  "folds": args.folds, "seed": args.seed, "images": len(images), "problems": problems[:20]},
         "settings": {"batch_sizes": args.batch_sizes, "warmup": args.warmup, "iterations": args.iterations,
-                     "pipeline": not args.no_pipeline, "threads": args.threads, "threshold": args.threshold},
+                     "pipeline": not args.no_pipeline, "threads": args.threads, "workers": args.workers,
+                     "threshold": args.threshold},
         "reference": {"id": ref_spec.id, "model": ref_spec.model, "runner": ref_spec.runner,
                       "precision": ref_result.get("precision"), "in_results": ref_in_list,
                       "dice_disc": ref_result["accuracy"].get("dice_disc"),

@@ -235,12 +235,13 @@ def summarize_accuracy(rows: list[dict[str, float]], agree: list[dict[str, float
 
 def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[GTImage], batch: int,
                         *, threshold: float = 0.5, outputs: Path | None = None,
-                        writer_threads: int = 2) -> dict[str, Any]:
+                        writer_threads: int = 2, workers: int = 1) -> dict[str, Any]:
     """End-to-end throughput as deployed: ``rfnet.runtime.pipeline.Pipeline`` (decoding in a
     background thread overlapping inference, ``batch`` images per call) over all images once;
     with ``outputs`` (a folder), the runtime's default files are written there too, as
     ``runtime/infer.py`` writes them (``rfnet.runtime.writer.BackgroundWriter``: REFUGE map, JPEG
-    overlay, then results.csv) by ``writer_threads`` threads.
+    overlay, then results.csv) by ``writer_threads`` threads; ``workers`` inferences run at once
+    (:class:`~rfnet.runtime.pipeline.Pipeline`'s ``workers``; ``backend`` set up for it).
 
     Returns ``{"status", "batch_size", "images", "failed_images", "wall_s", "throughput_fps",
     "speedup_vs_paper", "outputs"}``; FPS = processed images / wall time, start to the last CDR
@@ -249,7 +250,7 @@ def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[
     from rfnet.runtime.outputs import DEFAULT_SAVE, OutputWriter, output_names
     from rfnet.runtime.writer import BackgroundWriter
 
-    pipe = Pipeline(backend, info, batch_size=batch, threshold=threshold)
+    pipe = Pipeline(backend, info, batch_size=batch, threshold=threshold, workers=workers)
     paths = [im.path for im in images]
     names = output_names(paths)
     t0 = time.perf_counter()
@@ -269,6 +270,6 @@ def pipeline_throughput(backend: Backend, info: ModelMetadata, images: Sequence[
         ok, failed = ok - len(unwritten), failed + len(unwritten)
     wall = time.perf_counter() - t0
     fps = ok / wall if wall > 0 and ok else None
-    return {"status": "ok", "batch_size": pipe.batch_size, "images": ok, "failed_images": failed,
+    return {"status": "ok", "batch_size": pipe.batch_size, "workers": workers, "images": ok, "failed_images": failed,
             "wall_s": wall, "throughput_fps": fps, "speedup_vs_paper": speedup(fps),
             "outputs": ",".join(DEFAULT_SAVE) if outputs is not None else "none"}

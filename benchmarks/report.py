@@ -161,7 +161,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Latencies are p50 / p90 / p99 milliseconds per image. End to end = decode + preprocess + model + "
         "postprocess + CDR, one image at a time; model only = the backend call on a preprocessed batch of 1. "
         "Throughputs per batch size bN: model only = N / mean call time; pipelined = images / wall time through "
-        "rfnet.runtime.pipeline (decoding overlaps inference); + outputs = the same with the runtime's default files "
+        "rfnet.runtime.pipeline (decoding overlaps inference; on ONNX Runtime's CPU provider two inferences at once on "
+        "half the threads each, as rfnet infer runs them, unless --workers says otherwise); + outputs = the same with the runtime's default files "
         "written by its background writer (REFUGE map, JPEG overlay, results.csv). Peak RSS is the process's resident peak while the runner "
         "ran (it includes libraries loaded by earlier runners, e.g. PyTorch); (+N) is what this runner added.",
         "",

@@ -38,7 +38,7 @@ from rfnet.common.progress import track
 from rfnet.errors import RFNetError, UsageError
 from rfnet.runtime.errors import DeploymentError
 from rfnet.runtime.fields import Value, fields_from_outputs
-from rfnet.runtime.outputs import DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
+from rfnet.runtime.outputs import DEFAULT_OVERLAY_SIDE, DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report
 from rfnet.runtime.serving import (CUP_MASK, DISC_MASK, ERROR, IMAGE_INPUT, LATENCY, MODEL_INFO, MODEL_NAME, decode_mask,
                              output_specs)
 
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated: {','.join(SAVE_CHOICES)} or all (default as runtime/infer.py: "
                    f"{','.join(DEFAULT_SAVE)}); masks and REFUGE maps are written for gradable images only unless "
                    f"{UNGRADABLE} is added")
+    p.add_argument("--overlay-size", type=int, default=DEFAULT_OVERLAY_SIDE,
+                   help="long side of the overlay pictures in pixels, 0 for the photograph's own size (the "
+                   "measurements and the REFUGE map always use the full-size masks)")
     p.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default=OVERLAY_FORMATS[0],
                    help="overlay files: JPEG (quality 95) or PNG, as runtime/infer.py")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RFNetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    writer = OutputWriter(out_dir, save, overlay_format=args.overlay_format)
+    writer = OutputWriter(out_dir, save, overlay_format=args.overlay_format, overlay_side=args.overlay_size)
     return _run(args, protocol, url, paths, writer)
 
 
@@ -259,6 +262,7 @@ def _run(args: argparse.Namespace, protocol: str, url: str, paths: Sequence[Path
         "server": f"{protocol}://{url}", "model_name": args.model_name,
         "model": f"{args.model_name} on the server {protocol}://{url}", "model_info": model.get("model_info", {}),
         "settings": {"concurrency": args.concurrency, "save": sorted(writer.save), "overlay_format": writer.overlay_format,
+                     "overlay_size": writer.overlay_side,
                      "min_disc_score": model.get("min_disc_score")},
         "num_images": len(paths), "num_processed": len(writer.rows), "num_failed": len(failures),
         "num_gradable": sum(1 for _, row in writer.rows if row["gradable"] == "1"),

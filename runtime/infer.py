@@ -38,7 +38,7 @@ from rfnet.errors import RFNetError, UsageError
 from rfnet.runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
 from rfnet.runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
 from rfnet.runtime.manifest import sha256_file
-from rfnet.runtime.outputs import (DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
+from rfnet.runtime.outputs import (DEFAULT_OVERLAY_SIDE, DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
                              parse_save, prepare_output_dir, write_run_report)
 from rfnet.runtime.pipeline import ImageFailure, Pipeline
 from rfnet.runtime.writer import BackgroundWriter
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"Masks and REFUGE maps are written for gradable images only; add {UNGRADABLE} to write them for the others "
         "too (for review)",
     )
+    p.add_argument("--overlay-size", type=int, default=DEFAULT_OVERLAY_SIDE,
+                   help="long side of the overlay pictures in pixels, 0 for the photograph's own size (the "
+                   "measurements and the REFUGE map always use the full-size masks)")
     p.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default=OVERLAY_FORMATS[0],
                    help="overlay file format (PNG is lossless but costs more than the model to encode)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
@@ -90,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action="store_true",
                    help="TensorRT: replay a CUDA graph captured per input shape (needs cuda-python); falls back to "
                    "plain execution when capture fails, and summary.json says which ran")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads, all concurrent runs together (default: the machine's cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="ONNX Runtime on the CPU: images inferred at once, each on threads/workers threads "
+                   "(default: 2 when there are 2 threads or more; TensorRT and the CUDA provider: 1)")
     p.add_argument("--spin", action="store_true",
                    help="ONNX Runtime: let idle intra-op threads spin-wait (off by default: they would take the "
                         "cores the decode and writer threads need)")
@@ -162,12 +169,15 @@ def _summary(
         "model_info": pipeline.info.deploy_fields(),
         "settings": {
             "batch_size": pipeline.batch_size,
+            "workers": pipeline.workers,
+            "threads": args.threads,
             "threshold": args.threshold,
             "min_disc_score": pipeline.min_score,
             "ellipse": bool(args.ellipse),
             "tta": bool(args.tta),
             "save": sorted(parse_save(args.save)),
             "overlay_format": args.overlay_format,
+            "overlay_size": args.overlay_size,
             "cuda_graph_requested": bool(args.cuda_graph),  # what actually ran: "cuda_graph" below
         },
         "cuda_graph": backend.cuda_graph_report(),  # None, or {requested, used, replays, captured_shapes, note}
@@ -189,6 +199,17 @@ def _summary(
     }
 
 
+def _plan_workers(args: argparse.Namespace, kind: str) -> tuple[int, int | None]:
+    """(concurrent inferences, ONNX Runtime intra-op threads per inference) for this run."""
+    if kind == "tensorrt":
+        if args.workers not in (None, 1):
+            raise ValueError("TensorRT runs one inference at a time (one execution context); use --workers 1")
+        return 1, args.threads
+    from rfnet.runtime.backends.onnxrt import plan_cpu_workers
+
+    return plan_cpu_workers(args.threads, args.workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = start(build_parser(), argv)
     if isinstance(args, int):  # --help, or bad arguments
@@ -198,12 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         kind, paths, save = _check_args(args)
     except (RFNetError, OSError) as exc:  # nothing loaded, nothing written
         return _error(str(exc))
-    backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=args.threads,
-                             spinning=args.spin)
+    try:
+        workers, intra = _plan_workers(args, kind)
+    except ValueError as exc:
+        return _error(f"--workers: {exc}")
+    backend = create_backend(args.model, kind, cuda_graph=args.cuda_graph, intra_op_threads=intra, spinning=args.spin)
     try:
         backend.load()
-        pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold,
-                            ellipse=args.ellipse, prefetch=args.prefetch, min_score=args.min_score, tta=args.tta)
+        pipeline = Pipeline(backend, batch_size=args.batch, threshold=args.threshold, ellipse=args.ellipse,
+                            prefetch=args.prefetch, min_score=args.min_score, tta=args.tta, workers=workers)
     except RFNetError as exc:  # a missing library, a foreign or stale model, bad metadata
         backend.close()
         return _error(str(exc))
@@ -216,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             restored = _restore(args, header, paths)
             out_dir = prepare_output_dir(args.output, args.overwrite or bool(restored) or _resumable(args))
             with Journal(out_dir, header, restored) as journal:
-                writer = OutputWriter(out_dir, save, journal, args.overlay_format)
+                writer = OutputWriter(out_dir, save, journal, args.overlay_format, args.overlay_size)
                 writer.restore(restored)
                 return _run(args, backend, kind, pipeline, paths, writer)
         except (RFNetError, OSError) as exc:
@@ -229,6 +253,9 @@ def _check_args(args: argparse.Namespace) -> tuple[str, list[Path], frozenset[st
     save = parse_save(args.save)
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if args.overlay_size < 0:
+        raise UsageError(f"--overlay-size must be 0 (the photograph's own size) or a number of pixels, "
+                         f"got {args.overlay_size}")
     if not 0.0 <= args.threshold < 1.0:
         raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.min_score is not None and not 0.0 <= args.min_score < 1.0:
@@ -255,7 +282,8 @@ def _run_header(args: argparse.Namespace, kind: str, pipeline: Pipeline) -> dict
     return {"model": str(args.model), "model_sha256": sha256_file(args.model), "backend": kind,
             "input": str(args.input), "recursive": bool(args.recursive), "threshold": args.threshold,
             "min_disc_score": pipeline.min_score, "ellipse": bool(args.ellipse), "tta": bool(args.tta),
-            "save": sorted(parse_save(args.save)), "overlay_format": args.overlay_format}
+            "save": sorted(parse_save(args.save)), "overlay_format": args.overlay_format,
+            "overlay_size": args.overlay_size}
 
 
 def _restore(args: argparse.Namespace, header: dict[str, Any], paths: Sequence[Path]) -> list[Record]:

@@ -42,7 +42,7 @@ from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_wr
 from rfnet.common.imageio import encode_mask_png, write_image
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.report import THUMB_DIR, make_thumbnail, write_report
-from rfnet.common.viz import draw_contours, overlay
+from rfnet.common.viz import draw_contours
 from rfnet.errors import UsageError
 from rfnet.runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
 from rfnet.runtime.journal import Journal, Record
@@ -55,6 +55,12 @@ SAVE_CHOICES = ("masks", "refuge", "overlay", "csv")
 DEFAULT_SAVE = ("refuge", "overlay", "csv")
 #: Overlay file formats; the first is the default.
 OVERLAY_FORMATS = ("jpg", "png")
+#: The overlay's long side in pixels unless --overlay-size says otherwise (0: the photograph's own
+#: size). An overlay is for a person checking the outlines: 1024 px shows a disc of a 45-degree
+#: field at 100-150 px and a disc-centred photograph at several hundred; the measurements (results.csv,
+#: the REFUGE map, the masks) always come from the full-size masks. A 2047 px overlay costs several
+#: times the encoding time and file size (docs/benchmarks.md).
+DEFAULT_OVERLAY_SIDE = 1024
 #: Also write the masks, REFUGE map and contour overlay of images that are not gradable (to
 #: review what the model saw; results.csv still leaves their CDR cells empty). Not in "all".
 UNGRADABLE = "ungradable"
@@ -141,12 +147,15 @@ class OutputWriter:
     """
 
     def __init__(self, out_dir: Path, save: Iterable[str], journal: Journal | None = None,
-                 overlay_format: str = OVERLAY_FORMATS[0]) -> None:
+                 overlay_format: str = OVERLAY_FORMATS[0], overlay_side: int = DEFAULT_OVERLAY_SIDE) -> None:
         if overlay_format not in OVERLAY_FORMATS:
             raise UsageError(f"overlay format must be one of {OVERLAY_FORMATS}, got {overlay_format!r}")
+        if overlay_side < 0:
+            raise UsageError(f"overlay size must be 0 (the image's own) or a number of pixels, got {overlay_side}")
         self.out_dir = Path(out_dir)
         self.save = frozenset(save)
         self.overlay_format = overlay_format
+        self.overlay_side = overlay_side
         self.rows: list[tuple[int, dict[str, Any]]] = []
         self.records: list[Record] = []
         self.journal = journal
@@ -190,7 +199,7 @@ class OutputWriter:
             raise ValueError(f"{name}: the overlay needs the image")
         path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
         empty = np.zeros(image.shape[:2], bool)
-        drawn = draw_contours(image, empty, empty, label=f"not gradable: {reason}")
+        drawn = draw_contours(image, empty, empty, label=f"not gradable: {reason}", max_side=self.overlay_side)
         write_image(path, drawn)
         return [path, self._thumbnail(name, drawn, None)]
 
@@ -220,9 +229,11 @@ class OutputWriter:
             if image is None:
                 raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
-            drawn = overlay(image, disc, cup)
+            drawn = draw_contours(image, disc, cup, max_side=self.overlay_side)
             write_image(path, drawn)
-            written += [path, self._thumbnail(name, drawn, box)]
+            s = drawn.shape[1] / image.shape[1]  # the overlay's scale (<= 1)
+            thumb_box = None if box is None else (box[0] * s, box[1] * s, box[2] * s, box[3] * s)
+            written += [path, self._thumbnail(name, drawn, thumb_box)]
         return written
 
     def add_row(self, index: int, name: str, file: str | os.PathLike[str], values: Mapping[str, Value],

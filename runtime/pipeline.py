@@ -8,6 +8,12 @@ Decoding and preprocessing run in a producer thread feeding a bounded queue, so 
 the next images from disk overlaps inference on the current batch (OpenCV and the
 backends release the GIL). A file that cannot be read becomes an :class:`ImageFailure`
 and the run goes on.
+
+With ``workers`` > 1 (a backend whose ``concurrent_infer`` allows it: ONNX Runtime), that many
+batches run at once, each in its own thread (inference, post-processing, CDRs); results come
+out in the order one worker gives (batch order: an unreadable file as soon as it is read). On a CPU, two single-threaded inferences keep two cores busier than
+one inference split over both (no intra-op barrier waiting on a core the decode or writer
+thread holds); docs/benchmarks.md has the measurement.
 """
 from __future__ import annotations
 
@@ -15,9 +21,11 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union, cast
+from typing import Any, Iterable, Iterator, Sequence, Union, cast
 
 import numpy as np
 
@@ -99,6 +107,8 @@ class Pipeline(Segmenter):
         prefetch: decoded images buffered ahead of inference.
         min_score: minimum disc score of a gradable result (default: the model's ``rfnet.min_disc_score``).
         tta: also run each image mirrored left-right and merge (:mod:`rfnet.common.tta`).
+        workers: batches in flight at once, each in its own thread (1: one after the other);
+            more than 1 needs a backend with ``concurrent_infer`` (ValueError otherwise).
     """
 
     def __init__(
@@ -112,10 +122,17 @@ class Pipeline(Segmenter):
         prefetch: int = 4,
         min_score: float | None = None,
         tta: bool = False,
+        workers: int = 1,
     ) -> None:
         super().__init__(backend, info, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
                          min_score=min_score, tta=tta)
         self.prefetch = max(1, prefetch)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if workers > 1 and not backend.concurrent_infer:
+            raise ValueError(f"the {backend.name} backend runs one inference at a time: workers must be 1, "
+                             f"got {workers}")
+        self.workers = workers
 
     # -- decode thread ---------------------------------------------------------------------
     def _decode_one(self, index: int, path: Path) -> _Decoded:
@@ -156,29 +173,55 @@ class Pipeline(Segmenter):
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, paths: Sequence[Path]) -> Iterator[Outcome]:
-        """Yield one :class:`ImageResult` or :class:`ImageFailure` per path (batch order)."""
-        q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch + self.batch_size)
+        """Yield one :class:`ImageResult` or :class:`ImageFailure` per path (batch order: an
+        unreadable file comes out when it is read, before the images of its unfinished batch)."""
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch + self.batch_size * self.workers)
         stop = threading.Event()
         worker = threading.Thread(target=self._producer, args=(list(paths), q, stop), name="rfnet-decode", daemon=True)
         worker.start()
-        batch: list[_Decoded] = []
         try:
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    break
-                if item.error is not None:
-                    yield ImageFailure(item.index, item.path, item.error)
-                    continue
-                batch.append(item)
-                if len(batch) == self.batch_size:
-                    yield from self._run_batch(batch)
-                    batch = []
-            if batch:
-                yield from self._run_batch(batch)
+            if self.workers == 1:
+                for unit in self._units(q):
+                    yield from (unit,) if isinstance(unit, ImageFailure) else self._run_batch(unit)
+            else:
+                yield from self._run_concurrently(self._units(q))
         finally:
             stop.set()
             worker.join(timeout=5.0)
+
+    def _units(self, q: "queue.Queue[Any]") -> Iterator[ImageFailure | list[_Decoded]]:
+        """The decode queue as work units, in input order: a failure, or a batch of decoded images."""
+        batch: list[_Decoded] = []
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if item.error is not None:
+                yield ImageFailure(item.index, item.path, item.error)
+                continue
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _run_concurrently(self, units: Iterable[ImageFailure | list[_Decoded]]) -> Iterator[Outcome]:
+        """:attr:`workers` batches at a time in a thread pool; outcomes yielded in the units' order."""
+        pending: deque[Future[list[Outcome]] | list[Outcome]] = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="rfnet-infer") as pool:
+            try:
+                for unit in units:
+                    pending.append([unit] if isinstance(unit, ImageFailure)
+                                   else pool.submit(lambda b: list(self._run_batch(b)), unit))
+                    while sum(isinstance(p, Future) for p in pending) > self.workers or len(pending) > 4 * self.workers:
+                        yield from _outcomes(pending.popleft())
+                while pending:
+                    yield from _outcomes(pending.popleft())
+            finally:
+                for p in pending:  # the consumer stopped early: drop what has not started
+                    if isinstance(p, Future):
+                        p.cancel()
 
     def _run_batch(self, items: list[_Decoded]) -> Iterator[Outcome]:
         t0 = time.perf_counter()
@@ -199,3 +242,7 @@ class Pipeline(Segmenter):
                 continue
             timings = {"decode": it.decode_ms, "preprocess": it.preprocess_ms, **done.timings}
             yield ImageResult(it.index, it.path, it.image, done.segmentation, done.grade, done.cdr, latency_ms, timings)
+
+
+def _outcomes(unit: "Future[list[Outcome]] | list[Outcome]") -> list[Outcome]:
+    return unit if isinstance(unit, list) else unit.result()

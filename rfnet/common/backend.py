@@ -122,6 +122,9 @@ class Backend(abc.ABC):
 
     #: Short backend name used in logs and summary.json ("onnxruntime", "tensorrt").
     name: str = "backend"
+    #: Whether :meth:`infer` may run in several threads at once (an ONNX Runtime session may; a
+    #: TensorRT execution context, with its one stream and bindings, may not).
+    concurrent_infer: bool = False
 
     def __init__(self, model_path: str | Path) -> None:
         self.model_path = Path(model_path)

@@ -54,6 +54,32 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] | None =
     return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
 
 
+def plan_cpu_workers(threads: int | None, workers: int | None,
+                     providers: Sequence[str] | None = None) -> tuple[int, int | None]:
+    """(concurrent runs, intra-op threads per run) for a pipeline on ONNX Runtime.
+
+    ``workers`` None chooses: 2 when the run is on the CPU (no CUDA provider among ``providers``
+    or, without them, built into this ONNX Runtime) with at least 2 threads (``threads``, or the
+    machine's cores), else 1. ``threads`` (all runs together; None: ONNX Runtime's default) is split
+    between the runs. ValueError for a bad count or for several runs on a GPU provider.
+    """
+    import os
+
+    import onnxruntime as ort
+
+    on_cpu = CUDA_PROVIDER not in choose_providers(ort.get_available_providers(), providers)
+    total = threads if threads is not None else (os.cpu_count() or 1)
+    if total < 1 or (workers is not None and workers < 1):
+        raise ValueError(f"threads and workers must be at least 1, got {threads} and {workers}")
+    if workers is None:
+        workers = 2 if on_cpu and total >= 2 else 1
+    elif workers > 1 and not on_cpu:
+        raise ValueError("several concurrent runs are for the CPU; on the CUDA provider use --workers 1")
+    if workers == 1:
+        return 1, threads
+    return workers, max(1, total // workers)
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ``.onnx`` with ONNX Runtime.
 
@@ -112,6 +138,9 @@ class OnnxRuntimeBackend(Backend):
         self._output_names = [t.name for t in self.outputs]
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
         self.device = "CUDA (ONNX Runtime CUDAExecutionProvider)" if CUDA_PROVIDER in used else "CPU"
+        # InferenceSession::Run is thread-safe (microsoft/onnxruntime#19301); on the GPU providers the
+        # Python allocator is not (microsoft/onnxruntime#20713), so concurrent runs only on the CPU
+        self.concurrent_infer = CUDA_PROVIDER not in used
         self.providers = used
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -67,3 +67,20 @@ def test_several_writer_threads_write_what_one_writes(tmp_path: Path, threads: i
 
     one, many = run(tmp_path / "one", 1), run(tmp_path / "many", threads)
     assert len(one) == 12 * 5 + 1 and many == one  # masks x2, refuge, overlay, thumb per image; results.csv
+
+
+@pytest.mark.parametrize("side", [0, 64])
+def test_overlays_are_drawn_at_the_chosen_size_and_the_measurements_at_full_size(tmp_path: Path, side: int) -> None:
+    from rfnet.common.imageio import read_image
+
+    r = _result(0, h=120, w=160)
+    r.segmentation.disc[:] = False
+    r.segmentation.disc[40:80, 50:110] = True
+    w = OutputWriter(tmp_path, ("refuge", "overlay"), overlay_side=side)
+    w.write("n0", r)
+    overlay = read_image(tmp_path / "overlay" / "n0.jpg")
+    assert overlay.shape[:2] == ((120, 160) if side == 0 else (48, 64))
+    assert read_mask(tmp_path / "refuge" / "n0.bmp").shape == (120, 160)
+    assert (tmp_path / "thumb" / "n0.jpg").is_file()
+    with pytest.raises(Exception, match="overlay size"):
+        OutputWriter(tmp_path, ("overlay",), overlay_side=-1)

@@ -55,3 +55,37 @@ def test_plot_training_curves(tmp_path: Path) -> None:
     bad.write_text("step,loss\n0,1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: .*'epoch'"):
         plot_training_curves(bad, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(("h", "w", "max_side"), [(700, 1000, 400), (3000, 2200, 700), (300, 200, 400), (300, 200, 0)])
+def test_shrunk_overlay_keeps_the_outlines_where_the_masks_are(h: int, w: int, max_side: int) -> None:
+    """Outlines traced on the full-size masks and scaled: on the shrunk picture they lie on the
+    scaled circles (within a pixel and the line's width), nowhere else."""
+    from rfnet.common.viz import draw_contours, shrink
+
+    img = np.full((h, w, 3), 40, np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    disc, cup = r < 0.3 * min(h, w), r < 0.12 * min(h, w)
+    out = draw_contours(img, disc, cup, max_side=max_side)
+    small, scale = shrink(img, max_side)
+    assert out.shape == small.shape
+    assert max(out.shape[:2]) == (max_side if 0 < max_side < max(h, w) else max(h, w))
+    assert scale == pytest.approx(out.shape[1] / w, abs=1e-3)
+    oy, ox = np.mgrid[: out.shape[0], : out.shape[1]]
+    rr = np.hypot((oy + 0.5) / scale - h / 2, (ox + 0.5) / scale - w / 2) * scale  # radius, output pixels
+    tol = 1.5 + max(1, round(min(out.shape[:2]) / 250))
+    for colour, radius in ((DISC_COLOUR, 0.3 * min(h, w) * scale), (CUP_COLOUR, 0.12 * min(h, w) * scale)):
+        drawn = (out == colour).all(axis=2)
+        assert drawn.sum() > 4 * radius  # a whole outline
+        assert np.abs(rr[drawn] - radius).max() <= tol
+    assert (img == 40).all()
+
+
+def test_shrink_halves_first_when_far_too_large() -> None:
+    from rfnet.common.viz import shrink
+
+    img = np.random.default_rng(0).integers(0, 255, (4000, 3000, 3), dtype=np.uint8)
+    small, scale = shrink(img, 1000)
+    assert small.shape == (1000, 750, 3) and scale == 0.25
+    assert shrink(img, 0)[0] is img and shrink(img, 5000)[1] == 1.0
