@@ -9,11 +9,12 @@ the next images from disk overlaps inference on the current batch (OpenCV and th
 backends release the GIL). A file that cannot be read becomes an :class:`ImageFailure`
 and the run goes on.
 
-With ``workers`` > 1 (a backend whose ``concurrent_infer`` allows it: ONNX Runtime), that many
-batches run at once, each in its own thread (inference, post-processing, CDRs); results come
-out in the order one worker gives (batch order: an unreadable file as soon as it is read). On a CPU, two single-threaded inferences keep two cores busier than
-one inference split over both (no intra-op barrier waiting on a core the decode or writer
-thread holds); docs/benchmarks.md has the measurement.
+With ``workers`` > 1 (a backend whose ``concurrent_infer`` allows it: ONNX Runtime on the CPU),
+that many batches run at once, each in its own thread (inference, post-processing, CDRs);
+results come out in the order one worker gives (batch order: an unreadable file as soon as it
+is read). On a CPU, two single-threaded inferences keep two cores busier than one inference
+split over both (no intra-op barrier waiting on a core the decode or writer thread holds);
+docs/benchmarks.md has the measurement.
 """
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ class Pipeline(Segmenter):
             worker.join(timeout=5.0)
 
     def _units(self, q: "queue.Queue[Any]") -> Iterator[ImageFailure | list[_Decoded]]:
-        """The decode queue as work units, in input order: a failure, or a batch of decoded images."""
+        """The decode queue as work units, in decode order: a failure, or a batch of decoded images."""
         batch: list[_Decoded] = []
         while True:
             item = q.get()
