@@ -204,7 +204,7 @@ def _pipeline_backend(spec: RunnerSpec, backend: Backend, args: argparse.Namespa
     if spec.runner != "onnxruntime-cpu":
         return backend, 1
     workers, intra = plan_cpu_workers(args.threads, args.workers, ["CPUExecutionProvider"])
-    if workers == 1 and intra == args.threads:
+    if workers == 1:  # the benchmarked session, on args.threads
         return backend, 1
     return open_runner(spec, threads=intra), workers
 

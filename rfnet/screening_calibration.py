@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 #: Reasons a row keeps whatever the limits: the fixed checks (image, detection, cup).
 FIXED_REASONS = frozenset({G.IMAGE_TOO_SMALL, G.IMAGE_TOO_DARK, G.IMAGE_TOO_FLAT, G.NOT_FUNDUS_COLOUR, G.NO_COLOUR,
                            G.NO_DISC, G.DISC_AT_EDGE, G.DISC_TOO_SMALL, G.NO_CUP})
-#: (limit, measure, side), as the verdict checks them.
-LIMITS = G.LIMIT_MEASURES
 QUANTILES = (0.005, 0.01, 0.02, 0.03, 0.05)
 
 
@@ -120,7 +118,7 @@ def calibrate_limits(rows: Sequence[Row], min_score: float, min_kept: float) -> 
     limits = G.GradingLimits(max_disc_fraction=1.0)
     well = [r for r in rows if not r.wrong]
     candidates: list[tuple[str, float]] = []
-    for name, measure, side in LIMITS:
+    for name, measure, side in G.LIMIT_MEASURES:
         values = np.array([r.measures[measure] for r in well], np.float64)
         values = values[~np.isnan(values)]
         if values.size:
@@ -130,7 +128,7 @@ def calibrate_limits(rows: Sequence[Row], min_score: float, min_kept: float) -> 
         base = {r.name for r in rows if refused(r, min_score, limits)}
         best, best_gain = None, 0.0
         for name, value in candidates:
-            side = dict((n, s) for n, _, s in LIMITS)[name]
+            side = dict((n, s) for n, _, s in G.LIMIT_MEASURES)[name]
             current = getattr(limits, name)
             if (side == "low" and value <= current) or (side == "high" and value >= current):
                 continue  # not tighter than what is set

@@ -38,8 +38,8 @@ from rfnet.errors import RFNetError, UsageError
 from rfnet.runtime.backends import BACKENDS, Backend, create_backend, resolve_backend
 from rfnet.runtime.journal import Journal, Record, check_same_run, journal_path, read_journal
 from rfnet.runtime.manifest import sha256_file
-from rfnet.runtime.outputs import (DEFAULT_OVERLAY_SIDE, DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE, OutputWriter, output_names,
-                             parse_save, prepare_output_dir, write_run_report)
+from rfnet.runtime.outputs import (DEFAULT_OVERLAY_SIDE, DEFAULT_SAVE, OVERLAY_FORMATS, SAVE_CHOICES, UNGRADABLE,
+                                   OutputWriter, output_names, parse_save, prepare_output_dir, write_run_report)
 from rfnet.runtime.pipeline import ImageFailure, Pipeline
 from rfnet.runtime.writer import BackgroundWriter
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (the screening report: counts, referrals first, thumbnails, "
-                        "vCDR histogram; rebuild it later with python -m rfnet.runtime.report OUTPUT)")
+                        "vCDR histogram; rebuild it later with rfnet report OUTPUT)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --output: skip the images its progress.jsonl lists "
                    "(same model, input and settings required)")

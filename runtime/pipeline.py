@@ -37,6 +37,7 @@ from rfnet.common.imageio import ImageReadError, read_image
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.segment import Segmenter
+from rfnet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Pipeline(Segmenter):
         min_score: minimum disc score of a gradable result (default: the model's ``rfnet.min_disc_score``).
         tta: also run each image mirrored left-right and merge (:mod:`rfnet.common.tta`).
         workers: batches in flight at once, each in its own thread (1: one after the other);
-            more than 1 needs a backend with ``concurrent_infer`` (ValueError otherwise).
+            more than 1 needs a backend with ``concurrent_infer`` (UsageError otherwise).
     """
 
     def __init__(
@@ -129,9 +130,9 @@ class Pipeline(Segmenter):
                          min_score=min_score, tta=tta)
         self.prefetch = max(1, prefetch)
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        if workers > 1 and not backend.concurrent_infer:
-            raise ValueError(f"the {backend.name} backend runs one inference at a time: workers must be 1, "
+            raise UsageError(f"workers must be at least 1, got {workers}")
+        if workers > 1 and not backend.concurrent_infer:  # TensorRT, ONNX Runtime on a GPU provider
+            raise UsageError(f"the {backend.name} backend runs one inference at a time: workers must be 1, "
                              f"got {workers}")
         self.workers = workers
 
@@ -215,7 +216,7 @@ class Pipeline(Segmenter):
                 for unit in units:
                     pending.append([unit] if isinstance(unit, ImageFailure)
                                    else pool.submit(lambda b: list(self._run_batch(b)), unit))
-                    while sum(isinstance(p, Future) for p in pending) > self.workers or len(pending) > 4 * self.workers:
+                    while len(pending) > self.workers:  # at most that many units ahead of the consumer
                         yield from _outcomes(pending.popleft())
                 while pending:
                     yield from _outcomes(pending.popleft())

@@ -38,10 +38,10 @@ def draw_contours(image: np.ndarray, disc: np.ndarray, cup: np.ndarray, label: s
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"overlay expects an RGB image [H,W,3], got shape {img.shape}")
     small, scale = shrink(img, max_side)
-    out = np.ascontiguousarray(small.copy())
+    out = small.copy()  # C-contiguous
     t = _thickness(*out.shape[:2])
     for mask, colour in ((disc, DISC_COLOUR), (cup, CUP_COLOUR)):
-        m = np.asarray(mask).astype(np.uint8)
+        m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # findContours reads, never writes (OpenCV >= 3.2)
         if m.shape != img.shape[:2]:
             raise ValueError(f"mask shape {m.shape} does not match the image {img.shape[0]}x{img.shape[1]}")
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)

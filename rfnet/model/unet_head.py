@@ -14,9 +14,10 @@ and feeds it the Fusion Feature Pooling streams where their resolution matches::
     -> 1x1 predictor -> logits [R, num_classes, S, S]
 
 ``unet_pyramid = False`` drops the two pyramid inputs (an image-only U-Net over the RoI).
-``unet_polar = True`` (image-only only; :class:`PolarUNetMaskHead`) segments the RoI in polar coordinates about its centre, as
-M-Net does (Fu et al., IEEE TMI 2018): the pooled image is resampled onto a radius x angle grid
-(rows: radius 0 .. half the RoI's side; columns: angle 0 .. 2 pi), where disc and cup become
+``unet_polar = True`` (image-only only; :class:`PolarUNetMaskHead`) segments the RoI in polar
+coordinates about its centre, as M-Net does (Fu et al., IEEE TMI 2018): the pooled image is
+resampled onto a radius x angle grid (rows: radius 0 .. half the RoI's side; columns: angle
+0 .. 2 pi), where disc and cup become
 stacked bands whose boundaries run across the image, and the U-Net's logits are resampled back onto
 the RoI's Cartesian grid, so outputs, losses and the export contract do not change. Both resamplings
 are fixed bilinear ``grid_sample`` grids (:func:`polar_grids`; ONNX ``GridSample``, opset 16).

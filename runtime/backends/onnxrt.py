@@ -61,7 +61,8 @@ def plan_cpu_workers(threads: int | None, workers: int | None,
     ``workers`` None chooses: 2 when the run is on the CPU (no CUDA provider among ``providers``
     or, without them, built into this ONNX Runtime) with at least 2 threads (``threads``, or the
     machine's cores), else 1. ``threads`` (all runs together; None: ONNX Runtime's default) is split
-    between the runs. ValueError for a bad count or for several runs on a GPU provider.
+    between the runs. ValueError for a bad count; several runs on a GPU provider are refused by the
+    pipeline once the session shows where it runs (``concurrent_infer``).
     """
     import os
 
@@ -73,8 +74,6 @@ def plan_cpu_workers(threads: int | None, workers: int | None,
         raise ValueError(f"threads and workers must be at least 1, got {threads} and {workers}")
     if workers is None:
         workers = 2 if on_cpu and total >= 2 else 1
-    elif workers > 1 and not on_cpu:
-        raise ValueError("several concurrent runs are for the CPU; on the CUDA provider use --workers 1")
     if workers == 1:
         return 1, threads
     return workers, max(1, total // workers)

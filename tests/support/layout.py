@@ -3,12 +3,14 @@ runtime/, export/ and benchmarks/ install as rfnet.runtime, rfnet.export and rfn
 from __future__ import annotations
 
 import configparser
+import functools
 import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@functools.cache
 def package_dirs() -> dict[str, str]:
     """Top-level installed package -> repository folder: {"rfnet": "rfnet", "rfnet.runtime": "runtime", ...}."""
     cfg = configparser.ConfigParser()
