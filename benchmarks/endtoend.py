@@ -1,7 +1,7 @@
 """The end-to-end pass: decode -> preprocess -> model -> postprocess -> CDR, one image at a time,
 timed per stage, with Dice against the ground truth and mask agreement with the reference.
 
-It runs the deployment code itself: ``rfnet.common.imageio.read_image`` (timed here), then the
+It runs the deployment code itself: ``Segmenter.read`` (timed here), then the
 shared core (:class:`rfnet.common.segment.Segmenter`, which times the other stages) with batch
 1, sequentially, so the latency of each image is the time a user waits for its CDR. Dice is
 computed after the clock stops.
@@ -27,7 +27,6 @@ import numpy as np
 from rfnet.benchmarks.measure import PAPER_FPS, fps_from_ms, latency_stats, speedup
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
 from rfnet.common.contract import ModelMetadata
-from rfnet.common.imageio import read_image
 from rfnet.common.metrics import agreement, case_metrics, summarize
 from rfnet.common.progress import track
 from rfnet.common.segment import STAGES as CORE_STAGES
@@ -101,9 +100,9 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None, limit: 
 def _one_image(core: Segmenter, path: Path) -> tuple[SegmentedImage, dict[str, float]]:
     """Run one image through the whole path; ``(result, milliseconds per stage of STAGES)``."""
     t0 = time.perf_counter()
-    image = read_image(path)
+    photo = core.read(path)  # as the runtime reads it: a large JPEG at reduced size
     decode_ms = (time.perf_counter() - t0) * 1e3
-    (done,) = core.process_batch([image])
+    (done,) = core.process_batch([photo])
     return done, {"decode": decode_ms, **done.timings}
 
 

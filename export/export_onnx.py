@@ -1,7 +1,7 @@
 """Export RF-Net's inference path to ONNX and check it against PyTorch.
 
     python export/export_onnx.py --checkpoint PATH --output model.onnx \
-        [--opset 17] [--batch 1|N|dynamic] [--top-k K] [--no-simplify] [--images DIR]
+        [--opset 17] [--batch 1|N|dynamic] [--top-k K] [--proposals N] [--no-simplify] [--images DIR]
 
 Graph: ``image`` float32 [B,3,S,S] (preprocessed, docs/design.md) -> ``boxes`` [B,K,4],
 ``scores`` [B,K], ``masks`` [B,K,2,M,M], all static. K is ``--top-k``, 1 by default
@@ -50,8 +50,8 @@ from rfnet.export.onnx_tools.detection_match import DetectionMatch, match_detect
 from rfnet.export.onnx_tools.graph_checks import gridsample_attribute_issues, roialign_attribute_issues
 from rfnet.export.onnx_tools.onnx_meta import exporter_versions, write_model_metadata
 from rfnet.export.onnx_tools.onnx_passes import simplify
-from rfnet.checkpoint import checkpoint_sha256
-from rfnet.common.cli import ExitCode, setup_logging
+from rfnet.checkpoint import checkpoint_sha256, load_model
+from rfnet.common.cli import ExitCode, add_proposals_argument, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.common.gradability import apply_grading_file
@@ -275,33 +275,6 @@ def reference_scores_at_k(model: torch.nn.Module, cfg: ModelConfig, tensors: np.
         heads.cfg = saved
 
 
-def load_model_for_export(checkpoint: Path, top_k: int | None) -> tuple[torch.nn.Module, ModelConfig]:
-    """Checkpoint (``torch.load(weights_only=True)`` via rfnet.checkpoint) -> eval model + config.
-
-    ``top_k`` overrides ``cfg.roi_heads.detections_per_img`` (no weights depend on it).
-    """
-    import copy
-
-    from rfnet.checkpoint import CheckpointError, load_checkpoint
-    from rfnet.model import build_model
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt.config
-    if top_k is not None:
-        if top_k < 1:
-            raise UsageError(f"--top-k must be >= 1, got {top_k}")
-        cfg.roi_heads.detections_per_img = top_k
-    build_cfg = copy.deepcopy(cfg)
-    build_cfg.backbone.pretrained_path = None  # the checkpoint holds every weight
-    model = build_model(build_cfg)
-    try:
-        model.load_state_dict(ckpt.state_dict, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint}: weights do not fit the config stored in it: "
-                              f"{str(exc).splitlines()[0]}") from exc
-    return model.eval(), cfg
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (rfnet.checkpoint format)")
@@ -312,6 +285,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"detections per image K that get a mask (default {SCREENING_TOP_K}: the runtime uses only "
                         "the top one; 10 = the paper's and the checkpoint's usual K, for research or to see the "
                         "other candidates)")
+    add_proposals_argument(p)
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--images", type=Path, default=None, help="parity-check images (default: synthetic)")
     p.add_argument("--num-images", type=int, default=4, help="parity-check images (default 4)")
@@ -345,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
         if not args.checkpoint.is_file():
             raise UsageError(f"{args.checkpoint}: no such checkpoint file")
-        model, cfg = load_model_for_export(args.checkpoint, args.top_k)
+        model, cfg = load_model(args.checkpoint, "cpu", top_k=args.top_k, proposals=args.proposals)
         if args.grading is not None:
             apply_grading_file(cfg.grading, Path(args.grading))
         if args.min_disc_score is not None:  # a property of these weights: the metadata carries it

@@ -21,7 +21,7 @@ import torch
 
 from rfnet.common.fileio import atomic_open
 from rfnet.config import ModelConfig
-from rfnet.errors import RFNetError
+from rfnet.errors import RFNetError, UsageError
 
 FORMAT = "rfnet-checkpoint"
 FORMAT_VERSION = 1
@@ -115,16 +115,36 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     return Checkpoint(config=cfg, state_dict=data["state_dict"], extra=extra, path=p)
 
 
-def load_model(path: PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
+def apply_test_settings(cfg: ModelConfig, *, top_k: int | None = None, proposals: int | None = None) -> None:
+    """Override the inference-only settings of ``cfg`` in place (no weight depends on them):
+    ``top_k`` detections per image that get a mask (``roi_heads.detections_per_img``) and
+    ``proposals``, the RPN proposals per image kept at test (``rpn.post_nms_top_n_test``).
+
+    Raises:
+        UsageError: a value below 1.
+    """
+    for name, value in (("top-k", top_k), ("proposals", proposals)):
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {value}")
+    if top_k is not None:
+        cfg.roi_heads.detections_per_img = top_k
+    if proposals is not None:
+        cfg.rpn.post_nms_top_n_test = proposals
+
+
+def load_model(path: PathLike, device: str | torch.device = "cpu", *, top_k: int | None = None,
+               proposals: int | None = None) -> tuple[torch.nn.Module, ModelConfig]:
     """Build the model described by the checkpoint, load its weights, move it to ``device``, eval mode.
 
-    A state dict that does not fit the stored config raises :class:`CheckpointError` naming
-    the file, the preset, and the first mismatching keys/shapes.
+    ``top_k`` and ``proposals`` override the stored inference settings (:func:`apply_test_settings`);
+    the returned config carries them. A state dict that does not fit the stored config raises
+    :class:`CheckpointError` naming the file, the preset, and the first mismatching keys/shapes.
     """
     from rfnet.model import build_model  # local: keeps `import rfnet.checkpoint` light
 
     ckpt = load_checkpoint(path)
     cfg = ckpt.config
+    apply_test_settings(cfg, top_k=top_k, proposals=proposals)
     # The stored weights supersede any backbone.pretrained_path recorded at training time
     # (that file need not exist here): build from a copy without it.
     build_cfg = copy.deepcopy(cfg)

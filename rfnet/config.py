@@ -407,7 +407,7 @@ def screen_config() -> ModelConfig:
         fpn=FPNConfig(out_channels=64, min_level=3),
         anchors=AnchorConfig(sizes=(40, 80, 160), aspect_ratios=(1.0,), scales=(1.0, 1.6, 2.56)),
         rpn=RPNConfig(pre_nms_top_n_train=1000, post_nms_top_n_train=300, pre_nms_top_n_test=200,
-                      post_nms_top_n_test=100),
+                      post_nms_top_n_test=20),
         roi_heads=RoIHeadConfig(representation_size=256, batch_size_per_image=128),
         mask_head=MaskHeadConfig(box_scale=1.2, branch="unet", mask_size=128, unet_pyramid=False, unet_polar=True,
                                  train_rois="jittered_gt"),

@@ -39,9 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
-from rfnet.common.imageio import encode_mask_png, write_image
+from rfnet.common.imageio import encode_mask_png, read_image, write_image
 from rfnet.common.metrics import to_refuge_seg
 from rfnet.common.report import THUMB_DIR, make_thumbnail, write_report
+from rfnet.common.segment import DECODE_SIDE_SHARE
 from rfnet.common.viz import draw_contours
 from rfnet.errors import UsageError
 from rfnet.runtime.fields import FIELD_NAMES, Value, format_fields, result_fields
@@ -174,11 +175,23 @@ class OutputWriter:
 
     def write_files(self, name: str, result: ImageResult) -> list[Path]:
         """The per-image files of ``result`` (safe to run for several images at once: each has its own)."""
+        image = self._overlay_picture(result)
         if result.gradable or UNGRADABLE in self.save:
             seg = result.segmentation
             x0, y0, x1, y1 = (float(v) for v in np.asarray(seg.box).reshape(4))
-            return self.write_images(name, seg.disc, seg.cup, result.image, seg.bounds(), (x0, y0, x1, y1))
-        return self.write_ungradable(name, result.image, result.grade.reason)
+            return self.write_images(name, seg.disc, seg.cup, image, seg.bounds(), (x0, y0, x1, y1))
+        return self.write_ungradable(name, image, result.grade.reason)
+
+    def _overlay_picture(self, result: ImageResult) -> np.ndarray:
+        """The pixels the overlay is drawn from: the image as decoded for the model, or the whole
+        picture read again when that was reduced well below the overlay's size (``--overlay-size 0``
+        or larger than the model's input; a copy within :data:`DECODE_SIDE_SHARE` of the size is
+        drawn as it is, never enlarged)."""
+        h, w = result.segmentation.disc.shape[:2]
+        need = max(h, w) if self.overlay_side == 0 else min(self.overlay_side, max(h, w))
+        if "overlay" not in self.save or max(result.image.shape[:2]) >= DECODE_SIDE_SHARE * need:
+            return result.image
+        return read_image(result.path)
 
     def record(self, name: str, result: ImageResult) -> None:
         """Record the CSV row of ``result`` and journal it (after its files are written: a journalled
@@ -229,9 +242,9 @@ class OutputWriter:
             if image is None:
                 raise ValueError(f"{name}: the overlay needs the image")
             path = self.out_dir / "overlay" / f"{name}.{self.overlay_format}"
-            drawn = draw_contours(image, disc, cup, max_side=self.overlay_side)
+            drawn = draw_contours(image, disc, cup, max_side=self.overlay_side, bounds=bounds)
             write_image(path, drawn)
-            s = drawn.shape[1] / image.shape[1]  # the overlay's scale (<= 1)
+            s = drawn.shape[1] / disc.shape[1]  # the overlay's scale (<= 1)
             thumb_box = None if box is None else (box[0] * s, box[1] * s, box[2] * s, box[3] * s)
             written += [path, self._thumbnail(name, drawn, thumb_box)]
         return written

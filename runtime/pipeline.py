@@ -33,7 +33,7 @@ import numpy as np
 from rfnet.common.backend import Backend, BackendError
 from rfnet.common.contract import ModelMetadata
 from rfnet.common.gradability import Grade, ImageQuality
-from rfnet.common.imageio import ImageReadError, read_image
+from rfnet.common.imageio import ImageReadError
 from rfnet.common.postprocess import Segmentation
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.segment import Segmenter
@@ -48,7 +48,7 @@ class ImageResult:
 
     index: int
     path: Path
-    image: np.ndarray  # uint8 [H,W,3] RGB, kept for the overlay
+    image: np.ndarray  # uint8 [h,w,3] RGB, kept for the overlay: the picture or a reduced copy (Segmenter.read)
     segmentation: Segmentation
     grade: Grade  # the verdict (rfnet.common.gradability): gradable, reason, message
     cdr: dict[str, float] | None  # None when not gradable: no CDR is reported
@@ -111,6 +111,7 @@ class Pipeline(Segmenter):
         tta: also run each image mirrored left-right and merge (:mod:`rfnet.common.tta`).
         workers: batches in flight at once, each in its own thread (1: one after the other);
             more than 1 needs a backend with ``concurrent_infer`` (UsageError otherwise).
+        full_decode: decode every picture whole (see :class:`~rfnet.common.segment.Segmenter`).
     """
 
     def __init__(
@@ -125,9 +126,10 @@ class Pipeline(Segmenter):
         min_score: float | None = None,
         tta: bool = False,
         workers: int = 1,
+        full_decode: bool = False,
     ) -> None:
         super().__init__(backend, info, batch_size=batch_size, threshold=threshold, ellipse=ellipse,
-                         min_score=min_score, tta=tta)
+                         min_score=min_score, tta=tta, full_decode=full_decode)
         self.prefetch = max(1, prefetch)
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
@@ -141,10 +143,10 @@ class Pipeline(Segmenter):
         item = _Decoded(index, path)
         t0 = time.perf_counter()
         try:
-            item.image = read_image(path)
+            photo = self.read(path)
+            item.image = photo.pixels
             t1 = time.perf_counter()
-            item.tensor, item.lb = self.preprocess(item.image)
-            item.quality = self.measure(item.image)
+            item.tensor, item.lb, item.quality = self.prepare(photo)
             item.decode_ms, item.preprocess_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
         except ImageReadError as exc:
             item.error = str(exc)
@@ -229,7 +231,9 @@ class Pipeline(Segmenter):
         t0 = time.perf_counter()
         try:
             # every queued item decoded fine (failures were yielded before batching)
-            outputs = self.infer(np.stack([cast(np.ndarray, it.tensor) for it in items]))
+            tensors = [cast(np.ndarray, it.tensor) for it in items]
+            # one image: a view, not a 12 MB copy
+            outputs = self.infer(tensors[0][None] if len(tensors) == 1 else np.stack(tensors))
         except (BackendError, ValueError) as exc:  # ContractError (bad output shapes) is a ValueError
             for it in items:
                 yield ImageFailure(it.index, it.path, f"{it.path}: inference failed: {exc}")

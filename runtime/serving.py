@@ -40,7 +40,7 @@ import numpy as np
 
 from rfnet.common.backend import Backend, BackendError
 from rfnet.common.gradability import ImageQuality
-from rfnet.common.imageio import ImageReadError, decode_image, encode_mask_png
+from rfnet.common.imageio import ImageReadError, encode_mask_png
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.segment import Segmenter
 from rfnet.runtime.backends import create_backend
@@ -176,9 +176,8 @@ class SegmentService:
         ok: list[tuple[int, np.ndarray, Letterbox, ImageQuality]] = []
         for i, data in enumerate(items):
             try:
-                rgb = decode_image(data, "image", max_pixels=self.settings.max_image_pixels)
-                tensor, lb = self.segmenter.preprocess(rgb)
-                ok.append((i, tensor, lb, self.segmenter.measure(rgb)))
+                photo = self.segmenter.decode(data, "image", max_pixels=self.settings.max_image_pixels)
+                ok.append((i, *self.segmenter.prepare(photo)))
             except ImageReadError as exc:
                 errors[i] = str(exc)
             except Exception as exc:  # cv2.error or MemoryError on an absurd image: this item only

@@ -50,6 +50,15 @@ def images_run_epilog(errors: str) -> str:
     return f"Exit status: 0 ok, 1 some images failed (listed), 2 {errors}, 130 interrupted."
 
 
+def add_proposals_argument(parser: argparse.ArgumentParser) -> None:
+    """``--proposals N``: the RPN proposals per image kept at test, overriding the checkpoint's
+    ``rpn.post_nms_top_n_test`` (rfnet.checkpoint.apply_test_settings); shared by export and evaluate."""
+    parser.add_argument("--proposals", type=int, default=None,
+                        help="RPN proposals per image kept at test (default: the checkpoint's "
+                             "rpn.post_nms_top_n_test); the box head scores each, so fewer is faster; no weight "
+                             "depends on it")
+
+
 def start(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """The first step of a ``main(argv) -> int``: :func:`parse_args`, then :func:`setup_logging`
     (``--verbose`` where the parser has it); an int is the exit code to return at once."""

@@ -206,17 +206,21 @@ class ImageQuality:
     step: int = 1
 
 
-def measure_image(image: np.ndarray) -> ImageQuality:
+def measure_image(image: np.ndarray, original: tuple[int, int] | None = None) -> ImageQuality:
     """Size, brightness, coarse contrast, colour and fundus field of an RGB uint8 image [H,W,3].
 
     Taken on every k-th pixel (long side about :data:`SUBSAMPLE_PX`) before the area averaging:
     about 1 ms for a 2896 x 1944 photograph instead of 20-40 ms for averaging every pixel.
+    ``original``: (height, width) of the picture when ``image`` is a copy decoded at 1/2, 1/4 or
+    1/8 of it (:class:`rfnet.common.imageio.Photo`); sizes and the grey copy's step are then in
+    the original's pixels.
     """
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"expected an RGB image [H,W,3], got shape {img.shape}")
-    h, w = int(img.shape[0]), int(img.shape[1])
-    k = max(1, max(h, w) // SUBSAMPLE_PX)
+    h, w = (int(img.shape[0]), int(img.shape[1])) if original is None else (int(original[0]), int(original[1]))
+    reduction = max(1, round(max(h, w) / max(img.shape[:2])))
+    k = max(1, max(img.shape[:2]) // SUBSAMPLE_PX)
     small = np.ascontiguousarray(img[::k, ::k])
     thumb = cv2.resize(small, (BRIGHTNESS_GRID, BRIGHTNESS_GRID), interpolation=cv2.INTER_AREA)
     coarse = cv2.resize(thumb, (CONTRAST_GRID, CONTRAST_GRID), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -230,7 +234,7 @@ def measure_image(image: np.ndarray) -> ImageQuality:
     saturation = float(sat[fld].mean()) if fld.any() else 0.0
     edge, field_px = _field(fld, h, w)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    return ImageQuality(h, w, brightness, contrast, red_fraction, saturation, edge, field_px, grey, k)
+    return ImageQuality(h, w, brightness, contrast, red_fraction, saturation, edge, field_px, grey, k * reduction)
 
 
 def _field(fld: np.ndarray, h: int, w: int) -> tuple[bool, float]:
@@ -325,13 +329,18 @@ def disc_contrast(disc: np.ndarray, q: ImageQuality) -> float:
     small = np.ascontiguousarray(disc[::k, ::k][: q.grey.shape[0], : q.grey.shape[1]])
     if not small.any():
         return math.nan
-    r = max(1, int(round(RING_FRACTION * _disc_extent(small))))
-    grown = cv2.dilate(small.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    ring = grown.astype(bool) & ~small
+    rows, cols = np.flatnonzero(small.any(axis=1)), np.flatnonzero(small.any(axis=0))
+    r = max(1, int(round(RING_FRACTION * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))))
+    # the ring lies within r of the disc: dilate that window only (the same pixels, a few times faster)
+    r0, r1 = max(0, rows[0] - r), min(small.shape[0], rows[-1] + r + 1)
+    c0, c1 = max(0, cols[0] - r), min(small.shape[1], cols[-1] + r + 1)
+    inside = small[r0:r1, c0:c1]
+    grown = cv2.dilate(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    ring = grown.astype(bool) & ~inside
     if ring.sum() < max(8, small.sum() // 4):
         return math.nan
     inner = float(q.grey[small].mean())
-    outer = float(q.grey[ring].mean())
+    outer = float(q.grey[r0:r1, c0:c1][ring].mean())
     return inner / max(outer, 1.0)
 
 

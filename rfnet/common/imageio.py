@@ -5,12 +5,15 @@ partial (grey-filled) image for a truncated JPEG or PNG, returns 16-bit, graysca
 arrays depending on the file, and uses BGR order. Every reader here decodes the file's bytes
 with ``cv2.imdecode``, checks the container for truncation first and converts to one
 documented layout, so training, evaluation and the deployment runtime see identical pixels.
+:func:`decode_photo` is the runtime's read: a large JPEG at reduced size (libjpeg's DCT scaling)
+with the picture's own size kept for geometry; ``min_side`` 0 gives :func:`read_image`'s pixels.
 """
 from __future__ import annotations
 
 import glob
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -73,6 +76,25 @@ def _check_container(path: Path, data: bytes) -> None:
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bits per sample, components) from a JPEG's frame header; None when unknown."""
+    i = 2
+    while i + 10 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _JPEG_SOF:
+            return (int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big"),
+                    data[i + 4], data[i + 9])
+        elif marker == 0xDA:  # start of scan before any frame header: malformed
+            return None
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG or BMP header without decoding; None when unknown."""
     if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
@@ -80,20 +102,74 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     if data.startswith(b"BM") and len(data) >= 26:
         return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(int.from_bytes(data[22:26], "little", signed=True))
     if data.startswith(_JPEG_SOI):
-        i = 2
-        while i + 9 <= len(data) and data[i] == 0xFF:
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-            elif marker in _JPEG_SOF:
-                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
-            elif marker == 0xDA:  # start of scan before any frame header: malformed
-                return None
-            elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-                i += 2
-            else:
-                i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        frame = _jpeg_frame(data)
+        return None if frame is None else frame[:2]
     return None
+
+
+#: libjpeg's DCT scaling as ``cv2.imdecode`` offers it (largest first), EXIF orientation ignored
+#: like the full decode's ``IMREAD_UNCHANGED``.
+_JPEG_REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def jpeg_reduction(data: bytes, min_side: int) -> int:
+    """The largest factor (8, 4 or 2) by which libjpeg can decode this JPEG smaller while its long
+    side stays at least ``min_side`` pixels; 1 when none can (not an 8-bit grey or colour JPEG, an
+    unreadable header, or too small)."""
+    frame = _jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None
+    if frame is None or frame[2] != 8 or frame[3] not in (1, 3):
+        return 1
+    long_side = max(frame[0], frame[1])
+    return next((f for f, _ in _JPEG_REDUCTIONS if -(-long_side // f) >= min_side), 1)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An image decoded for a model: ``pixels`` uint8 [h, w, 3] RGB, the file's ``height`` x ``width``
+    picture or a copy reduced by ``reduction`` (1, 2, 4 or 8: libjpeg's DCT scaling, each side
+    ``ceil(side / reduction)``). Geometry in original pixels (boxes, masks, the letterbox) uses
+    ``height`` and ``width``, never the pixels' shape."""
+
+    pixels: np.ndarray
+    height: int
+    width: int
+    reduction: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the original picture."""
+        return self.height, self.width
+
+
+def decode_photo(data: bytes, source: str | os.PathLike[str], *, min_side: int = 0,
+                 max_pixels: int | None = None) -> Photo:
+    """:func:`decode_image`, but a JPEG whose long side is at least twice ``min_side`` is decoded
+    at the largest reduction that keeps its long side >= ``min_side`` (:func:`jpeg_reduction`):
+    a model that sees the picture at ``min_side`` pixels needs no more, and libjpeg skips most of
+    the inverse DCT and the resizing. ``min_side`` 0: always the full picture.
+
+    Raises:
+        ImageReadError: as :func:`decode_image`.
+    """
+    reduction = jpeg_reduction(data, min_side)
+    if reduction > 1:
+        _check_bytes(data, source, max_pixels)
+        frame = _jpeg_frame(data)
+        assert frame is not None  # jpeg_reduction read it
+        w, h = frame[:2]
+        flag = dict(_JPEG_REDUCTIONS)[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
+        img = _imdecode(data, source, flag)
+        if img.ndim == 3 and img.shape[:2] == (-(-h // reduction), -(-w // reduction)):
+            return Photo(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), h, w, reduction)
+        log.debug("%s: reduced decode gave %s for %d x %d; decoding in full", source, img.shape, w, h)
+    pixels = decode_image(data, str(source), max_pixels=max_pixels)
+    return Photo(pixels, int(pixels.shape[0]), int(pixels.shape[1]))
+
+
+def read_photo(path: str | os.PathLike[str], *, min_side: int = 0) -> Photo:
+    """:func:`decode_photo` of a file (:func:`read_image` when ``min_side`` is 0)."""
+    p = Path(path)
+    return decode_photo(_read_bytes(p), p, min_side=min_side)
 
 
 def _decode(path: str | os.PathLike[str]) -> np.ndarray:
@@ -101,21 +177,29 @@ def _decode(path: str | os.PathLike[str]) -> np.ndarray:
     return _decode_bytes(_read_bytes(p), p)
 
 
-def _decode_bytes(data: bytes, source: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+def _check_bytes(data: bytes, source: str | os.PathLike[str], max_pixels: int | None) -> None:
     _check_container(Path(source), data)
     if max_pixels is not None:
         size = image_size(data)
         if size is not None and size[0] * size[1] > max_pixels:
             raise ImageReadError(f"{source}: image is {size[0]} x {size[1]} = {size[0] * size[1]:,} pixels, "
                                  f"over the limit of {max_pixels:,}")
+
+
+def _imdecode(data: bytes, source: str | os.PathLike[str], flags: int) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(buf, flags)
     except cv2.error as exc:  # some codecs raise instead of returning None
         raise ImageReadError(f"{source}: cannot decode image ({exc})") from exc
     if img is None or img.size == 0:
         raise ImageReadError(f"{source}: not a readable image (unknown format or corrupt data)")
     return img
+
+
+def _decode_bytes(data: bytes, source: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    _check_bytes(data, source, max_pixels)
+    return _imdecode(data, source, cv2.IMREAD_UNCHANGED)
 
 
 def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:

@@ -185,15 +185,19 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return out
 
 
-def preprocess(image: np.ndarray, input_cfg: InputConfig) -> tuple[np.ndarray, Letterbox]:
+def preprocess(image: np.ndarray, input_cfg: InputConfig,
+               original: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
     """RGB uint8 [H, W, 3] -> (float32 [3, S, S] network input, :class:`Letterbox`), S = input_cfg.size.
 
     The same values as ``normalize(letterbox(image))`` (black padding, normalised), written straight
     into the output: the padding is filled with the normalised black, the content normalised once.
+    ``original``: (height, width) of the picture when ``image`` is a reduced copy of it
+    (:class:`rfnet.common.imageio.Photo`); the letterbox maps to the original's pixels.
     """
     img = _check_image(image)
     size = input_cfg.size
-    lb = Letterbox.compute(img.shape[0], img.shape[1], size)
+    orig_h, orig_w = (int(img.shape[0]), int(img.shape[1])) if original is None else original
+    lb = Letterbox.compute(orig_h, orig_w, size)
     new_h, new_w = lb.resized_shape
     resized = img if (new_h, new_w) == img.shape[:2] else cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     a, b = _affine(input_cfg.mean, input_cfg.std)

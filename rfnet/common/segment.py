@@ -21,6 +21,7 @@ output check of the contract (:func:`rfnet.common.contract.check_outputs`) happe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
 from rfnet.common.contract import OUTPUT_NAMES, ModelMetadata, check_outputs, metadata_from_backend
 from rfnet.common.gradability import Grade, GradingLimits, ImageQuality, check_min_score, grade, measure_image
+from rfnet.common.imageio import Photo, decode_photo, read_photo
 from rfnet.common.metrics import cdr_report, to_expert_scale
 from rfnet.common.postprocess import Segmentation, postprocess
 from rfnet.common.tta import merge_mirrored, mirror
@@ -40,6 +42,12 @@ log = logging.getLogger(__name__)
 #: Stages timed by :meth:`Segmenter.process_batch` (milliseconds per image); ``preprocess``
 #: includes measuring the image for the verdict, ``cdr`` the CDRs and the verdict.
 STAGES: tuple[str, ...] = ("preprocess", "model", "postprocess", "cdr")
+
+#: A JPEG is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling) while its long side
+#: keeps at least this share of the model's input side: the letterbox then enlarges it by at most
+#: 2 % instead of shrinking a picture several times larger; decoding and resizing take less time,
+#: and the masks stay at the original size (docs/benchmarks.md has what it changes).
+DECODE_SIDE_SHARE = 0.98
 
 
 @dataclass
@@ -143,11 +151,13 @@ class Segmenter:
             ``rfnet.min_disc_score``, :attr:`ModelMetadata.min_disc_score`).
         tta: also run every image mirrored left-right and merge the top detections
             (:mod:`rfnet.common.tta`; twice the model time).
+        full_decode: :meth:`read` and :meth:`decode` always decode the whole picture (the pixels
+            ``rfnet evaluate`` sees) instead of a large JPEG at reduced size.
     """
 
     def __init__(self, backend: Backend, info: ModelMetadata | None = None, *, batch_size: int = 1,
                  threshold: float = 0.5, ellipse: bool = False, keep_prob: bool = False,
-                 min_score: float | None = None, tta: bool = False) -> None:
+                 min_score: float | None = None, tta: bool = False, full_decode: bool = False) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         if min_score is not None:
@@ -162,14 +172,41 @@ class Segmenter:
         self.min_score = self.info.min_disc_score if min_score is None else float(min_score)
         self.limits = GradingLimits.from_mapping(self.info.grading_limits)
         self.tta = tta
+        self.full_decode = full_decode
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained."""
-        return preprocess(image, self.info.input_config())
+    @property
+    def decode_side(self) -> int:
+        """Long side, in pixels, below which :meth:`read` and :meth:`decode` never reduce a JPEG
+        (0: always decoded in full): :data:`DECODE_SIDE_SHARE` of the model's input side."""
+        return 0 if self.full_decode else int(DECODE_SIDE_SHARE * self.info.input_size)
 
-    def measure(self, image: np.ndarray) -> ImageQuality:
-        """The image measures :meth:`finish` grades with (RGB uint8 [H,W,3], the original image)."""
-        return measure_image(image)
+    def read(self, path: str | os.PathLike[str]) -> Photo:
+        """An image file as this model needs it: a large JPEG decoded at reduced size (:meth:`decode_side`).
+
+        Raises:
+            ImageReadError: the file cannot be read; the message names it and the problem.
+        """
+        return read_photo(path, min_side=self.decode_side)
+
+    def decode(self, data: bytes, source: str, max_pixels: int | None = None) -> Photo:
+        """:meth:`read` of a file's bytes (``source`` names it in errors; ``max_pixels``: see
+        :func:`rfnet.common.imageio.decode_image`)."""
+        return decode_photo(data, source, min_side=self.decode_side, max_pixels=max_pixels)
+
+    def prepare(self, photo: Photo) -> tuple[np.ndarray, Letterbox, ImageQuality]:
+        """:meth:`preprocess` and :meth:`measure` of a decoded photo, in its original pixels."""
+        tensor, lb = self.preprocess(photo.pixels, photo.size)
+        return tensor, lb, self.measure(photo.pixels, photo.size)
+
+    def preprocess(self, image: np.ndarray, original: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
+        """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained;
+        ``original``: (height, width) of the picture ``image`` is a reduced copy of."""
+        return preprocess(image, self.info.input_config(), original)
+
+    def measure(self, image: np.ndarray, original: tuple[int, int] | None = None) -> ImageQuality:
+        """The image measures :meth:`finish` grades with (RGB uint8 [H,W,3]; ``original`` as in
+        :meth:`preprocess`)."""
+        return measure_image(image, original)
 
     def infer(self, tensors: np.ndarray) -> dict[str, np.ndarray]:
         """Preprocessed ``tensors`` [N,3,S,S] -> checked outputs ``{boxes [N,K,4], scores [N,K],
@@ -228,17 +265,21 @@ class Segmenter:
             r.timings["model"] = model_ms
         return results
 
-    def process_batch(self, images: Sequence[np.ndarray]) -> list[SegmentedImage]:
-        """RGB uint8 images [H,W,3] of any sizes -> one :class:`SegmentedImage` each, same order,
-        with every stage of :data:`STAGES` timed."""
+    def process_batch(self, images: Sequence[np.ndarray | Photo]) -> list[SegmentedImage]:
+        """RGB uint8 images [H,W,3] of any sizes (or :meth:`read`'s photos) -> one
+        :class:`SegmentedImage` each, same order, with every stage of :data:`STAGES` timed."""
         if not images:
             return []
         pre_ms: list[float] = []
         tensors, lbs, qualities = [], [], []
         for image in images:
             t0 = time.perf_counter()
-            tensor, lb = self.preprocess(image)
-            qualities.append(self.measure(image))
+            if isinstance(image, Photo):
+                tensor, lb, quality = self.prepare(image)
+            else:
+                tensor, lb = self.preprocess(image)
+                quality = self.measure(image)
+            qualities.append(quality)
             pre_ms.append((time.perf_counter() - t0) * 1e3)
             tensors.append(tensor)
             lbs.append(lb)

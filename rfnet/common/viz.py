@@ -26,27 +26,38 @@ def _thickness(h: int, w: int) -> int:
 
 
 def draw_contours(image: np.ndarray, disc: np.ndarray, cup: np.ndarray, label: str | None = None, *,
-                  max_side: int = 0) -> np.ndarray:
-    """Copy of ``image`` (uint8 [H,W,3] RGB) with the disc and cup outlines (bool masks [H,W])
+                  max_side: int = 0, bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Copy of ``image`` (uint8 [h,w,3] RGB) with the disc and cup outlines (bool masks [H,W])
     drawn, and an optional text label in the top-left corner.
 
-    With ``max_side`` > 0 the copy is shrunk to that long side first (:func:`shrink`); the
-    outlines are still traced on the full-size masks and scaled, so they stay as precise as the
-    smaller picture allows. Returns uint8 [h,w,3].
+    The masks are at the picture's size; ``image`` is the picture or a smaller copy of it (the
+    same view, e.g. a JPEG decoded at 1/2: :class:`rfnet.common.imageio.Photo`). With
+    ``max_side`` > 0 the copy is shrunk to that long side first (:func:`shrink`). The outlines are
+    traced on the full-size masks and scaled, so they stay as precise as the picture drawn allows.
+    ``bounds`` ``(row0, row1, col0, col1)``: the masks are empty outside it, so only that window
+    is traced. Returns uint8 [h',w',3].
     """
     img = np.asarray(image, dtype=np.uint8)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"overlay expects an RGB image [H,W,3], got shape {img.shape}")
-    small, scale = shrink(img, max_side)
-    out = small.copy()  # C-contiguous
+    mh, mw = np.shape(disc)[:2]
+    if np.shape(disc) != np.shape(cup) or mh < img.shape[0] or mw < img.shape[1] or \
+            abs(mh * img.shape[1] - mw * img.shape[0]) > max(mh, mw):  # same view: aspect within a pixel
+        raise ValueError(f"masks {np.shape(disc)} and {np.shape(cup)} do not match the image {img.shape[0]}x{img.shape[1]} "
+                         "(two masks of one shape, the image's or that of the picture it was reduced from)")
+    out = shrink(img, max_side)[0].copy()  # C-contiguous
+    sx, sy = out.shape[1] / mw, out.shape[0] / mh
     t = _thickness(*out.shape[:2])
+    # one empty pixel around the window, so no outline touches the edge of what is traced
+    r0, r1, c0, c1 = (0, mh, 0, mw) if bounds is None else \
+        (max(0, bounds[0] - 1), min(mh, bounds[1] + 1), max(0, bounds[2] - 1), min(mw, bounds[3] + 1))
     for mask, colour in ((disc, DISC_COLOUR), (cup, CUP_COLOUR)):
-        m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # findContours reads, never writes (OpenCV >= 3.2)
-        if m.shape != img.shape[:2]:
-            raise ValueError(f"mask shape {m.shape} does not match the image {img.shape[0]}x{img.shape[1]}")
-        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        if scale != 1.0:  # pixel centres: (x + 0.5) * scale - 0.5
-            contours = [np.round((c.astype(np.float32) + 0.5) * scale - 0.5).astype(np.int32) for c in contours]
+        # findContours reads, never writes (OpenCV >= 3.2)
+        m = np.ascontiguousarray(np.asarray(mask, dtype=bool)[r0:r1, c0:c1]).view(np.uint8)
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(c0, r0))
+        if (sx, sy) != (1.0, 1.0):  # pixel centres: (x + 0.5) * scale - 0.5
+            s = np.array([sx, sy], np.float32)
+            contours = [np.round((c.astype(np.float32) + 0.5) * s - 0.5).astype(np.int32) for c in contours]
         cv2.drawContours(out, contours, -1, colour, t, lineType=cv2.LINE_8)
     return _label(out, label, t) if label else out
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from rfnet.checkpoint import load_model
 from rfnet.export import export_onnx
 from rfnet.export.onnx_tools.graph_checks import roialign_attribute_issues
 from rfnet.export.onnx_tools.onnx_inspect import custom_domain_nodes
@@ -83,7 +84,8 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
     out = tmp_path / "b2.onnx"
     # onnxsim is exercised by the batch-1 export; skipped here to keep the suite fast.
     rc = export_onnx.main(["--checkpoint", str(small_checkpoint), "--output", str(out), "--batch", "2",
-                           "--top-k", "5", "--no-simplify", "--images", str(parity_dir), "--num-images", "4"])
+                           "--top-k", "5", "--proposals", "7", "--no-simplify", "--images", str(parity_dir),
+                           "--num-images", "4"])
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
     assert "batch 2)" in stdout
@@ -92,6 +94,7 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
     shapes = _shapes(onnx.load(str(out)).graph)
     assert shapes == {"image": [2, 3, 128, 128], "boxes": [2, 5, 4], "scores": [2, 5], "masks": [2, 5, 2, M, M]}
     assert load_metadata(out).top_k == 5
+    assert config_from_metadata(load_metadata(out)).rpn.post_nms_top_n_test == 7  # the graph keeps 7 proposals
 
 
 def test_default_k1_gives_the_top_detection_of_k10(exported_onnx: tuple[Path, int, str], small_checkpoint: Path,
@@ -137,7 +140,7 @@ def test_parity_check_can_fail(exported_onnx: tuple[Path, int, str], small_check
     """A model whose mask predictor no longer matches the ONNX file must fail the check."""
     path, rc, _ = exported_onnx
     assert rc == 0
-    model, cfg = export_onnx.load_model_for_export(small_checkpoint, K)  # the exported K
+    model, cfg = load_model(small_checkpoint, top_k=K)  # the exported K
     items = folder_images(parity_dir, 1)
     saved = model.mask_head.predictor.bias.detach().clone()
     try:

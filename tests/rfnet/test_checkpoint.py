@@ -71,3 +71,18 @@ def test_state_dict_not_fitting_config(tmp_path: Path, light) -> None:
     save_checkpoint(path, model, paper)  # light weights under the paper config
     with pytest.raises(CheckpointError, match="mismatch.pt: weights do not fit.*preset 'paper'"):
         load_model(path)
+
+
+def test_inference_settings_override_the_stored_ones(tmp_path: Path, light) -> None:
+    """``top_k`` and ``proposals`` change what the loaded model does at test, not its weights."""
+    from rfnet.errors import UsageError
+
+    model, cfg = light
+    path = save_checkpoint(tmp_path / "m.pt", model, cfg)
+    loaded, cfg2 = load_model(path, top_k=3, proposals=7)
+    assert (cfg2.roi_heads.detections_per_img, cfg2.rpn.post_nms_top_n_test) == (3, 7)
+    assert loaded.rpn.cfg.post_nms_top_n_test == 7 and loaded.roi_heads.cfg.detections_per_img == 3
+    assert load_checkpoint(path).config.rpn.post_nms_top_n_test == cfg.rpn.post_nms_top_n_test  # the file unchanged
+    for bad in ({"top_k": 0}, {"proposals": 0}):
+        with pytest.raises(UsageError, match="must be >= 1"):
+            load_model(path, **bad)

@@ -81,3 +81,37 @@ def test_infer_records_its_workers(contract_onnx: Path, image_dir: Path, tmp_pat
                  "--threads", "2", "--no-progress", "--no-report"]) == 0
     settings = json.loads((tmp_path / "o" / "summary.json").read_text())["settings"]
     assert settings["workers"] == 2 and settings["threads"] == 2
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_graded_in_its_own_pixels(contract_onnx: Path, tmp_path: Path) -> None:
+    """The model's input is 128 px: a 520 x 700 JPEG is decoded at 1/4 (175 px, at least 0.98 x 128),
+    yet the masks, the box and the measures are those of the 520 x 700 picture, close to a full decode's."""
+    import cv2
+
+    from tests.runtime.conftest import fundus_like
+
+    path = tmp_path / "big.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(fundus_like(520, 700, 200), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    with OnnxRuntimeBackend(contract_onnx, intra_op_threads=1) as b:
+        (red,) = Pipeline(b).run([path])
+        (full,) = Pipeline(b, full_decode=True).run([path])
+    assert red.image.shape == (130, 175, 3) and full.image.shape == (520, 700, 3)
+    for o in (red, full):
+        assert o.segmentation.disc.shape == (520, 700) and o.grade.gradable
+    np.testing.assert_allclose(red.segmentation.box, full.segmentation.box, atol=2.0)
+    assert red.cdr is not None and full.cdr is not None
+    assert red.cdr["vcdr"] == pytest.approx(full.cdr["vcdr"], abs=0.01)
+
+
+def test_infer_records_full_decode_and_refuses_to_resume_with_another(contract_onnx: Path, image_dir: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "out"
+    assert main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--no-progress",
+                 "--full-decode"]) == 0
+    assert json.loads((out / "summary.json").read_text())["settings"]["full_decode"] is True
+    rc = main(["--model", str(contract_onnx), "--input", str(image_dir), "--output", str(out), "--no-progress",
+               "--resume"])
+    assert rc == 2 and "full_decode: was True, now False" in capsys.readouterr().err

@@ -84,3 +84,31 @@ def test_overlays_are_drawn_at_the_chosen_size_and_the_measurements_at_full_size
     assert (tmp_path / "thumb" / "n0.jpg").is_file()
     with pytest.raises(Exception, match="overlay size"):
         OutputWriter(tmp_path, ("overlay",), overlay_side=-1)
+
+
+@pytest.mark.parametrize(("side", "shape", "reread"), [(64, (48, 64), False), (100, (75, 100), True),
+                                                      (0, (120, 160), True)])
+def test_an_overlay_larger_than_the_reduced_picture_reads_the_file_again(tmp_path: Path, side: int,
+                                                                          shape: tuple[int, int], reread: bool) -> None:
+    """The pipeline keeps a large JPEG decoded at reduced size; an overlay that needs more pixels
+    than that copy has is drawn from the whole picture, read again, never enlarged."""
+    import cv2
+
+    from rfnet.common.imageio import read_image, write_image
+
+    full = np.zeros((120, 160, 3), np.uint8)
+    full[:, 80:] = 200  # right half bright
+    write_image(tmp_path / "pic.png", full)
+    r = _result(0, h=120, w=160)
+    r.path = tmp_path / "pic.png"
+    r.image = cv2.resize(full, (80, 60), interpolation=cv2.INTER_AREA)  # a copy at 1/2, as Segmenter.read gives
+    w = OutputWriter(tmp_path / "out", ("overlay",), overlay_side=side)
+    w.write("n0", r)
+    overlay = read_image(tmp_path / "out" / "overlay" / "n0.jpg")
+    assert overlay.shape[:2] == shape
+    # outlines where the full-size masks put them: the disc box's left edge at column 10 of 160
+    x = round((10 + 0.5) * shape[1] / 160 - 0.5)
+    assert overlay[round(12 * shape[0] / 120), x, 1] > 150  # green disc outline
+    if not reread:
+        r.path = tmp_path / "gone.png"  # never read: the reduced copy was enough
+        w.write("n1", r)

@@ -191,3 +191,38 @@ def test_referral_follows_the_models_threshold_and_needs_a_gradable_image(thresh
         good, black = Segmenter(backend).process_batch([image, np.zeros((400, 400, 3), np.uint8)])
     assert good.gradable and good.cdr is not None and good.cdr.get("refer") == refer
     assert not black.gradable and black.cdr is None  # no verdict, no referral
+
+
+def test_a_reduced_copy_is_measured_in_the_pictures_pixels() -> None:
+    """A picture decoded at 1/2 (rfnet.common.imageio.Photo) gives the measures of the whole
+    picture: its size, the grey copy's step in original pixels, about the same field and contrast."""
+    import cv2
+
+    image, disc, _ = generate_sample(np.random.default_rng(1), 1024)
+    half = cv2.resize(image, (512, 512), interpolation=cv2.INTER_AREA)
+    full_q, half_q = G.measure_image(image), G.measure_image(half, (1024, 1024))
+    assert (half_q.height, half_q.width, half_q.step) == (1024, 1024, full_q.step) == (1024, 1024, 4)
+    assert half_q.grey is not None and full_q.grey is not None and half_q.grey.shape == full_q.grey.shape
+    assert half_q.field_px == pytest.approx(full_q.field_px, rel=0.02)
+    assert half_q.brightness == pytest.approx(full_q.brightness, abs=3)
+    assert G.disc_contrast(disc.astype(bool), half_q) == pytest.approx(G.disc_contrast(disc.astype(bool), full_q), rel=0.02)
+
+
+def test_disc_contrast_on_its_window_equals_the_whole_images() -> None:
+    """The ring is dilated around the disc only: the same ratio as dilating the whole grey copy."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    q = G.measure_image(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8))
+    assert q.grey is not None
+    yy, xx = np.ogrid[:700, :900]
+    for cy, cx, ry, rx in [(350, 450, 80, 60), (20, 30, 60, 90), (690, 880, 40, 40), (350, 450, 300, 400)]:
+        disc = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        small = disc[:: q.step, :: q.step]
+        rows, cols = np.flatnonzero(small.any(axis=1)), np.flatnonzero(small.any(axis=0))
+        r = max(1, round(G.RING_FRACTION * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)))
+        grown = cv2.dilate(small.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        ring = grown.astype(bool) & ~small
+        whole = (q.grey[small].mean() / max(q.grey[ring].mean(), 1.0)
+                 if ring.sum() >= max(8, small.sum() // 4) else np.nan)
+        np.testing.assert_equal(G.disc_contrast(disc, q), whole)

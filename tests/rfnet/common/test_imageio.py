@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rfnet.common.imageio import (IMAGE_EXTENSIONS, ImageReadError, decode_image, image_size, list_images, read_image,
-                                  read_mask, write_image)
+from rfnet.common.imageio import (IMAGE_EXTENSIONS, ImageReadError, decode_image, decode_photo, image_size,
+                                  jpeg_reduction, list_images, read_image, read_mask, read_photo, write_image)
 
 
 def _rgb(h: int = 20, w: int = 30) -> np.ndarray:
@@ -166,3 +166,64 @@ def test_image_size_of_progressive_jpeg_and_junk() -> None:
     assert image_size(b"\xff\xd8\xff\xda junk") is None and image_size(b"GIF89a") is None
     with pytest.raises(ImageReadError, match="upload: empty"):
         decode_image(b"", "upload")
+
+
+def _smooth(h: int, w: int) -> np.ndarray:
+    """A smooth RGB picture (JPEG scaling and area averaging agree on it to a few grey levels)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(xx / 37.0), 128 + 100 * np.cos(yy / 53.0), (xx + yy) * 200 / (h + w)], axis=2)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jpeg(img: np.ndarray, **params: int) -> bytes:
+    flags = [int(k) for kv in params.items() for k in (getattr(cv2, kv[0]), kv[1])]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), flags)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("side,min_side,factor", [(2100, 1000, 2), (2100, 1051, 1), (4200, 1000, 4), (8400, 1000, 8),
+                                                  (16800, 1000, 8), (1999, 1000, 2), (1998, 1000, 1), (2100, 0, 1)])
+def test_jpeg_reduction_keeps_the_long_side_at_least_min_side(side: int, min_side: int, factor: int) -> None:
+    header = _jpeg(np.zeros((8, 8, 3), np.uint8))
+    # patch the frame header's size: only the header is read
+    sof = header.index(b"\xff\xc0")
+    data = header[: sof + 5] + (100).to_bytes(2, "big") + side.to_bytes(2, "big") + header[sof + 9 :]
+    assert image_size(data) == (side, 100)
+    assert jpeg_reduction(data, min_side) == factor
+
+
+def test_jpeg_reduction_only_for_8_bit_grey_or_colour_jpegs(tmp_path: Path) -> None:
+    big = _smooth(300, 420)
+    assert jpeg_reduction(_jpeg(big), 100) == 4
+    assert jpeg_reduction(_jpeg(big[..., 0]), 100) == 4  # grey
+    assert jpeg_reduction(_jpeg(big, IMWRITE_JPEG_PROGRESSIVE=1), 100) == 4
+    ok, png = cv2.imencode(".png", big)
+    assert ok and jpeg_reduction(png.tobytes(), 100) == 1
+    assert jpeg_reduction(b"\xff\xd8\xff\xda junk", 100) == 1
+
+
+def test_decode_photo_reduces_a_large_jpeg_and_keeps_its_size(tmp_path: Path) -> None:
+    img = _smooth(301, 419)  # odd sides: libjpeg rounds the reduced size up
+    data = _jpeg(img, IMWRITE_JPEG_QUALITY=98)
+    full = decode_photo(data, "a.jpg")
+    assert (full.height, full.width, full.reduction) == (301, 419, 1)
+    np.testing.assert_array_equal(full.pixels, decode_image(data, "a.jpg"))
+    photo = decode_photo(data, "a.jpg", min_side=100)
+    assert (photo.height, photo.width, photo.reduction, photo.size) == (301, 419, 4, (301, 419))
+    assert photo.pixels.shape == (76, 105, 3) and photo.pixels.dtype == np.uint8
+    area = cv2.resize(full.pixels, (105, 76), interpolation=cv2.INTER_AREA)
+    assert np.abs(area.astype(int) - photo.pixels).mean() < 2.0  # the same picture, smaller (RGB order kept)
+    (tmp_path / "a.jpg").write_bytes(data)
+    np.testing.assert_array_equal(read_photo(tmp_path / "a.jpg", min_side=100).pixels, photo.pixels)
+    assert decode_photo(data, "a.jpg", min_side=200).reduction == 2
+    grey = decode_photo(_jpeg(img[..., 1]), "g.jpg", min_side=100)
+    assert grey.pixels.shape == (76, 105, 3) and (grey.pixels[..., 0] == grey.pixels[..., 2]).all()
+
+
+def test_decode_photo_checks_a_reduced_jpeg_like_a_full_one() -> None:
+    data = _jpeg(_smooth(300, 420))
+    with pytest.raises(ImageReadError, match="b.jpg: truncated JPEG"):
+        decode_photo(data[: len(data) // 2], "b.jpg", min_side=100)
+    with pytest.raises(ImageReadError, match="b.jpg: image is 420 x 300 = 126,000 pixels, over the limit"):
+        decode_photo(data, "b.jpg", min_side=100, max_pixels=100_000)

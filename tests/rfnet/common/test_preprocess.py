@@ -102,3 +102,17 @@ def test_preprocess_batch() -> None:
     assert [(lb.orig_h, lb.orig_w) for lb in lbs] == [(10, 20), (40, 8)]
     with pytest.raises(ValueError):
         preprocess_batch([], cfg)
+
+
+def test_preprocess_of_a_reduced_copy_maps_to_the_original() -> None:
+    """``original``: the letterbox of the whole picture, the content from the reduced copy."""
+    import cv2
+
+    cfg = InputConfig(size=64)
+    yy, xx = np.mgrid[0:300, 0:400]
+    img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=2).astype(np.uint8)
+    half = cv2.resize(img, (200, 150), interpolation=cv2.INTER_AREA)
+    full_t, full_lb = preprocess(img, cfg)
+    t, lb = preprocess(half, cfg, (300, 400))
+    assert lb == full_lb and (lb.orig_h, lb.orig_w) == (300, 400) and t.shape == full_t.shape
+    assert np.abs(t - full_t).mean() < 0.05  # normalised units: a few grey levels where the picture is sharp

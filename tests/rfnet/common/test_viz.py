@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rfnet.common.imageio import read_image
-from rfnet.common.viz import CUP_COLOUR, DISC_COLOUR, overlay, plot_training_curves
+from rfnet.common.viz import CUP_COLOUR, DISC_COLOUR, draw_contours, overlay, plot_training_curves
 
 
 def test_overlay_colours_and_side_by_side() -> None:
@@ -27,7 +27,7 @@ def test_overlay_colours_and_side_by_side() -> None:
     assert tuple(both[40, 60]) == CUP_COLOUR and tuple(both[40, 180]) != CUP_COLOUR
     with pytest.raises(ValueError, match="both"):
         overlay(img, disc, cup, gt_disc=disc)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="do not match the image"):
         overlay(img, disc[:50], cup)
 
 
@@ -89,3 +89,25 @@ def test_shrink_halves_first_when_far_too_large() -> None:
     small, scale = shrink(img, 1000)
     assert small.shape == (1000, 750, 3) and scale == 0.25
     assert shrink(img, 0)[0] is img and shrink(img, 5000)[1] == 1.0
+
+
+def test_outlines_of_full_size_masks_on_a_reduced_picture_and_within_bounds() -> None:
+    """Masks at the picture's size drawn on a copy at 1/2 land where they do on the picture
+    shrunk to that size; tracing only the masks' window changes no pixel."""
+    disc = np.zeros((200, 300), bool)
+    disc[60:140, 100:200] = True
+    cup = np.zeros_like(disc)
+    cup[90:110, 130:170] = True
+    picture = np.full((200, 300, 3), 60, np.uint8)
+    on_half = draw_contours(picture[::2, ::2], disc, cup)
+    on_full = draw_contours(picture, disc, cup, max_side=150)
+    assert on_half.shape == on_full.shape == (100, 150, 3)
+    np.testing.assert_array_equal(on_half, on_full)
+    np.testing.assert_array_equal(draw_contours(picture, disc, cup, bounds=(55, 145, 95, 205)),
+                                  draw_contours(picture, disc, cup))
+    edge = np.zeros_like(disc)
+    edge[0:50, 0:40] = True  # touching the picture's corner, its window too
+    np.testing.assert_array_equal(draw_contours(picture, edge, edge, bounds=(0, 50, 0, 40)),
+                                  draw_contours(picture, edge, edge))
+    with pytest.raises(ValueError, match="do not match the image"):
+        draw_contours(picture[:, ::2], disc, cup)  # another aspect: not a copy of this picture

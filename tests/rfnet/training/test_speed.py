@@ -35,7 +35,8 @@ def test_unknown_variant_is_a_usage_error() -> None:
 
 def test_profile_prints_the_operators_of_the_timed_iterations(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--threads", "1", "--iterations", "2", "--options", "fp32", "--profile", "5",
+    # 20 rows: under load a conv kernel has been seen to fall out of the top 5 by self time
+    args = ["--threads", "1", "--iterations", "2", "--options", "fp32", "--profile", "20",
             "--json", str(tmp_path / "s.json")]
     for kv in TINY:
         args += ["--set", kv]
