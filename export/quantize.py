@@ -4,7 +4,7 @@
         [--method entropy|minmax|percentile] [--num-images N]
 
 The INT8 gate (exit 1 when INT8 loses more than ``--max-dice-drop`` Dice against FP32) judges on
-``--eval-dataset`` / ``--eval-dir`` when given; otherwise on a part of the calibration folder
+``--eval-data`` (each dataset gated on its own) / ``--eval-dataset`` / ``--eval-dir`` when given; otherwise on a part of the calibration folder
 held out of the calibration (``--holdout``, a k-fold split by name): Dice against the ground truth
 when the folder has ``masks/`` beside ``images/``, else INT8-vs-FP32 mask agreement. It names
 the images it judged and prints the figures at the precision it compares them (6 decimals).
@@ -412,6 +412,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ev.add_argument("--holdout", type=float, default=0.25,
                     help="without --eval-dir/--eval-dataset: the share of the calibration images held out of the "
                          "calibration and judged instead (a k-fold split by name, k = 1/holdout; default 0.25)")
+    ev.add_argument("--eval-data", action="append", default=None, metavar="SPEC",
+                    help="a dataset to evaluate on, repeatable, as rfnet train --data takes it (kind=K,root=PATH"
+                         "[,split=S][,OPTION=V], e.g. partition=randomly for RIM-ONE DL): each is gated on its own, "
+                         "so INT8 cannot trade one camera's masks for another's; with --eval-fold, its held-out fold")
     ev.add_argument("--eval-dataset", default=None, help="evaluate on a dataset instead (rfnet.data.load_dataset "
                     "name: folder, drishti-gs, refuge, rim-one-dl) with --eval-root")
     ev.add_argument("--eval-root", type=Path, default=None, help="root of --eval-dataset")

@@ -16,6 +16,7 @@ from rfnet.export.onnx_tools.compare import EvalImage, folder_images, mask_agree
 from rfnet.common.cli import ExitCode
 from rfnet.common.imageio import list_images
 from rfnet.common.metrics import agreement
+from rfnet.data.mixture import parse_data_spec
 from rfnet.data.splits import kfold_split
 from rfnet.errors import UsageError
 
@@ -82,11 +83,12 @@ def print_eval(title: str, rep: EvalReport) -> None:
 
 
 def dataset_fold_images(name: str, root: Path, split: str | None, fold: int | None, folds: int, seed: int,
-                        limit: int | None) -> list[EvalImage]:
-    """Images + ground truth of a dataset, or of its held-out ``fold`` (kfold by name)."""
+                        limit: int | None, options: dict[str, Any] | None = None) -> list[EvalImage]:
+    """Images + ground truth of a dataset (``options``: its loader's, e.g. RIM-ONE DL's
+    ``partition``), or of its held-out ``fold`` (kfold by name)."""
     from rfnet.data import held_out_fold, load_dataset
 
-    ds = load_dataset(name, root, split)
+    ds = load_dataset(name, root, split, **(options or {}))
     if fold is not None:
         ds = held_out_fold(ds, fold, folds, seed, option="--eval-fold")
     items = []
@@ -115,13 +117,15 @@ class GateOptions:
     """What the INT8 check is run on and how it judges: ``quantize.py``'s options of the same names
     (their defaults are defined there, once).
 
-    Exactly one source of evaluation images applies: ``eval_dataset`` (with ``eval_root``, a fold
-    of it with ``eval_fold``), else ``eval_dir``, else the ``holdout`` share of ``calib_dir``.
+    Exactly one source of evaluation images applies: ``eval_data`` (``--data`` specs, one gated
+    set each, a fold of each with ``eval_fold``), else ``eval_dataset`` (with ``eval_root``, a
+    fold of it with ``eval_fold``), else ``eval_dir``, else the ``holdout`` share of ``calib_dir``.
     """
 
     onnx: Path
     output: Path
     calib_dir: Path
+    eval_data: list[str] | None
     eval_dataset: str | None
     eval_root: Path | None
     eval_split: str | None
@@ -147,10 +151,18 @@ def eval_sets(args: GateOptions) -> list[EvalSet]:
     """The sets INT8 is evaluated on: a dataset (fold), a folder, or the held-out part of the
     calibration folder; plus generated images for information."""
     sets: list[EvalSet] = []
-    if args.eval_dataset is not None:
+    fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
+    if args.eval_data:
+        if args.eval_dataset is not None:
+            raise UsageError("give --eval-data or --eval-dataset, not both")
+        for spec in args.eval_data:  # each dataset judged on its own: INT8 may hurt one camera only
+            src = parse_data_spec(spec)
+            sets.append(EvalSet(f"{src.kind} {src.root} {fold}", dataset_fold_images(
+                src.kind, Path(src.root), src.split, args.eval_fold, args.folds, args.fold_seed, args.num_eval,
+                src.options), held_out=args.eval_fold is not None))
+    elif args.eval_dataset is not None:
         if args.eval_root is None:
             raise UsageError("--eval-dataset needs --eval-root")
-        fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
         sets.append(EvalSet(f"{args.eval_dataset} {args.eval_root} {fold}", dataset_fold_images(
             args.eval_dataset, args.eval_root, args.eval_split, args.eval_fold, args.folds, args.fold_seed,
             args.num_eval), held_out=args.eval_fold is not None))

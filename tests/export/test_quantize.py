@@ -302,6 +302,29 @@ def test_default_evaluation_holds_out_part_of_the_calibration_folder(calib_dir: 
             quantize._parse_args(["--onnx", "m.onnx", "--calib-dir", str(bare), "--output", "o.onnx"])))
 
 
+def test_eval_data_gates_each_dataset_on_its_own(tmp_path: Path) -> None:
+    """--eval-data (as rfnet train --data), repeatable: one gated set per dataset, its held-out fold
+    with --eval-fold (left out of the calibration); not together with --eval-dataset."""
+    from rfnet.data.splits import kfold_split
+    from rfnet.data.synthetic import generate_folder
+
+    for name, seed in (("a", 1), ("b", 2)):
+        generate_folder(tmp_path / name, n=6, size=64, seed=seed)
+    base = ["--onnx", "m.onnx", "--calib-dir", str(tmp_path / "a"), "--output", "o.onnx"]
+    args = quantize._parse_args([*base, "--eval-data", f"kind=folder,root={tmp_path / 'a'}",
+                                 "--eval-data", f"folder:{tmp_path / 'b'}", "--eval-fold", "1", "--folds", "3"])
+    sets = int8_eval.eval_sets(int8_eval.GateOptions.from_args(args))
+    assert [s.title.split()[0] for s in sets] == ["folder", "folder"] and all(s.gate and s.held_out for s in sets)
+    assert str(tmp_path / "b") in sets[1].title and "fold 1/3" in sets[1].title
+    for s in sets:
+        stems = sorted(p.stem for p in (Path(s.title.split()[1]) / "images").iterdir())
+        assert sorted(it.name for it in s.items) == kfold_split(stems, 3, 0)[1][1]
+        assert all(it.disc is not None for it in s.items)
+    with pytest.raises(UsageError, match="not both"):
+        int8_eval.eval_sets(int8_eval.GateOptions.from_args(quantize._parse_args(
+            [*base, "--eval-data", f"folder:{tmp_path / 'a'}", "--eval-dataset", "folder", "--eval-root", "x"])))
+
+
 def test_the_gate_prints_what_it_compares(exported_onnx: tuple[Path, int, str], calib_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str],
                                           caplog: pytest.LogCaptureFixture) -> None:
