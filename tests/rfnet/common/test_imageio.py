@@ -227,3 +227,24 @@ def test_decode_photo_checks_a_reduced_jpeg_like_a_full_one() -> None:
         decode_photo(data[: len(data) // 2], "b.jpg", min_side=100)
     with pytest.raises(ImageReadError, match="b.jpg: image is 420 x 300 = 126,000 pixels, over the limit"):
         decode_photo(data, "b.jpg", min_side=100, max_pixels=100_000)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an APP1 Exif segment whose one tag is Orientation (0x0112)."""
+    ifd = (1).to_bytes(2, "little") + (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") \
+        + (1).to_bytes(4, "little") + orientation.to_bytes(2, "little") + b"\0\0" + (0).to_bytes(4, "little")
+    body = b"Exif\0\0" + b"II*\0" + (8).to_bytes(4, "little") + ifd
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+@pytest.mark.parametrize("progressive", [0, 1])
+def test_a_reduced_decode_ignores_exif_orientation_like_the_full_one(progressive: int) -> None:
+    """The masks are mapped with the file's stored geometry: a reduced decode must not rotate the
+    picture where the full decode does not (OpenCV's colour modes apply EXIF orientation by default)."""
+    data = _with_exif_orientation(_jpeg(_smooth(300, 420), IMWRITE_JPEG_PROGRESSIVE=progressive), 6)  # 90 degrees
+    full = decode_photo(data, "r.jpg")
+    reduced = decode_photo(data, "r.jpg", min_side=100)
+    assert full.pixels.shape == (300, 420, 3) and (reduced.height, reduced.width) == (300, 420)
+    assert reduced.reduction == 4 and reduced.pixels.shape == (75, 105, 3)
+    area = cv2.resize(full.pixels, (105, 75), interpolation=cv2.INTER_AREA)
+    assert np.abs(area.astype(int) - reduced.pixels).mean() < 2.0
