@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: Arguments that define a run; on --resume they come from the checkpoint.
 RUN_ARGS = (
-    "dataset", "data", "split", "val_split", "val_fraction", "fold", "folds", "seed", "preset", "set",
+    "dataset", "data", "split", "val_split", "val_fraction", "fold", "folds", "seed", "split_seed", "preset", "set",
     "batch_size", "lr", "lr_step", "warmup_iters", "iterations",
 )
 
@@ -97,6 +97,9 @@ examples:
     g.add_argument("--lr-step", type=int, help="epochs between x0.1 learning-rate steps (default: 30, scaled with --epochs)")
     g.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (default: preset, 100)")
     g.add_argument("--seed", type=int, help="random seed for init, shuffling, augmentation and splits (default 0)")
+    g.add_argument("--split-seed", type=int,
+                   help="seed of the --fold / --val-fraction split only (default: --seed): another --seed on the same "
+                        "split measures how much a result moves from run to run (rfnet evaluate --seed takes it)")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run directory (new or empty, unless --resume / --overwrite)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint_last.pt")
@@ -194,7 +197,8 @@ def _selection(args: argparse.Namespace) -> DataSelection:
     return DataSelection(
         dataset=args.dataset, data_root=args.data_root, split=args.split, data=args.data, val_split=args.val_split,
         val_data_root=args.val_data_root, val_fraction=args.val_fraction, fold=args.fold,
-        folds=5 if args.folds is None else args.folds, seed=0 if args.seed is None else args.seed, strict=args.strict,
+        folds=5 if args.folds is None else args.folds, strict=args.strict,
+        seed=next((v for v in (args.split_seed, args.seed) if v is not None), 0),
     )
 
 
@@ -243,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, OutputExistsError) as exc:  # CheckpointError is a ValueError
         log.error("%s", exc)
         return ExitCode.USAGE
-    args.folds, args.seed = sel.folds, sel.seed
+    args.folds, args.split_seed, args.seed = sel.folds, sel.seed, 0 if args.seed is None else args.seed
     log.info("train: %s (%d items); validation: %s", train_ds, len(train_ds), val_desc)
     run_args: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "out")}
     try:
         summary = run_training(
-            cfg, train_ds, val_ds, RunFiles(Path(args.out)), device=device, seed=sel.seed, workers=args.workers,
+            cfg, train_ds, val_ds, RunFiles(Path(args.out)), device=device, seed=args.seed, workers=args.workers,
             run_args=run_args, resume=state, val_every=args.val_every, dist_info=info,
             max_time_s=None if args.max_time_min is None else args.max_time_min * 60.0,
             progress=not args.no_progress and sys.stderr.isatty(),

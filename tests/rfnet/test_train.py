@@ -351,3 +351,27 @@ def test_data_mixture_trains_fits_the_experts_line_on_drishti_only_and_resumes(
     with caplog.at_level(logging.ERROR):
         rc = main([*specs, "--dataset", "folder", "--data-root", str(data["train"]), "--out", str(tmp_path / "x"), *TINY])
     assert rc == 2 and "not both" in caplog.text
+
+
+def test_split_seed_keeps_the_fold_while_seed_changes_the_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--split-seed fixes the --fold split; --seed alone still sets both (as before); --resume keeps them."""
+    from rfnet.data.splits import kfold_split
+    from rfnet.training.run import TrainState
+
+    generate_folder(tmp_path / "d", n=6, size=64, seed=21)
+    base = ["--dataset", "folder", "--data-root", str(tmp_path / "d"), "--fold", "0", "--folds", "3", "--epochs", "1",
+            *TINY]
+    names = sorted(p.stem for p in (tmp_path / "d" / "images").iterdir())
+    runs = {"split0_seed5": ["--seed", "5", "--split-seed", "0"], "seed5": ["--seed", "5"]}
+    for run, extra in runs.items():
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main([*base, "--out", str(tmp_path / run), *extra]) == 0
+        split = 0 if "--split-seed" in extra else 5
+        assert f"fold 0 of 3 (seed {split}, {len(kfold_split(names, 3, split)[0][1])} items)" in caplog.text
+        saved = TrainState.load(tmp_path / run / "checkpoint_last.pt").args
+        assert (saved["seed"], saved["split_seed"]) == (5, split)
+    # other training images, other weights
+    states = [TrainState.load(tmp_path / run / "checkpoint_last.pt").model_state for run in runs]
+    assert states[0].keys() == states[1].keys()
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
