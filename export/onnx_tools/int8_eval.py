@@ -153,8 +153,8 @@ def eval_sets(args: GateOptions) -> list[EvalSet]:
     sets: list[EvalSet] = []
     fold = "all" if args.eval_fold is None else f"fold {args.eval_fold}/{args.folds} (seed {args.fold_seed})"
     if args.eval_data:
-        if args.eval_dataset is not None:
-            raise UsageError("give --eval-data or --eval-dataset, not both")
+        if args.eval_dataset is not None or args.eval_dir is not None:
+            raise UsageError("give --eval-data or one of --eval-dataset / --eval-dir, not both")
         for spec in args.eval_data:  # each dataset judged on its own: INT8 may hurt one camera only
             src = parse_data_spec(spec)
             sets.append(EvalSet(f"{src.kind} {src.root} {fold}", dataset_fold_images(
