@@ -116,7 +116,11 @@ def jpeg_reduction(data: bytes, min_side: int) -> int:
     """The largest factor (8, 4 or 2) by which libjpeg can decode this JPEG smaller while its long
     side stays at least ``min_side`` pixels; 1 when none can (not an 8-bit grey or colour JPEG, an
     unreadable header, or too small)."""
-    frame = _jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None
+    return _reduction(_jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None, min_side)
+
+
+def _reduction(frame: tuple[int, int, int, int] | None, min_side: int) -> int:
+    """:func:`jpeg_reduction` of a parsed frame header (None: not a JPEG, or no reduction asked)."""
     if frame is None or frame[2] != 8 or frame[3] not in (1, 3):
         return 1
     long_side = max(frame[0], frame[1])
@@ -151,11 +155,10 @@ def decode_photo(data: bytes, source: str | os.PathLike[str], *, min_side: int =
     Raises:
         ImageReadError: as :func:`decode_image`.
     """
-    reduction = jpeg_reduction(data, min_side)
-    if reduction > 1:
+    frame = _jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None  # the header, parsed once
+    reduction = _reduction(frame, min_side)
+    if frame is not None and reduction > 1:
         _check_bytes(data, source, max_pixels)
-        frame = _jpeg_frame(data)
-        assert frame is not None  # jpeg_reduction read it
         w, h = frame[:2]
         flag = dict(_JPEG_REDUCTIONS)[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
         img = _imdecode(data, source, flag)
