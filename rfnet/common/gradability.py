@@ -313,10 +313,16 @@ def _touches_edge(seg: Segmentation, h: int, w: int) -> bool:
     return bool(d[0].any() or d[-1].any() or d[:, 0].any() or d[:, -1].any())
 
 
+def _disc_bounds(disc: np.ndarray) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1), inclusive, of a non-empty disc mask."""
+    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
 def _disc_extent(disc: np.ndarray) -> int:
     """Larger of the disc mask's row and column extents (pixels)."""
-    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
-    return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    r0, r1, c0, c1 = _disc_bounds(disc)
+    return max(r1 - r0 + 1, c1 - c0 + 1)
 
 
 def disc_contrast(disc: np.ndarray, q: ImageQuality) -> float:
@@ -329,11 +335,11 @@ def disc_contrast(disc: np.ndarray, q: ImageQuality) -> float:
     small = np.ascontiguousarray(disc[::k, ::k][: q.grey.shape[0], : q.grey.shape[1]])
     if not small.any():
         return math.nan
-    rows, cols = np.flatnonzero(small.any(axis=1)), np.flatnonzero(small.any(axis=0))
-    r = max(1, int(round(RING_FRACTION * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))))
+    top, bottom, left, right = _disc_bounds(small)
+    r = max(1, int(round(RING_FRACTION * max(bottom - top + 1, right - left + 1))))
     # the ring lies within r of the disc: dilate that window only (the same pixels, a few times faster)
-    r0, r1 = max(0, rows[0] - r), min(small.shape[0], rows[-1] + r + 1)
-    c0, c1 = max(0, cols[0] - r), min(small.shape[1], cols[-1] + r + 1)
+    r0, r1 = max(0, top - r), min(small.shape[0], bottom + r + 1)
+    c0, c1 = max(0, left - r), min(small.shape[1], right + r + 1)
     inside = small[r0:r1, c0:c1]
     grown = cv2.dilate(inside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     ring = grown.astype(bool) & ~inside
