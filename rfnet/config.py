@@ -142,10 +142,13 @@ class MaskHeadConfig:
     # positive sampled proposals, IoU >= 0.5 with the disc, so often loose boxes), or
     # "jittered_gt": gt_rois_per_image copies of each ground-truth disc box per image, each
     # side moved by up to +-gt_jitter of the box's width or height, like the detection boxes
-    # the branch is run on at test time (rfnet.model.boxes.jitter_boxes).
+    # the branch is run on at test time (rfnet.model.boxes.jitter_boxes); then each copy is scaled
+    # about its centre by a factor log-uniform in gt_scale (lo, hi), so the branch also learns boxes
+    # larger or smaller than the disc (detectors draw large discs too large: docs/lab/screen-cv.md).
     train_rois: MaskRoIKind = "proposals"
     gt_rois_per_image: int = 2
     gt_jitter: float = 0.1
+    gt_scale: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass

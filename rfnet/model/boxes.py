@@ -75,18 +75,27 @@ def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
     return torch.cat((centre - half, centre + half), dim=-1)
 
 
-def jitter_boxes(boxes: Tensor, copies: int, jitter: float) -> Tensor:
+def jitter_boxes(boxes: Tensor, copies: int, jitter: float, scale: tuple[float, float] = (1.0, 1.0)) -> Tensor:
     """``copies`` jittered copies of each box: [N,4] xyxy -> [N * copies, 4] (box-major).
 
     Each side moves independently by ``U(-jitter, jitter)`` times the box's width (x sides) or
-    height (y sides); the result keeps at least 1 % of the original width and height. Draws
-    from torch's default generator (the trainer seeds it).
+    height (y sides); then each copy is scaled about its centre by a factor log-uniform in
+    ``scale`` (lo, hi) (both axes alike; (1, 1): none). The result keeps at least 1 % of the
+    original width and height. Draws from torch's default generator (the trainer seeds it).
     """
-    if copies < 1 or jitter < 0:
-        raise ValueError(f"jitter_boxes: copies must be >= 1 and jitter >= 0, got {copies}, {jitter}")
+    lo_s, hi_s = scale
+    if copies < 1 or jitter < 0 or not 0 < lo_s <= hi_s:
+        raise ValueError(f"jitter_boxes: copies must be >= 1, jitter >= 0 and 0 < scale[0] <= scale[1], "
+                         f"got {copies}, {jitter}, {scale}")
     rep = boxes.repeat_interleave(copies, dim=0)
     size = (rep[:, 2:] - rep[:, :2]).repeat(1, 2)  # [w, h, w, h]
     moved = rep + (torch.rand_like(rep) * 2 - 1) * jitter * size
+    if hi_s > lo_s or lo_s != 1.0:
+        u = torch.rand_like(rep[:, :1])
+        factor = torch.exp(math.log(lo_s) + u * (math.log(hi_s) - math.log(lo_s)))
+        centre = (moved[:, :2] + moved[:, 2:]) * 0.5
+        half = (moved[:, 2:] - moved[:, :2]) * 0.5 * factor
+        moved = torch.cat((centre - half, centre + half), dim=1)
     min_size = size[:, :2] * 0.01
     lo = torch.minimum(moved[:, :2], moved[:, 2:] - min_size)
     hi = torch.maximum(moved[:, 2:], lo + min_size)

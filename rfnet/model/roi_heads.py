@@ -77,6 +77,8 @@ class RoIHeads(nn.Module):
         mask = mask or MaskHeadConfig()
         if mask.train_rois not in ("proposals", "jittered_gt"):
             raise ValueError(f"mask_head.train_rois must be 'proposals' or 'jittered_gt', got {mask.train_rois!r}")
+        if len(mask.gt_scale) != 2 or not 0 < mask.gt_scale[0] <= mask.gt_scale[1]:
+            raise ValueError(f"mask_head.gt_scale must be [lo, hi] with 0 < lo <= hi, got {list(mask.gt_scale)}")
         self.cfg = cfg
         self.mask = mask
         self.head = BoxHead(channels, cfg.pool_size, cfg.representation_size)
@@ -128,7 +130,7 @@ class RoIHeads(nn.Module):
         ``gt`` [G,4]), from its positive RoIs ``pos_rois`` [P,5] matched to ``pos_gt`` [P]."""
         m = self.mask
         if m.train_rois == "jittered_gt":  # like the detections the branch runs on at test time
-            boxes = jitter_boxes(gt, m.gt_rois_per_image, m.gt_jitter)
+            boxes = jitter_boxes(gt, m.gt_rois_per_image, m.gt_jitter, tuple(m.gt_scale))
             index = torch.arange(gt.shape[0], device=gt.device).repeat_interleave(m.gt_rois_per_image)
             return torch.cat((torch.full_like(boxes[:, :1], float(image)), boxes), 1), index
         n = pos_rois.shape[0] if m.max_positive_rois is None else min(pos_rois.shape[0], m.max_positive_rois)

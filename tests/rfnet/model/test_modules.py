@@ -94,6 +94,28 @@ def test_jitter_boxes_moves_each_side_within_its_bound() -> None:
         jitter_boxes(boxes, 0, 0.1)
 
 
+def test_jitter_boxes_scales_each_copy_about_its_centre_within_the_range() -> None:
+    """gt_scale: each copy keeps its centre and is scaled by one factor (both axes) within
+    (lo, hi), spread over the range; (1, 1) draws nothing, so old runs keep their random stream."""
+    boxes = torch.tensor([[100.0, 50.0, 200.0, 90.0]])
+    torch.manual_seed(0)
+    out = jitter_boxes(boxes, 400, 0.0, (0.9, 1.6))
+    centre = (out[:, :2] + out[:, 2:]) / 2
+    torch.testing.assert_close(centre, torch.tensor([[150.0, 70.0]]).expand(400, 2))
+    fw = (out[:, 2] - out[:, 0]) / 100.0
+    fh = (out[:, 3] - out[:, 1]) / 40.0
+    torch.testing.assert_close(fw, fh)
+    assert float(fw.min()) >= 0.9 - 1e-5 and float(fw.max()) <= 1.6 + 1e-5
+    assert float(fw.min()) < 0.95 and float(fw.max()) > 1.5  # the whole range is used
+    assert 0.3 < float((fw > 1.2).float().mean()) < 0.7  # log-uniform: median sqrt(0.9 x 1.6) = 1.2
+    torch.manual_seed(1)
+    plain = jitter_boxes(boxes, 8, 0.1)
+    torch.manual_seed(1)
+    torch.testing.assert_close(jitter_boxes(boxes, 8, 0.1, (1.0, 1.0)), plain)
+    with pytest.raises(ValueError, match="scale"):
+        jitter_boxes(boxes, 2, 0.1, (1.5, 1.2))
+
+
 def test_per_image_nms_keeps_groups_apart_and_each_image_to_itself() -> None:
     """One NMS per image, groups (pyramid levels) apart; traced (one ONNX NonMaxSuppression over
     the batch axis) it keeps the same boxes as eagerly, and an image's result does not depend on
