@@ -30,6 +30,7 @@ from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import SampleError
+from rfnet.errors import UsageError
 from rfnet.data.expert_scale import dataset_expert_scale
 from rfnet.training.datasets import DataSelection, add_data_arguments, data_specs, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; continue with: python -m rfnet.train --out %s --resume", args.out)
         return ExitCode.INTERRUPTED
+    except UsageError as exc:  # the config's model does not build (before any step)
+        log.error("%s", exc)
+        return ExitCode.USAGE
     except (SampleError, NonFiniteLossError) as exc:  # bad data in strict mode, non-finite loss
         log.error("%s", exc)
         return ExitCode.FAILED

@@ -200,7 +200,11 @@ class _Session:
         self.validated = validated  # a validation set scores the epochs (see _score_epoch)
         seed_everything(seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         self.bf16 = resolve_bf16(t.bf16, device.type)
-        model = prepare_model(build_model(cfg).to(device), channels_last=t.channels_last)
+        try:
+            built = build_model(cfg)
+        except ValueError as exc:  # a module refusing its part of the config (e.g. a bad --set value)
+            raise UsageError(f"the model config does not build: {exc}") from exc
+        model = prepare_model(built.to(device), channels_last=t.channels_last)
         self.optimizer = build_optimizer(model, t)
         self.tds = FundusTorchDataset(train_ds, cfg, train=True, strict=train_ds.strict)
         self.generator = torch.Generator()

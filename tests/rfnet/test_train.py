@@ -180,6 +180,18 @@ def test_wrong_data_root_says_what_layout_was_expected(tmp_path: Path, caplog: p
     assert not (tmp_path / "o" / "checkpoint_last.pt").exists()
 
 
+def test_a_config_the_model_refuses_is_a_usage_error_naming_the_key(data: dict[str, Path], tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A --set value that passes the type check but that a module refuses (here a reversed
+    mask_head.gt_scale range) ends the run with exit code 2 and one line, not a traceback."""
+    with caplog.at_level(logging.ERROR):
+        rc = _train(data, tmp_path / "o", "--set", "mask_head.train_rois=jittered_gt",
+                    "--set", "mask_head.gt_scale=[1.6,0.9]", "--epochs", "1")
+    assert rc == 2
+    assert "mask_head.gt_scale" in caplog.text and "[1.6, 0.9]" in caplog.text
+    assert not (tmp_path / "o" / "checkpoint_last.pt").exists()
+
+
 def test_fit_expert_scale_stores_the_training_images_line_and_is_refused_without_experts(
         data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "Training"
