@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rfnet.common.metrics import dice
-from rfnet.common.postprocess import (clean_mask, fill_holes, fit_ellipse_mask, largest_component, paste_mask, postprocess,
+from rfnet.common.postprocess import (_cup_within, clean_mask, fill_holes, fit_ellipse_mask, largest_component, paste_mask, postprocess,
                                       sample_bilinear)
 from rfnet.common.preprocess import Letterbox, letterbox_mask
 
@@ -154,3 +154,20 @@ def test_sample_bilinear_is_exact_bilinear_on_any_opencv() -> None:
     got = sample_bilinear(p, u, v)
     assert got.dtype == np.float32 and got.shape == (6, 7)
     np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_cup_within_the_disc_equals_cleaning_twice() -> None:
+    """The skipped second cleaning changes nothing: random blobby masks, with the cup inside,
+    across and outside the disc."""
+    rng = np.random.default_rng(0)
+    inside = 0
+    for _ in range(300):
+        size = int(rng.integers(8, 40))
+        noise = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 3)))
+        disc = clean_mask(noise > np.quantile(noise, rng.uniform(0.2, 0.8)))
+        cup_raw = noise > np.quantile(noise, rng.uniform(0.5, 0.97)) + float(rng.uniform(-0.05, 0.05))
+        expected = clean_mask(clean_mask(cup_raw) & disc)
+        got = _cup_within(cup_raw, disc)
+        np.testing.assert_array_equal(got, expected)
+        inside += int(not (clean_mask(cup_raw) & ~disc).any())
+    assert 30 < inside < 270  # both paths are exercised
