@@ -30,8 +30,8 @@ from rfnet.common.cli import ExitCode, setup_logging
 from rfnet.common.fileio import OutputExistsError
 from rfnet.config import PRESETS, ModelConfig, get_preset
 from rfnet.data import SampleError
-from rfnet.errors import UsageError
 from rfnet.data.expert_scale import dataset_expert_scale
+from rfnet.errors import UsageError
 from rfnet.training.datasets import DataSelection, add_data_arguments, data_specs, select_datasets
 from rfnet.training.distributed import DistInfo, init_distributed, shutdown
 from rfnet.training.loop import NonFiniteLossError

@@ -116,7 +116,12 @@ def jpeg_reduction(data: bytes, min_side: int) -> int:
     """The largest factor (8, 4 or 2) by which libjpeg can decode this JPEG smaller while its long
     side stays at least ``min_side`` pixels; 1 when none can (not an 8-bit grey or colour JPEG, an
     unreadable header, or too small)."""
-    return _reduction(_jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None, min_side)
+    return _reduction(_frame_to_reduce(data, min_side), min_side)
+
+
+def _frame_to_reduce(data: bytes, min_side: int) -> tuple[int, int, int, int] | None:
+    """The JPEG frame header of ``data`` when a reduction is asked (``min_side`` > 0), else None."""
+    return _jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None
 
 
 def _reduction(frame: tuple[int, int, int, int] | None, min_side: int) -> int:
@@ -155,7 +160,7 @@ def decode_photo(data: bytes, source: str | os.PathLike[str], *, min_side: int =
     Raises:
         ImageReadError: as :func:`decode_image`.
     """
-    frame = _jpeg_frame(data) if data.startswith(_JPEG_SOI) and min_side > 0 else None  # the header, parsed once
+    frame = _frame_to_reduce(data, min_side)  # the header, parsed once
     reduction = _reduction(frame, min_side)
     if frame is not None and reduction > 1:
         _check_bytes(data, source, max_pixels)

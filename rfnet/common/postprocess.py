@@ -391,6 +391,6 @@ def _cup_within(binary: np.ndarray, disc: np.ndarray) -> np.ndarray:
     again. A cleaned mask is one component without holes, which cleaning leaves as it is, so when
     the cup lies inside the disc (nearly always) the second cleaning is skipped: same result."""
     cup = clean_mask(binary)
-    if not cup.any() or not (cup & ~disc).any():
+    if not (cup & ~disc).any():
         return cup
     return clean_mask(cup & disc)

@@ -130,8 +130,7 @@ class RoIHeads(nn.Module):
         ``gt`` [G,4]), from its positive RoIs ``pos_rois`` [P,5] matched to ``pos_gt`` [P]."""
         m = self.mask
         if m.train_rois == "jittered_gt":  # like the detections the branch runs on at test time
-            scale = (float(m.gt_scale[0]), float(m.gt_scale[1]))
-            boxes = jitter_boxes(gt, m.gt_rois_per_image, m.gt_jitter, scale)
+            boxes = jitter_boxes(gt, m.gt_rois_per_image, m.gt_jitter, (m.gt_scale[0], m.gt_scale[1]))
             index = torch.arange(gt.shape[0], device=gt.device).repeat_interleave(m.gt_rois_per_image)
             return torch.cat((torch.full_like(boxes[:, :1], float(image)), boxes), 1), index
         n = pos_rois.shape[0] if m.max_positive_rois is None else min(pos_rois.shape[0], m.max_positive_rois)
