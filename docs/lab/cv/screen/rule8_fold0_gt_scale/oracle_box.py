@@ -1,12 +1,17 @@
 """Fold-0 RIM-ONE DL held-out: detected box vs GT box, and disc/cup Dice with the detected box
-and with the GT box given to the mask branch (oracle)."""
-import csv, sys, numpy as np, torch
+and with the GT box given to the mask branch (oracle).
+
+python oracle_box.py CHECKPOINT PER_IMAGE_CSV [KIND [LIMIT]]; GT_SCALE=1.3 gives the branch the GT box
+scaled by 1.3 about its centre instead.
+"""
+import csv, os, sys, numpy as np, torch
 from rfnet.checkpoint import load_model
 from rfnet.data.rimone import RimOneDLDataset
 from rfnet.data.drishti import DrishtiDataset
 from rfnet.data.refuge import RefugeDataset
 from rfnet.common.preprocess import Letterbox
 from rfnet.common.metrics import case_metrics
+from rfnet.common.postprocess import scale_box
 from rfnet.predict import predict_images
 torch.set_num_threads(2)
 ck, evalcsv = sys.argv[1], sys.argv[2]
@@ -34,7 +39,7 @@ for i in range(len(ds)):
     h, w = s.image.shape[:2]
     lb = Letterbox.compute(h, w, cfg.input.size)
     gt_in = lb.boxes_to_input(np.asarray(s.box, np.float64)[None])[0] / stride
-    import os; f = float(os.environ.get("GT_SCALE", "1")); c = (gt_in[:2] + gt_in[2:]) / 2; hw = (gt_in[2:] - gt_in[:2]) / 2 * f; gt_in = np.concatenate([c - hw, c + hw])
+    gt_in = scale_box(gt_in, float(os.environ.get("GT_SCALE", "1")))
     state["gt"] = None
     seg = predict_images(model, [s.image], cfg, torch.device("cpu"))[0]
     det = state["det"].copy()
