@@ -34,13 +34,11 @@ def _headers(width: int, height: int, compression: int, data_size: int) -> bytes
 def _runs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, length and value of every run of equal pixels within a row of uint8 [H, W], rows in
     BMP order (bottom-up), left to right. A constant row (most of a REFUGE map) is one run, found
-    without a full-size temporary: a fresh 3.6 MB array costs more in page faults than the scan."""
+    by a row-wise min / max, so that no full-size temporary is made for the rows of background."""
     h, w = a.shape
     is_varied = a.min(axis=1) != a.max(axis=1)
-    varied = np.flatnonzero(is_varied)
-    rows, lengths, values = [np.flatnonzero(~is_varied)], [], []
-    lengths.append(np.full(rows[0].size, w))
-    values.append(a[rows[0], 0])
+    varied, constant = np.flatnonzero(is_varied), np.flatnonzero(~is_varied)
+    rows, lengths, values = [constant], [np.full(constant.size, w)], [a[constant, 0]]
     if varied.size:
         sub = a[varied]
         start = np.ones(sub.shape, dtype=bool)

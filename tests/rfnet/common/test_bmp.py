@@ -68,3 +68,14 @@ def test_pillow_reads_the_same_pixels() -> None:
 def test_rejects_what_is_not_a_grey_uint8_image(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="uint8"):
         encode_grey_bmp(bad)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_maps_of_blocks_and_constant_rows_read_back(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 300)), int(rng.integers(1, 700))
+    grey = np.full((h, w), 255, np.uint8)
+    for _ in range(int(rng.integers(0, 6))):  # rectangles of 0 or 128, some over whole rows
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        grey[y0:y0 + int(rng.integers(1, h + 1)), x0 if rng.random() < 0.7 else 0:] = rng.choice([0, 128])
+    np.testing.assert_array_equal(_cv2_read(encode_grey_bmp(grey)), grey)
