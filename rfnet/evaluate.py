@@ -41,10 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from rfnet.common.bmp import encode_grey_bmp
 from rfnet.common.cli import ExitCode, add_proposals_argument, setup_logging
 from rfnet.crossval import WRONG_DICE, WRONG_VCDR, by_dataset, fold_stats, is_wrong, markdown_table
-from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.gradability import apply_grading_file
 from rfnet.common.report import ensure_thumbnails, write_report
 from rfnet.common.imageio import write_image
@@ -228,7 +227,7 @@ def _evaluate(args: argparse.Namespace, model: Any, cfg: Any, device: Any, ds: A
     def write_case(sample: Sample, seg: Segmentation, row: dict[str, Any]) -> None:
         stem = _safe_name(sample.name)
         if not args.no_segmentations:
-            atomic_write_bytes(seg_dir / f"{stem}.bmp", encode_grey_bmp(to_refuge_seg(seg.disc, seg.cup, seg.bounds())))
+            write_image(seg_dir / f"{stem}.bmp", to_refuge_seg(seg.disc, seg.cup, seg.bounds()))
         if not args.no_overlays:
             # One label per panel: a second one drawn over "prediction" would be unreadable.
             note = "" if row["gradable"] else f"not gradable: {row['reason']}"

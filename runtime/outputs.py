@@ -38,7 +38,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from rfnet.common.bmp import encode_grey_bmp
 from rfnet.common.fileio import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from rfnet.common.imageio import encode_mask_png, read_image, write_image
 from rfnet.common.metrics import to_refuge_seg
@@ -237,7 +236,7 @@ class OutputWriter:
                 written.append(path)
         if "refuge" in self.save:
             path = self.out_dir / "refuge" / f"{name}.bmp"
-            atomic_write_bytes(path, encode_grey_bmp(to_refuge_seg(disc, cup, bounds)))
+            write_image(path, to_refuge_seg(disc, cup, bounds))
             written.append(path)
         if "overlay" in self.save:
             if image is None:

@@ -248,3 +248,16 @@ def test_a_reduced_decode_ignores_exif_orientation_like_the_full_one(progressive
     assert reduced.reduction == 4 and reduced.pixels.shape == (75, 105, 3)
     area = cv2.resize(full.pixels, (105, 75), interpolation=cv2.INTER_AREA)
     assert np.abs(area.astype(int) - reduced.pixels).mean() < 2.0
+
+
+def test_write_image_run_length_encodes_a_grey_bmp_only(tmp_path: Path) -> None:
+    grey = np.full((60, 300), 255, np.uint8)
+    grey[20:40, 100:200] = 128
+    colour = np.dstack([grey, grey // 2, grey // 3])
+    write_image(tmp_path / "grey.bmp", grey)
+    write_image(tmp_path / "colour.bmp", colour)
+    data = (tmp_path / "grey.bmp").read_bytes()
+    assert int.from_bytes(data[30:34], "little") == 1  # biCompression: BI_RLE8
+    assert len(data) < grey.size // 10
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "grey.bmp"), cv2.IMREAD_UNCHANGED), grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "colour.bmp"), colour)
