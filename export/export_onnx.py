@@ -51,7 +51,7 @@ from rfnet.export.onnx_tools.graph_checks import gridsample_attribute_issues, ro
 from rfnet.export.onnx_tools.onnx_meta import exporter_versions, write_model_metadata
 from rfnet.export.onnx_tools.onnx_passes import simplify
 from rfnet.checkpoint import checkpoint_sha256, load_model
-from rfnet.common.cli import ExitCode, add_proposals_argument, setup_logging
+from rfnet.common.cli import ExitCode, add_test_settings_arguments, setup_logging
 from rfnet.common.contract import INPUT_NAME, OUTPUT_NAMES
 from rfnet.common.fileio import atomic_write_bytes, check_can_write
 from rfnet.common.gradability import apply_grading_file
@@ -285,7 +285,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"detections per image K that get a mask (default {SCREENING_TOP_K}: the runtime uses only "
                         "the top one; 10 = the paper's and the checkpoint's usual K, for research or to see the "
                         "other candidates)")
-    add_proposals_argument(p)
+    add_test_settings_arguments(p)
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--images", type=Path, default=None, help="parity-check images (default: synthetic)")
     p.add_argument("--num-images", type=int, default=4, help="parity-check images (default 4)")
@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--opset {args.opset}: RoiAlign half_pixel needs opset >= {MIN_OPSET}")
         if not args.checkpoint.is_file():
             raise UsageError(f"{args.checkpoint}: no such checkpoint file")
-        model, cfg = load_model(args.checkpoint, "cpu", top_k=args.top_k, proposals=args.proposals)
+        model, cfg = load_model(args.checkpoint, "cpu", top_k=args.top_k, proposals=args.proposals,
+                                crop_margin=args.crop_margin)
         if args.grading is not None:
             apply_grading_file(cfg.grading, Path(args.grading))
         if args.min_disc_score is not None:  # a property of these weights: the metadata carries it

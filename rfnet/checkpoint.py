@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rfnet.common.fileio import atomic_open
+from rfnet.common.preprocess import check_margin
 from rfnet.config import ModelConfig
 from rfnet.errors import RFNetError, UsageError
 
@@ -115,17 +116,24 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     return Checkpoint(config=cfg, state_dict=data["state_dict"], extra=extra, path=p)
 
 
-def apply_test_settings(cfg: ModelConfig, *, top_k: int | None = None, proposals: int | None = None) -> None:
+def apply_test_settings(cfg: ModelConfig, *, top_k: int | None = None, proposals: int | None = None,
+                        crop_margin: float | None = None) -> None:
     """Override the inference-only settings of ``cfg`` in place (no weight depends on them):
-    ``top_k`` detections per image that get a mask (``roi_heads.detections_per_img``) and
-    ``proposals``, the RPN proposals per image kept at test (``rpn.post_nms_top_n_test``).
+    ``top_k`` detections per image that get a mask (``roi_heads.detections_per_img``),
+    ``proposals``, the RPN proposals per image kept at test (``rpn.post_nms_top_n_test``), and
+    ``crop_margin``, the letterbox margin of disc-centred crops (``input.crop_margin``).
 
     Raises:
-        UsageError: a value below 1.
+        UsageError: a value below 1 (or a margin that is not a finite number).
     """
     for name, value in (("top-k", top_k), ("proposals", proposals)):
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be >= 1, got {value}")
+    if crop_margin is not None:
+        try:
+            cfg.input.crop_margin = check_margin(crop_margin)
+        except ValueError as exc:
+            raise UsageError(f"--crop-margin {exc}") from None
     if top_k is not None:
         cfg.roi_heads.detections_per_img = top_k
     if proposals is not None:
@@ -133,10 +141,11 @@ def apply_test_settings(cfg: ModelConfig, *, top_k: int | None = None, proposals
 
 
 def load_model(path: PathLike, device: str | torch.device = "cpu", *, top_k: int | None = None,
-               proposals: int | None = None) -> tuple[torch.nn.Module, ModelConfig]:
+               proposals: int | None = None, crop_margin: float | None = None) -> tuple[torch.nn.Module, ModelConfig]:
     """Build the model described by the checkpoint, load its weights, move it to ``device``, eval mode.
 
-    ``top_k`` and ``proposals`` override the stored inference settings (:func:`apply_test_settings`);
+    ``top_k``, ``proposals`` and ``crop_margin`` override the stored inference settings
+    (:func:`apply_test_settings`);
     the returned config carries them. A state dict that does not fit the stored config raises
     :class:`CheckpointError` naming the file, the preset, and the first mismatching keys/shapes.
     """
@@ -144,7 +153,7 @@ def load_model(path: PathLike, device: str | torch.device = "cpu", *, top_k: int
 
     ckpt = load_checkpoint(path)
     cfg = ckpt.config
-    apply_test_settings(cfg, top_k=top_k, proposals=proposals)
+    apply_test_settings(cfg, top_k=top_k, proposals=proposals, crop_margin=crop_margin)
     # The stored weights supersede any backbone.pretrained_path recorded at training time
     # (that file need not exist here): build from a copy without it.
     build_cfg = copy.deepcopy(cfg)

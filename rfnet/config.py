@@ -37,6 +37,11 @@ class InputConfig:
     size: int = 512  # paper: resized and zero-padded to 512x512
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # At test, an image whose fundus field's edge does not show (a disc-centred crop,
+    # rfnet.common.gradability.ImageQuality.field_edge) is letterboxed with its long side filling
+    # 1 / crop_margin of the input, black around it, as training's zoom-out shows such crops; whole
+    # fields as usual. 1 = never. Training views are unchanged. Exported as ``rfnet.crop_margin``.
+    crop_margin: float = 1.0
 
 
 @dataclass

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from rfnet.common.cli import ExitCode, add_proposals_argument, setup_logging
+from rfnet.common.cli import ExitCode, add_test_settings_arguments, setup_logging
 from rfnet.crossval import WRONG_DICE, WRONG_VCDR, by_dataset, fold_stats, is_wrong, markdown_table
 from rfnet.common.fileio import OutputExistsError, atomic_write_json, atomic_write_text
 from rfnet.common.gradability import apply_grading_file
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "referral_vcdr, as python -m rfnet.screening_calibration writes; e.g. the limits off to "
                         "calibrate them: {\"min_disc_score\": 0, \"limits\": {\"max_disc_fraction\": 1}})")
     p.add_argument("--ellipse", action="store_true", help="fit ellipses to disc and cup (post-processing option)")
-    add_proposals_argument(p)
+    add_test_settings_arguments(p)
     p.add_argument("--tta", action="store_true",
                    help="test-time flip: also run each image mirrored left-right and merge (twice the model time)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
@@ -207,7 +207,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     if not ckpt_path.is_file():
         raise UsageError(f"{ckpt_path}: no such checkpoint file")
     try:
-        model, cfg = load_model(ckpt_path, device, proposals=args.proposals)
+        model, cfg = load_model(ckpt_path, device, proposals=args.proposals, crop_margin=args.crop_margin)
     except UsageError:
         raise
     except Exception as exc:  # corrupt / foreign file: say which one
@@ -260,6 +260,7 @@ def _write_summary(args: argparse.Namespace, out: Path, cfg: Any, ds: Any, resul
         "ellipse": bool(args.ellipse),
         "tta": bool(args.tta),
         "proposals": cfg.rpn.post_nms_top_n_test,
+        "crop_margin": cfg.input.crop_margin,
         "n_items": len(ds),
         "n_evaluated": len(result.rows),
         "n_gradable": result.n_gradable,

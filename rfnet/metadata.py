@@ -24,7 +24,8 @@ def metadata_from_config(cfg: ModelConfig, *, precision: str, checkpoint_sha256:
         "top_k": cfg.roi_heads.detections_per_img, "class_names": list(CLASS_NAMES), "precision": precision,
         "mask_box_scale": cfg.mask_head.box_scale, "min_disc_score": cfg.grading.min_disc_score,
         "vcdr_expert_scale": list(scale) if scale is not None else None, "grading_limits": dict(cfg.grading.limits),
-        "referral_vcdr": cfg.grading.referral_vcdr, "checkpoint_sha256": checkpoint_sha256,
+        "referral_vcdr": cfg.grading.referral_vcdr, "crop_margin": cfg.input.crop_margin,
+        "checkpoint_sha256": checkpoint_sha256,
         # JSON values, as a parsed model has them (tuples become lists)
         "config": json.loads(json.dumps(cfg.to_dict())), "exporter": json.loads(json.dumps(dict(exporter or {}))),
     }, where=f"config {cfg.name!r}")

@@ -16,7 +16,8 @@ Fields (see docs/design.md "Engine manifest"): ``format``, ``format_version``, `
 ``build_time_s``, ``created_utc`` and the deployment fields copied from the ONNX metadata
 (``preset``, ``input_size``, ``mean``, ``std``, ``mask_size``, ``top_k``, ``class_names``,
 ``precision``, ``mask_box_scale`` (absent in manifests written before it existed: 1.0) and
-``min_disc_score`` (absent before it existed: ``rfnet.config.DEFAULT_MIN_DISC_SCORE``);
+``min_disc_score`` (absent before it existed: ``rfnet.config.DEFAULT_MIN_DISC_SCORE``), the
+verdict's ``grading_limits``, ``vcdr_expert_scale``, ``referral_vcdr`` and ``crop_margin`` (absent: 1);
 :meth:`rfnet.common.contract.ModelMetadata.deploy_fields` writes them,
 :func:`rfnet.common.contract.metadata_from_manifest` reads them).
 """

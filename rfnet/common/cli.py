@@ -50,13 +50,18 @@ def images_run_epilog(errors: str) -> str:
     return f"Exit status: 0 ok, 1 some images failed (listed), 2 {errors}, 130 interrupted."
 
 
-def add_proposals_argument(parser: argparse.ArgumentParser) -> None:
-    """``--proposals N``: the RPN proposals per image kept at test, overriding the checkpoint's
-    ``rpn.post_nms_top_n_test`` (rfnet.checkpoint.apply_test_settings); shared by export and evaluate."""
+def add_test_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inference-only settings that override a checkpoint's (rfnet.checkpoint.apply_test_settings;
+    no weight depends on them), shared by export and evaluate: ``--proposals N``, the RPN proposals
+    per image kept at test (``rpn.post_nms_top_n_test``), and ``--crop-margin X``, the letterbox
+    margin of disc-centred crops (``input.crop_margin``)."""
     parser.add_argument("--proposals", type=int, default=None,
                         help="RPN proposals per image kept at test (default: the checkpoint's "
-                             "rpn.post_nms_top_n_test); the box head scores each, so fewer is faster; no weight "
-                             "depends on it")
+                             "rpn.post_nms_top_n_test); the box head scores each, so fewer is faster")
+    parser.add_argument("--crop-margin", type=float, default=None,
+                        help="an image whose fundus field's edge does not show (a disc-centred crop) fills 1/X "
+                             "of the model's input side, black around it (default: the checkpoint's "
+                             "input.crop_margin; 1 = as whole fields)")
 
 
 def start(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:

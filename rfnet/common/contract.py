@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rfnet.common.gradability import GradingLimits
+from rfnet.common.preprocess import check_margin
 from rfnet.config import CLASS_NAMES, DEFAULT_MIN_DISC_SCORE, InputConfig
 from rfnet.errors import RFNetError
 
@@ -55,6 +56,7 @@ KEY_MIN_DISC_SCORE = "rfnet.min_disc_score"  # below it a detection backs no CDR
 KEY_VCDR_EXPERT_SCALE = "rfnet.vcdr_expert_scale"  # JSON [a, b] or null: vCDR on the experts' scale = a * vcdr + b
 KEY_GRADING_LIMITS = "rfnet.grading_limits"  # JSON object: rfnet.common.gradability.GradingLimits
 KEY_REFERRAL_VCDR = "rfnet.referral_vcdr"  # JSON number or null: refer a gradable eye at this vCDR or above
+KEY_CROP_MARGIN = "rfnet.crop_margin"  # JSON number >= 1: a disc-centred crop fills 1 / this of the input side
 KEY_CHECKPOINT_SHA256 = "rfnet.checkpoint_sha256"
 KEY_CONFIG = "rfnet.config"  # JSON of ModelConfig
 KEY_EXPORTER = "rfnet.exporter"  # JSON: library versions, opset, batch, simplification
@@ -66,7 +68,8 @@ KEY_FP16 = "rfnet.fp16"  # JSON, FP16 models (export/fp16.py)
 #: ``rfnet.min_disc_score`` too: absent means ``rfnet.config.DEFAULT_MIN_DISC_SCORE``;
 #: ``rfnet.vcdr_expert_scale`` too: absent (or null) means no vCDR on the experts' scale;
 #: ``rfnet.grading_limits``: absent means the default limits; ``rfnet.referral_vcdr``: absent or
-#: null means no referral threshold (results leave ``refer`` empty).
+#: null means no referral threshold (results leave ``refer`` empty); ``rfnet.crop_margin``: absent
+#: means 1 (every image letterboxed to fill the input).
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
     KEY_PRECISION, KEY_CHECKPOINT_SHA256, KEY_CONFIG, KEY_EXPORTER,
@@ -76,12 +79,12 @@ REQUIRED_KEYS: tuple[str, ...] = (
 DEPLOY_KEYS: tuple[str, ...] = (
     KEY_PRESET, KEY_INPUT_SIZE, KEY_MEAN, KEY_STD, KEY_MASK_SIZE, KEY_TOP_K, KEY_CLASS_NAMES,
     KEY_PRECISION, KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE, KEY_GRADING_LIMITS,
-    KEY_REFERRAL_VCDR,
+    KEY_REFERRAL_VCDR, KEY_CROP_MARGIN,
 )
 #: Keys whose value is a plain string; every other known key holds JSON.
 _PLAIN_KEYS = frozenset({KEY_PRESET, KEY_PRECISION, KEY_CHECKPOINT_SHA256})
 _OPTIONAL_KEYS = frozenset({KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE, KEY_GRADING_LIMITS,
-                            KEY_REFERRAL_VCDR})
+                            KEY_REFERRAL_VCDR, KEY_CROP_MARGIN})
 _KNOWN_KEYS = frozenset(REQUIRED_KEYS) | frozenset(DEPLOY_KEYS)
 
 
@@ -124,6 +127,9 @@ class ModelMetadata:
             :class:`rfnet.common.gradability.GradingLimits`); empty: the defaults.
         referral_vcdr: a gradable image whose vCDR (on the experts' scale when the model has
             one) is at least this is referred (``grading.referral_vcdr``); None: no referral.
+        crop_margin: an image whose fundus field's edge does not show (a disc-centred crop) is
+            letterboxed to fill ``1 / crop_margin`` of the input side (``input.crop_margin``;
+            1 for models exported before the key existed).
         checkpoint_sha256, config, exporter: provenance (empty in an engine manifest's copy).
         extra: other ``rfnet.*`` strings carried along (``rfnet.quantization``, ``rfnet.fp16``).
     """
@@ -141,6 +147,7 @@ class ModelMetadata:
     vcdr_expert_scale: tuple[float, float] | None = None
     grading_limits: dict[str, float] = field(default_factory=dict)
     referral_vcdr: float | None = None
+    crop_margin: float = 1.0
     checkpoint_sha256: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +155,7 @@ class ModelMetadata:
 
     def input_config(self) -> InputConfig:
         """The preprocessing settings to use with ``rfnet.common.preprocess``."""
-        return InputConfig(size=self.input_size, mean=self.mean, std=self.std)
+        return InputConfig(size=self.input_size, mean=self.mean, std=self.std, crop_margin=self.crop_margin)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], where: str) -> "ModelMetadata":
@@ -267,6 +274,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "top_k": _positive_int, "class_names": _class_names, "precision": _precision,
     "mask_box_scale": _positive_float, "min_disc_score": _probability,
     "vcdr_expert_scale": _line, "grading_limits": _limits, "referral_vcdr": _optional_probability,
+    "crop_margin": check_margin,
     "checkpoint_sha256": _string, "config": _object, "exporter": _object,
 }
 

@@ -1,13 +1,17 @@
 """Network-input preprocessing shared by training and every deployment backend (torch-free).
 
 Contract (docs/design.md, "Network input"): RGB uint8 image -> letterbox with
-``scale = size / max(h, w)`` and ``cv2.INTER_LINEAR`` resize, **centred** zero padding to
-``size x size``, then ``(x - mean) / std`` per channel, HWC -> CHW float32. Padding happens
+``scale = size / (margin * max(h, w))`` and ``cv2.INTER_LINEAR`` resize, **centred** zero padding
+to ``size x size``, then ``(x - mean) / std`` per channel, HWC -> CHW float32. Padding happens
 before normalisation, so padded pixels are black (0) and normalise to ``-mean / std``.
 
 :class:`Letterbox` records the mapping so boxes and masks predicted at network-input
 resolution can be mapped back to original pixels:
 ``x_input = x_orig * scale + pad_x`` and ``y_input = y_orig * scale + pad_y``.
+
+``margin`` is 1 (the image's long side fills the input) except where a model asks for black
+around a disc-centred crop (``rfnet.crop_margin``, :meth:`rfnet.common.segment.Segmenter.margin`):
+the image then fills ``1 / margin`` of the input side, centred.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ class Letterbox:
     """Geometry of one letterboxed image.
 
     Attributes:
-        scale: ``size / max(orig_h, orig_w)``; the resized image is
+        scale: ``size / (margin * max(orig_h, orig_w))``; the resized image is
             ``round(orig_w * scale) x round(orig_h * scale)`` pixels.
         pad_x, pad_y: zero columns on the left / rows on the top (centred padding).
         orig_h, orig_w: original image size in pixels.
@@ -40,13 +44,18 @@ class Letterbox:
     size: int
 
     @classmethod
-    def compute(cls, orig_h: int, orig_w: int, size: int) -> "Letterbox":
-        """Letterbox geometry for an ``orig_h x orig_w`` image into a ``size`` square."""
+    def compute(cls, orig_h: int, orig_w: int, size: int, margin: float = 1.0) -> "Letterbox":
+        """Letterbox geometry for an ``orig_h x orig_w`` image into a ``size`` square; with
+        ``margin`` > 1 the image's long side fills ``size / margin`` pixels, centred."""
         if orig_h <= 0 or orig_w <= 0:
             raise ValueError(f"image size must be positive, got {orig_h}x{orig_w}")
         if size <= 0:
             raise ValueError(f"letterbox size must be positive, got {size}")
-        scale = size / max(orig_h, orig_w)
+        try:
+            check_margin(margin)
+        except ValueError as exc:
+            raise ValueError(f"letterbox margin {exc}") from None
+        scale = size / (margin * max(orig_h, orig_w))
         new_h, new_w = _resized(orig_h, orig_w, scale, size)
         return cls(scale, (size - new_w) // 2, (size - new_h) // 2, int(orig_h), int(orig_w), int(size))
 
@@ -99,6 +108,13 @@ class Letterbox:
             out = cv2.resize(crop.astype(np.uint8), (self.orig_w, self.orig_h), interpolation=cv2.INTER_NEAREST_EXACT)
             return out.astype(bool)
         return cv2.resize(np.ascontiguousarray(crop), (self.orig_w, self.orig_h), interpolation=interpolation)
+
+
+def check_margin(margin: float) -> float:
+    """``margin`` as a float, or ValueError when it is not a finite number of at least 1."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 1.0 <= float(margin) < float("inf"):
+        raise ValueError(f"must be a finite number >= 1, got {margin!r}")
+    return float(margin)
 
 
 def _resized(h: int, w: int, scale: float, size: int) -> tuple[int, int]:
@@ -185,19 +201,20 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return out
 
 
-def preprocess(image: np.ndarray, input_cfg: InputConfig,
-               original: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
+def preprocess(image: np.ndarray, input_cfg: InputConfig, original: tuple[int, int] | None = None,
+               margin: float = 1.0) -> tuple[np.ndarray, Letterbox]:
     """RGB uint8 [H, W, 3] -> (float32 [3, S, S] network input, :class:`Letterbox`), S = input_cfg.size.
 
     The same values as ``normalize(letterbox(image))`` (black padding, normalised), written straight
     into the output: the padding is filled with the normalised black, the content normalised once.
     ``original``: (height, width) of the picture when ``image`` is a reduced copy of it
     (:class:`rfnet.common.imageio.Photo`); the letterbox maps to the original's pixels.
+    ``margin``: the image fills ``1 / margin`` of the input side (:meth:`Letterbox.compute`).
     """
     img = _check_image(image)
     size = input_cfg.size
     orig_h, orig_w = (int(img.shape[0]), int(img.shape[1])) if original is None else original
-    lb = Letterbox.compute(orig_h, orig_w, size)
+    lb = Letterbox.compute(orig_h, orig_w, size, margin)
     new_h, new_w = lb.resized_shape
     resized = img if (new_h, new_w) == img.shape[:2] else cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     a, b = _affine(input_cfg.mean, input_cfg.std)

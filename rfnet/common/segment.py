@@ -194,14 +194,23 @@ class Segmenter:
         return decode_photo(data, source, min_side=self.decode_side, max_pixels=max_pixels)
 
     def prepare(self, photo: Photo) -> tuple[np.ndarray, Letterbox, ImageQuality]:
-        """:meth:`preprocess` and :meth:`measure` of a decoded photo, in its original pixels."""
-        tensor, lb = self.preprocess(photo.pixels, photo.size)
-        return tensor, lb, self.measure(photo.pixels, photo.size)
+        """:meth:`measure` and :meth:`preprocess` (with :meth:`margin`) of a decoded photo, in its
+        original pixels."""
+        quality = self.measure(photo.pixels, photo.size)
+        tensor, lb = self.preprocess(photo.pixels, photo.size, margin=self.margin(quality))
+        return tensor, lb, quality
 
-    def preprocess(self, image: np.ndarray, original: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
+    def margin(self, quality: ImageQuality) -> float:
+        """The letterbox margin of an image: the model's ``crop_margin`` when the fundus field's
+        edge does not show (a disc-centred crop, whose disc reaches the image's edges), else 1."""
+        return 1.0 if quality.field_edge else self.info.crop_margin
+
+    def preprocess(self, image: np.ndarray, original: tuple[int, int] | None = None,
+                   margin: float = 1.0) -> tuple[np.ndarray, Letterbox]:
         """RGB uint8 [H,W,3] -> (float32 [3,S,S], its letterbox), as the model was trained;
-        ``original``: (height, width) of the picture ``image`` is a reduced copy of."""
-        return preprocess(image, self.info.input_config(), original)
+        ``original``: (height, width) of the picture ``image`` is a reduced copy of; ``margin``:
+        see :meth:`margin` (:meth:`prepare` and :meth:`process_batch` pass it)."""
+        return preprocess(image, self.info.input_config(), original, margin)
 
     def measure(self, image: np.ndarray, original: tuple[int, int] | None = None) -> ImageQuality:
         """The image measures :meth:`finish` grades with (RGB uint8 [H,W,3]; ``original`` as in
@@ -277,8 +286,8 @@ class Segmenter:
             if isinstance(image, Photo):
                 tensor, lb, quality = self.prepare(image)
             else:
-                tensor, lb = self.preprocess(image)
                 quality = self.measure(image)
+                tensor, lb = self.preprocess(image, margin=self.margin(quality))
             qualities.append(quality)
             pre_ms.append((time.perf_counter() - t0) * 1e3)
             tensors.append(tensor)

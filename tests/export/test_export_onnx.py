@@ -84,7 +84,7 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
     out = tmp_path / "b2.onnx"
     # onnxsim is exercised by the batch-1 export; skipped here to keep the suite fast.
     rc = export_onnx.main(["--checkpoint", str(small_checkpoint), "--output", str(out), "--batch", "2",
-                           "--top-k", "5", "--proposals", "7", "--no-simplify", "--images", str(parity_dir),
+                           "--top-k", "5", "--proposals", "7", "--crop-margin", "1.25", "--no-simplify", "--images", str(parity_dir),
                            "--num-images", "4"])
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
@@ -93,7 +93,7 @@ def test_cli_static_batch2_top_k(small_checkpoint: Path, parity_dir: Path, tmp_p
     assert parity["max_abs_masks"] <= 1e-4 and parity["max_abs_scores"] <= 1e-4 and parity["mask_dice"] >= 0.999
     shapes = _shapes(onnx.load(str(out)).graph)
     assert shapes == {"image": [2, 3, 128, 128], "boxes": [2, 5, 4], "scores": [2, 5], "masks": [2, 5, 2, M, M]}
-    assert load_metadata(out).top_k == 5
+    assert load_metadata(out).top_k == 5 and load_metadata(out).crop_margin == 1.25
     assert config_from_metadata(load_metadata(out)).rpn.post_nms_top_n_test == 7  # the graph keeps 7 proposals
 
 

@@ -74,15 +74,19 @@ def test_state_dict_not_fitting_config(tmp_path: Path, light) -> None:
 
 
 def test_inference_settings_override_the_stored_ones(tmp_path: Path, light) -> None:
-    """``top_k`` and ``proposals`` change what the loaded model does at test, not its weights."""
+    """``top_k``, ``proposals`` and ``crop_margin`` change what the loaded model does at test, not its weights."""
     from rfnet.errors import UsageError
 
     model, cfg = light
     path = save_checkpoint(tmp_path / "m.pt", model, cfg)
-    loaded, cfg2 = load_model(path, top_k=3, proposals=7)
-    assert (cfg2.roi_heads.detections_per_img, cfg2.rpn.post_nms_top_n_test) == (3, 7)
+    loaded, cfg2 = load_model(path, top_k=3, proposals=7, crop_margin=1.5)
+    assert (cfg2.roi_heads.detections_per_img, cfg2.rpn.post_nms_top_n_test, cfg2.input.crop_margin) == (3, 7, 1.5)
     assert loaded.rpn.cfg.post_nms_top_n_test == 7 and loaded.roi_heads.cfg.detections_per_img == 3
     assert load_checkpoint(path).config.rpn.post_nms_top_n_test == cfg.rpn.post_nms_top_n_test  # the file unchanged
+    assert load_checkpoint(path).config.input.crop_margin == 1.0
     for bad in ({"top_k": 0}, {"proposals": 0}):
         with pytest.raises(UsageError, match="must be >= 1"):
             load_model(path, **bad)
+    for margin in (0.9, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--crop-margin must be a finite number >= 1"):
+            load_model(path, crop_margin=margin)

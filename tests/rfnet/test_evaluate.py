@@ -103,6 +103,7 @@ def test_evaluate_writes_refuge_bmps_csv_overlays_and_summary(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_items"] == 4 and summary["n_evaluated"] == 3 and summary["skipped"] == ["broken"]
     assert summary["proposals"] == 50  # the checkpoint's own rpn.post_nms_top_n_test (TINY)
+    assert summary["crop_margin"] == 1.0  # the checkpoint's own input.crop_margin
     mean_disc = np.mean([float(r["dice_disc"]) for r in rows.values()])
     assert summary["metrics"]["dice_disc"]["mean"] == pytest.approx(mean_disc, abs=1e-5)
     assert summary["metrics"]["vcdr_ae"]["mean"] is None and summary["metrics_gradable"] == {}
@@ -145,6 +146,11 @@ def test_evaluate_refuses_non_empty_out_and_names_bad_paths(checkpoint: Path, ev
         assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(eval_data),
                               "--out", str(tmp_path / "o3"), "--proposals", "0", *EVAL]) == 2
     assert "--proposals must be >= 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert evaluate_main(["--checkpoint", str(checkpoint), "--dataset", "folder", "--data-root", str(eval_data),
+                              "--out", str(tmp_path / "o4"), "--crop-margin", "0.5", *EVAL]) == 2
+    assert "--crop-margin must be a finite number >= 1" in caplog.text
 
 
 def test_evaluate_fold_scores_exactly_the_held_out_names(checkpoint: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rfnet.common.contract import (
+    KEY_CROP_MARGIN,
     KEY_FP16,
     KEY_GRADING_LIMITS,
     KEY_MASK_BOX_SCALE,
@@ -47,7 +48,7 @@ def test_writer_and_parser_round_trip() -> None:
     strings = meta.to_strings()
     assert all(isinstance(v, str) for v in strings.values())
     assert set(REQUIRED_KEYS) | {KEY_MASK_BOX_SCALE, KEY_MIN_DISC_SCORE, KEY_VCDR_EXPERT_SCALE,
-                                 KEY_GRADING_LIMITS, KEY_REFERRAL_VCDR, KEY_QUANTIZATION} == set(strings)
+                                 KEY_GRADING_LIMITS, KEY_REFERRAL_VCDR, KEY_CROP_MARGIN, KEY_QUANTIZATION} == set(strings)
     assert strings[KEY_GRADING_LIMITS] == "{}" and strings[KEY_REFERRAL_VCDR] == "null"  # the defaults
     assert strings[KEY_VCDR_EXPERT_SCALE] == "null"  # not fitted
     assert strings[KEY_MASK_BOX_SCALE] == "1.15" and strings["rfnet.top_k"] == "3"
@@ -92,6 +93,22 @@ def test_old_exports_without_mask_box_scale_mean_one() -> None:
     fields = _meta().deploy_fields()
     del fields["mask_box_scale"]
     assert metadata_from_manifest(fields, "old.engine").mask_box_scale == 1.0
+
+
+def test_crop_margin_round_trips_reaches_the_input_config_and_old_exports_mean_one() -> None:
+    cfg = get_preset("light")
+    cfg.input.crop_margin = 1.5
+    meta = metadata_from_config(cfg, precision="fp32")
+    strings = meta.to_strings()
+    assert strings[KEY_CROP_MARGIN] == "1.5"
+    back = parse_metadata(strings, "m.onnx")
+    assert back.crop_margin == 1.5 and back.input_config().crop_margin == 1.5
+    assert metadata_from_manifest(meta.deploy_fields(), "m.engine").crop_margin == 1.5
+    del strings[KEY_CROP_MARGIN]
+    assert parse_metadata(strings, "old.onnx").crop_margin == 1.0
+    for bad in ("0.5", "true", '"1.5"', "null"):
+        with pytest.raises(MetadataError, match="'rfnet.crop_margin' must be a finite number >= 1"):
+            parse_metadata({**strings, KEY_CROP_MARGIN: bad}, "bad.onnx")
 
 
 def test_vcdr_expert_scale_round_trips_and_old_exports_have_none() -> None:

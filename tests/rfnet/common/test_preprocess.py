@@ -116,3 +116,26 @@ def test_preprocess_of_a_reduced_copy_maps_to_the_original() -> None:
     t, lb = preprocess(half, cfg, (300, 400))
     assert lb == full_lb and (lb.orig_h, lb.orig_w) == (300, 400) and t.shape == full_t.shape
     assert np.abs(t - full_t).mean() < 0.05  # normalised units: a few grey levels where the picture is sharp
+
+
+def test_margin_centres_the_image_in_a_black_border_and_maps_back() -> None:
+    """margin 1.5: a 300 x 400 crop's long side fills 512 / 1.5 px, centred; boxes and masks map back."""
+    img = np.full((300, 400, 3), 200, np.uint8)
+    cfg = InputConfig(size=512, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    x, lb = preprocess(img, cfg, margin=1.5)
+    assert lb.scale == pytest.approx(512 / 600, rel=1e-12)
+    assert lb.resized_shape == (256, 341) and (lb.pad_x, lb.pad_y) == ((512 - 341) // 2, 128)
+    inside = x[:, lb.pad_y : lb.pad_y + 256, lb.pad_x : lb.pad_x + 341]
+    assert (inside == 200).all() and x.sum() == 200 * 3 * 256 * 341  # black all around
+    boxes = np.array([[10.0, 20.0, 390.0, 280.0]])
+    np.testing.assert_allclose(lb.boxes_to_original(lb.boxes_to_input(boxes)), boxes, atol=1e-9)
+    full = np.zeros((512, 512), bool)
+    full[lb.pad_y : lb.pad_y + 256, lb.pad_x : lb.pad_x + 341] = True
+    assert lb.mask_to_original(full).shape == (300, 400) and lb.mask_to_original(full).all()
+    assert Letterbox.compute(300, 400, 512, 1.0) == Letterbox.compute(300, 400, 512)
+
+
+@pytest.mark.parametrize("margin", [0.5, 0.999, float("nan"), float("inf"), True])
+def test_margin_below_one_or_not_a_number_is_refused(margin: float) -> None:
+    with pytest.raises(ValueError, match="letterbox margin must be a finite number >= 1"):
+        Letterbox.compute(300, 400, 512, margin)

@@ -6,6 +6,7 @@ import pytest
 
 from rfnet.common.backend import Backend, ModelLoadError, TensorSpec
 from rfnet.common.contract import ContractError, ModelMetadata
+from rfnet.common.imageio import Photo
 from rfnet.common.segment import STAGES, Segmenter, model_info
 
 S, K, M = 64, 2, 16
@@ -20,9 +21,11 @@ class FakeBackend(Backend):
 
     name = "fake"
 
-    def __init__(self, *, batch: int = -1, k_out: int = K, mask_box_scale: float = 1.0, declared_k: int = K) -> None:
+    def __init__(self, *, batch: int = -1, k_out: int = K, mask_box_scale: float = 1.0, declared_k: int = K,
+                 crop_margin: float = 1.0) -> None:
         super().__init__("fake.onnx")
         self.batch, self.k_out, self.scale, self.declared_k = batch, k_out, mask_box_scale, declared_k
+        self.crop_margin = crop_margin
         self.calls: list[int] = []
 
     def _has_source(self) -> bool:
@@ -35,7 +38,7 @@ class FakeBackend(Backend):
                         TensorSpec("masks", F32, (self.batch, k, 2, M, M))]
         self.metadata = ModelMetadata(preset="test", input_size=S, mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0),
                                       mask_size=M, top_k=K, class_names=("disc", "cup"), precision="fp32",
-                                      mask_box_scale=self.scale).to_strings()
+                                      mask_box_scale=self.scale, crop_margin=self.crop_margin).to_strings()
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = feed["image"]
@@ -103,3 +106,23 @@ def test_outputs_that_break_the_contract() -> None:
 def test_threshold_is_checked() -> None:
     with FakeBackend() as b, pytest.raises(ValueError, match="threshold"):
         Segmenter(b, threshold=1.0)
+
+
+@pytest.mark.parametrize("margin", [1.0, 1.5])
+def test_crop_margin_letterboxes_disc_centred_crops_only(margin: float) -> None:
+    """rfnet.crop_margin: an image without a fundus field's edge (no dark corners: a crop) fills
+    1 / margin of the input; a round field on black (four dark corners) fills it as usual. The fake
+    box is 20 input px from the centre, so its size in the photograph shows the letterbox's scale."""
+    crop = np.full((200, 200, 3), 255, np.uint8)
+    yy, xx = np.mgrid[0:200, 0:200]
+    whole = np.where((np.hypot(xx - 99.5, yy - 99.5) < 95)[..., None], crop, 0).astype(np.uint8)
+    with FakeBackend(crop_margin=margin) as b:
+        core = Segmenter(b)
+        assert core.info.crop_margin == margin
+        got = core.process_batch([crop, whole])
+        photo = core.prepare(Photo(crop, 200, 200))
+    assert [r.quality.field_edge for r in got] == [False, True]
+    half = [(r.segmentation.box[2] - r.segmentation.box[0]) / 2 for r in got]
+    assert half[0] == pytest.approx(20 * margin * 200 / S, rel=1e-5)
+    assert half[1] == pytest.approx(20 * 200 / S, rel=1e-5)
+    assert photo[1].scale == pytest.approx(S / (margin * 200)) and not photo[2].field_edge
