@@ -303,3 +303,33 @@ def test_mask_box_scale_from_the_model_metadata(tmp_path: Path, image_dir: Path,
         areas[scale] = int((read_mask(out / "masks" / "c_square_disc.png") > 0).sum())
         assert json.loads((out / "summary.json").read_text())["model_info"]["mask_box_scale"] == (scale or 1.0)
     assert areas[1.5] / areas[None] == pytest.approx(2.25, rel=0.1)
+
+
+def test_crop_margin_from_the_model_metadata_applies_to_crops_only(tmp_path: Path, contract) -> None:
+    """rfnet.crop_margin (absent = 1 in older exports): an image without a fundus field's edge (no dark
+    corners: a disc-centred crop) is letterboxed smaller, so the model's fixed box in input pixels covers
+    margin^2 the area in the photograph; a round field on black (c_square) is letterboxed as before."""
+    import cv2
+    import onnx
+
+    from rfnet.export.onnx_tools.onnx_meta import set_metadata
+
+    images = tmp_path / "images"
+    contract.write_images(images, specs=(contract.GOOD_IMAGES[2],))  # c_square.bmp: a field, four dark corners
+    crop = contract.fundus_like(288, 288, 140)
+    crop[crop.max(axis=2) == 0] = (70, 32, 14)  # the same disc area, but no dark corner
+    assert cv2.imwrite(str(images / "crop.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    areas: dict[float | None, dict[str, int]] = {}
+    for margin in (None, 1.5):
+        model_path = contract.make_onnx(tmp_path / f"m{margin}.onnx")
+        if margin is not None:
+            model = onnx.load(str(model_path))
+            set_metadata(model, {"rfnet.crop_margin": str(margin)})
+            onnx.save(model, str(model_path))
+        out = tmp_path / f"out{margin}"
+        assert main(["--model", str(model_path), "--input", str(images), "--output", str(out),
+                     "--save", "masks", "--no-progress"]) == 0
+        areas[margin] = {n: int((read_mask(out / "masks" / f"{n}_disc.png") > 0).sum()) for n in ("c_square", "crop")}
+        assert json.loads((out / "summary.json").read_text())["model_info"]["crop_margin"] == (margin or 1.0)
+    assert areas[1.5]["c_square"] == areas[None]["c_square"]
+    assert areas[1.5]["crop"] / areas[None]["crop"] == pytest.approx(2.25, rel=0.1)
