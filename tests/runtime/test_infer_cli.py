@@ -284,19 +284,25 @@ def test_engine_for_another_machine_is_refused(image_dir: Path, tmp_path: Path, 
     assert not out.exists()
 
 
-def test_mask_box_scale_from_the_model_metadata(tmp_path: Path, image_dir: Path, contract) -> None:
-    """rfnet.mask_box_scale (absent = 1.0 in older exports) widens the pasted masks about the box centre."""
+def _contract_model(contract, path: Path, key: str, value: float | None) -> Path:
+    """The contract's ONNX model at ``path``, with metadata ``key`` set to ``value`` (None: left as made)."""
     import onnx
 
     from rfnet.export.onnx_tools.onnx_meta import set_metadata
 
+    model_path = contract.make_onnx(path)
+    if value is not None:
+        model = onnx.load(str(model_path))
+        set_metadata(model, {key: str(value)})
+        onnx.save(model, str(model_path))
+    return model_path
+
+
+def test_mask_box_scale_from_the_model_metadata(tmp_path: Path, image_dir: Path, contract) -> None:
+    """rfnet.mask_box_scale (absent = 1.0 in older exports) widens the pasted masks about the box centre."""
     areas = {}
     for scale in (None, 1.5):
-        model_path = contract.make_onnx(tmp_path / f"m{scale}.onnx")
-        if scale is not None:
-            model = onnx.load(str(model_path))
-            set_metadata(model, {"rfnet.mask_box_scale": str(scale)})
-            onnx.save(model, str(model_path))
+        model_path = _contract_model(contract, tmp_path / f"m{scale}.onnx", "rfnet.mask_box_scale", scale)
         out = tmp_path / f"out{scale}"
         assert main(["--model", str(model_path), "--input", str(image_dir / "c_square.bmp"), "--output", str(out),
                      "--save", "masks", "--no-progress"]) == 0
@@ -310,9 +316,6 @@ def test_crop_margin_from_the_model_metadata_applies_to_crops_only(tmp_path: Pat
     corners: a disc-centred crop) is letterboxed smaller, so the model's fixed box in input pixels covers
     margin^2 the area in the photograph; a round field on black (c_square) is letterboxed as before."""
     import cv2
-    import onnx
-
-    from rfnet.export.onnx_tools.onnx_meta import set_metadata
 
     images = tmp_path / "images"
     contract.write_images(images, specs=(contract.GOOD_IMAGES[2],))  # c_square.bmp: a field, four dark corners
@@ -321,11 +324,7 @@ def test_crop_margin_from_the_model_metadata_applies_to_crops_only(tmp_path: Pat
     assert cv2.imwrite(str(images / "crop.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     areas: dict[float | None, dict[str, int]] = {}
     for margin in (None, 1.5):
-        model_path = contract.make_onnx(tmp_path / f"m{margin}.onnx")
-        if margin is not None:
-            model = onnx.load(str(model_path))
-            set_metadata(model, {"rfnet.crop_margin": str(margin)})
-            onnx.save(model, str(model_path))
+        model_path = _contract_model(contract, tmp_path / f"m{margin}.onnx", "rfnet.crop_margin", margin)
         out = tmp_path / f"out{margin}"
         assert main(["--model", str(model_path), "--input", str(images), "--output", str(out),
                      "--save", "masks", "--no-progress"]) == 0
