@@ -196,8 +196,13 @@ class Segmenter:
     def prepare(self, photo: Photo) -> tuple[np.ndarray, Letterbox, ImageQuality]:
         """:meth:`measure` and :meth:`preprocess` (with :meth:`margin`) of a decoded photo, in its
         original pixels."""
-        quality = self.measure(photo.pixels, photo.size)
-        tensor, lb = self.preprocess(photo.pixels, photo.size, margin=self.margin(quality))
+        return self._prepare(photo.pixels, photo.size)
+
+    def _prepare(self, pixels: np.ndarray,
+                 original: tuple[int, int] | None) -> tuple[np.ndarray, Letterbox, ImageQuality]:
+        # measured first: the field's edge decides the letterbox's margin
+        quality = self.measure(pixels, original)
+        tensor, lb = self.preprocess(pixels, original, margin=self.margin(quality))
         return tensor, lb, quality
 
     def margin(self, quality: ImageQuality) -> float:
@@ -283,11 +288,8 @@ class Segmenter:
         tensors, lbs, qualities = [], [], []
         for image in images:
             t0 = time.perf_counter()
-            if isinstance(image, Photo):
-                tensor, lb, quality = self.prepare(image)
-            else:
-                quality = self.measure(image)
-                tensor, lb = self.preprocess(image, margin=self.margin(quality))
+            pixels, original = (image.pixels, image.size) if isinstance(image, Photo) else (image, None)
+            tensor, lb, quality = self._prepare(pixels, original)
             qualities.append(quality)
             pre_ms.append((time.perf_counter() - t0) * 1e3)
             tensors.append(tensor)

@@ -5,6 +5,7 @@ Rows: the five pooled folds' held-out rows (docs/lab/cv/screen/p0..p4), those th
 (calibration.json) grades. Nested over the folds: the model and its limit are fitted on four folds'
 rows and applied to the fifth. Run from the repository root with the project's venv.
 """
+import csv
 import json
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ MEASURES = ("disc_fraction", "disc_contrast", "disc_uncertainty", "cup_uncertain
 def features(r, raw):
     s = min(max(r.score, 1e-6), 1 - 1e-6)
     v, h, a = (float(raw[k]) for k in ("vcdr_pred", "hcdr_pred", "area_cdr_pred"))
-    return [np.log(s / (1 - s)), *(r.measures.get(m, np.nan) if m in r.measures else float(raw[m]) for m in MEASURES),
+    return [np.log(s / (1 - s)), *(r.measures[m] if m in r.measures else float(raw[m]) for m in MEASURES),
             v, abs(v - h), a / max(v * h, 1e-3)]
 
 
@@ -40,7 +41,6 @@ def fit(x, y, l2=1.0, steps=50):
 
 
 def main():
-    import csv
     rows, feats = [], []
     for k in range(5):
         path = Path(f"docs/lab/cv/screen/p{k}/per_image.csv")

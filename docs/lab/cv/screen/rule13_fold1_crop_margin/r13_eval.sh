@@ -11,5 +11,5 @@ for m in 1 1.5; do
       --proposals 20 --crop-margin $m --no-progress --threads 1 --out runs/eval/screen_p1_r13_m$m > runs/eval/screen_p1_r13_m$m.log 2>&1 &
 done
 wait
-.venv/bin/python docs/lab/cv/screen/rule13_fold1_crop_margin/verdict.py runs/eval/screen_p1_r13_m1/per_image.csv \
-    runs/eval/screen_p1_r13_m1.5/per_image.csv | tee runs/eval/rule13_verdict.txt
+.venv/bin/python docs/lab/cv/screen/rule13_fold1_crop_margin/verdict.py runs/eval/screen_p1_r13_m1 \
+    runs/eval/screen_p1_r13_m1.5 | tee runs/eval/rule13_verdict.txt

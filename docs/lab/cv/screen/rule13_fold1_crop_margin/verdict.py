@@ -1,72 +1,60 @@
 """Rule 13 of docs/lab/screen-cv.md: fold 1's held-out rows without and with the crop margin.
 
-Usage (from the repository root): verdict.py NO_MARGIN_PER_IMAGE_CSV MARGIN_PER_IMAGE_CSV
-Prints per dataset disc / cup Dice, vCDR MAE and rows changed; then the shipped verdict
-(docs/lab/cv/screen/calibration.json, not recalibrated) on both: wrong but graded and the share of
-well-segmented rows kept; then the declared bars.
+Usage (from the repository root): verdict.py NO_MARGIN_EVAL_DIR MARGIN_EVAL_DIR (each holding
+rfnet evaluate's per_image.csv). Prints per dataset disc / cup Dice and vCDR MAE
+(rfnet.crossval.fold_stats: the MAE over the rows the default checks grade, as the earlier rules
+read it; over every row, vcdr_ae_all, for the record) and rows changed; then the shipped verdict
+(docs/lab/cv/screen/calibration.json, not recalibrated, rfnet.screening_calibration.report): wrong
+but graded and the share of well-segmented rows kept; then the declared bars.
 """
-import csv
 import json
-import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from rfnet.common import gradability as G
-from rfnet.screening_calibration import read_rows, refused
+from rfnet.crossval import by_dataset, fold_stats, is_wrong, read_rows
+from rfnet.screening_calibration import read_rows as verdict_rows, report
 
 CAL = json.load(open("docs/lab/cv/screen/calibration.json"))
 LIMITS = G.GradingLimits(**CAL["limits"])
 
 
-def mean(xs):
-    xs = [x for x in xs if not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else math.nan
+def figures(eval_dir: Path) -> dict[str, dict[str, float]]:
+    """Per dataset: fold_stats, the MAE over every row, the wrong rows, and the shipped verdict."""
+    verdict = report(verdict_rows([eval_dir / "per_image.csv"]), CAL["min_disc_score"], LIMITS)
+    out = {}
+    for ds, rows in by_dataset(read_rows(eval_dir)).items():
+        st = fold_stats(rows)
+        st["mae_all"] = float(np.mean([float(r["vcdr_ae_all"]) for r in rows]))
+        st["wrong"] = sum(is_wrong(r) for r in rows)
+        st["shipped_wrong_graded"] = verdict[ds]["wrong_graded"]
+        st["shipped_well_kept"] = verdict[ds]["well_kept"]
+        st["cells"] = {r["name"]: (r["dice_disc"], r["dice_cup"]) for r in rows}
+        out[ds] = st
+    return out
 
 
-def cell(row, key):
-    try:
-        return float(row[key])
-    except (KeyError, ValueError):
-        return math.nan
-
-
-def figures(rows, raw):
-    g = [r for r in rows if not refused(r, CAL["min_disc_score"], LIMITS)]
-    well = [r for r in rows if not r.wrong]
-    return {"disc": mean([r.dice_disc for r in rows]), "cup": mean([cell(raw[r.name], "dice_cup") for r in rows]),
-            # vCDR MAE as the earlier rules read it (vcdr_ae: the rows the default checks grade), and
-            # over every row whatever the verdict (vcdr_ae_all), for the record
-            "mae": mean([cell(raw[r.name], "vcdr_ae") for r in rows]),
-            "mae_all": mean([cell(raw[r.name], "vcdr_ae_all") for r in rows]), "wrong": sum(r.wrong for r in rows),
-            "wrong_graded": sum(r.wrong for r in g), "well_kept": sum(not r.wrong for r in g) / max(1, len(well)),
-            "n": len(rows)}
-
-
-a = {r.name: r for r in read_rows([Path(sys.argv[1])])}
-b = {r.name: r for r in read_rows([Path(sys.argv[2])])}
-raw_a = {r["name"]: r for r in csv.DictReader(open(sys.argv[1]))}
-raw_b = {r["name"]: r for r in csv.DictReader(open(sys.argv[2]))}
-assert set(a) == set(b), "the two runs scored different images"
-out = {}
-for ds in sorted({r.dataset for r in a.values()}):
-    ra = [r for r in a.values() if r.dataset == ds]
-    rb = [b[r.name] for r in ra]
-    fa, fb = figures(ra, raw_a), figures(rb, raw_b)
-    changed = sum(raw_a[x.name]["dice_disc"] != raw_b[x.name]["dice_disc"] or raw_a[x.name]["dice_cup"]
-                  != raw_b[x.name]["dice_cup"] for x in ra)
-    out[ds] = (fa, fb, changed)
-    print(f"{ds} ({fa['n']}): disc {fa['disc']:.4f} -> {fb['disc']:.4f}, cup {fa['cup']:.4f} -> {fb['cup']:.4f}, "
-          f"vCDR MAE {fa['mae']:.4f} -> {fb['mae']:.4f} (all rows {fa['mae_all']:.4f} -> {fb['mae_all']:.4f}), wrong (limits off) {fa['wrong']} -> {fb['wrong']}, "
-          f"rows changed {changed}; shipped verdict: wrong but graded {fa['wrong_graded']} -> {fb['wrong_graded']}, "
-          f"well kept {fa['well_kept']:.1%} -> {fb['well_kept']:.1%}")
-fa, fb, _ = out["rim-one-dl"]
+a, b = figures(Path(sys.argv[1])), figures(Path(sys.argv[2]))
+changed = {}
+for ds in a:
+    fa, fb = a[ds], b[ds]
+    assert set(fa["cells"]) == set(fb["cells"]), "the two runs scored different images"
+    changed[ds] = sum(fa["cells"][n] != fb["cells"][n] for n in fa["cells"])
+    print(f"{ds} ({fa['images']}): disc {fa['dice_disc']:.4f} -> {fb['dice_disc']:.4f}, cup {fa['dice_cup']:.4f} -> "
+          f"{fb['dice_cup']:.4f}, vCDR MAE {fa['vcdr_mae_masks']:.4f} -> {fb['vcdr_mae_masks']:.4f} (all rows "
+          f"{fa['mae_all']:.4f} -> {fb['mae_all']:.4f}), wrong (limits off) {fa['wrong']} -> {fb['wrong']}, "
+          f"rows changed {changed[ds]}; shipped verdict: wrong but graded {fa['shipped_wrong_graded']} -> "
+          f"{fb['shipped_wrong_graded']}, well kept {fa['shipped_well_kept']:.1%} -> {fb['shipped_well_kept']:.1%}")
+fa, fb = a["rim-one-dl"], b["rim-one-dl"]
 bars = {
-    "RIM-ONE DL disc Dice rises by >= 0.02": fb["disc"] - fa["disc"] >= 0.02,
-    "RIM-ONE DL cup Dice not lower by > 0.005": fb["cup"] >= fa["cup"] - 0.005,
-    "RIM-ONE DL vCDR MAE not higher by > 0.005": fb["mae"] <= fa["mae"] + 0.005,
-    "Drishti-GS and REFUGE rows unchanged": all(out[d][2] == 0 for d in out if d != "rim-one-dl"),
-    "RIM-ONE DL wrong but graded not more": fb["wrong_graded"] <= fa["wrong_graded"],
-    "RIM-ONE DL well kept >= 95 %": fb["well_kept"] >= 0.95,
+    "RIM-ONE DL disc Dice rises by >= 0.02": fb["dice_disc"] - fa["dice_disc"] >= 0.02,
+    "RIM-ONE DL cup Dice not lower by > 0.005": fb["dice_cup"] >= fa["dice_cup"] - 0.005,
+    "RIM-ONE DL vCDR MAE not higher by > 0.005": fb["vcdr_mae_masks"] <= fa["vcdr_mae_masks"] + 0.005,
+    "Drishti-GS and REFUGE rows unchanged": all(n == 0 for d, n in changed.items() if d != "rim-one-dl"),
+    "RIM-ONE DL wrong but graded not more": fb["shipped_wrong_graded"] <= fa["shipped_wrong_graded"],
+    "RIM-ONE DL well kept >= 95 %": fb["shipped_well_kept"] >= 0.95,
 }
 for k, v in bars.items():
     print(f"  {'met' if v else 'NOT MET'}: {k}")
