@@ -25,6 +25,9 @@ Calibration (the rule declared in docs/lab/screen-cv.md):
   vCDR) that keeps ``--specificity`` among the gradable labelled normals. Its honest figures come
   from the folds: each fold's threshold is chosen on the other folds' rows and applied to its own.
 
+The verdict's honest figures come from the folds too (``report_cv``, :func:`cross_fitted`): each
+fold's limits chosen on the other folds' rows and applied to its own; ``report`` is in sample.
+
 ``--apply FILE`` judges a calibration on other rows (the leave-one-dataset-out evaluations):
 per dataset, gradable, wrong but graded, well kept, and the referral's sensitivity / specificity.
 Exit status: 0 done, 2 bad input.
@@ -233,15 +236,45 @@ def nested_referral(rows: Sequence[Row], specificity: float) -> dict[str, float]
 
 def report(rows: Sequence[Row], min_score: float, limits: G.GradingLimits) -> dict[str, dict[str, float]]:
     """Per dataset (and all): images, gradable, wrong but graded (count and share), well kept."""
+    return tally(rows, [not refused(r, min_score, limits) for r in rows])
+
+
+def tally(rows: Sequence[Row], gradable: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """:func:`report`'s figures for rows whose verdicts are given (``gradable[i]`` for ``rows[i]``)."""
     out: dict[str, dict[str, float]] = {}
     for ds in [*sorted({r.dataset for r in rows}), "all"]:
-        part = [r for r in rows if ds == "all" or r.dataset == ds]
-        ok = [r for r in part if not refused(r, min_score, limits)]
-        well = [r for r in part if not r.wrong]
-        wrong = sum(r.wrong for r in ok)
-        out[ds] = {"images": len(part), "gradable": len(ok), "wrong_graded": wrong, "wrong_graded_share": wrong / len(part),
-                   "well_kept": sum(1 for r in well if not refused(r, min_score, limits)) / len(well) if well else math.nan}
+        part = [(r, g) for r, g in zip(rows, gradable) if ds == "all" or r.dataset == ds]
+        well = [g for r, g in part if not r.wrong]
+        wrong = sum(r.wrong for r, g in part if g)
+        out[ds] = {"images": len(part), "gradable": sum(g for _, g in part), "wrong_graded": wrong,
+                   "wrong_graded_share": wrong / len(part), "well_kept": sum(well) / len(well) if well else math.nan}
     return out
+
+
+def verdict_limits(rows: Sequence[Row], margin: float, min_kept: float) -> tuple[float, G.GradingLimits]:
+    """The minimum disc score and the limits the declared rule chooses on ``rows``."""
+    found = [r.score for r in rows if r.dice_disc >= 0.5 and r.reason not in FIXED_REASONS]
+    min_score = propose(found, margin)
+    return min_score, envelope_limits(rows, calibrate_limits(rows, min_score, min_kept))
+
+
+def cross_fitted(rows: Sequence[Row], margin: float, min_kept: float) -> dict[str, dict[str, float]]:
+    """Each fold's verdict chosen on the other folds' rows and applied to its own; pooled figures.
+
+    The honest figures of the verdict: :func:`report` on the rows it was calibrated on is in sample.
+    Needs rows from at least two folds (``UsageError`` otherwise).
+    """
+    folds = sorted({r.fold for r in rows})
+    if len(folds) < 2:
+        raise UsageError("cross-fitting needs per_image.csv files of at least two folds (one folder each)")
+    ordered: list[Row] = []
+    gradable: list[bool] = []
+    for fold in folds:
+        min_score, limits = verdict_limits([r for r in rows if r.fold != fold], margin, min_kept)
+        own = [r for r in rows if r.fold == fold]
+        ordered += own
+        gradable += [not refused(r, min_score, limits) for r in own]
+    return tally(ordered, gradable)
 
 
 def _table(rep: dict[str, dict[str, float]]) -> str:
@@ -285,21 +318,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _calibrate(rows: list[Row], margin: float, min_kept: float, specificity: float) -> dict[str, Any]:
-    found = [r.score for r in rows if r.dice_disc >= 0.5 and r.reason not in FIXED_REASONS]
-    min_score = propose(found, margin)
-    limits = envelope_limits(rows, calibrate_limits(rows, min_score, min_kept))
+    min_score, limits = verdict_limits(rows, margin, min_kept)
     graded = _gradable_only(rows, min_score, limits)
     threshold = referral_threshold(graded, specificity)
     rep = report(rows, min_score, limits)
-    print(f"min disc score {min_score} (lowest true-disc score {min(found):.4f}); limits {limits.to_dict()}")
+    print(f"min disc score {min_score}; limits {limits.to_dict()}")
+    print("on the rows it was calibrated on (in sample):")
     print(_table(rep))
+    rep_cv = cross_fitted(rows, margin, min_kept) if len({r.fold for r in rows}) > 1 else {}
+    if rep_cv:
+        print("cross-fitted (each fold's verdict calibrated on the other folds' rows):")
+        print(_table(rep_cv))
     nested = nested_referral(graded, specificity) if threshold is not None else {}
     if threshold is not None:
         print(f"referral vCDR {threshold:.4f}; per fold (threshold from the other folds): AUC {nested['auc']:.3f}, "
               f"sensitivity {nested['sensitivity']:.3f}, specificity {nested['specificity']:.3f} "
               f"({nested['n_glaucoma']} glaucoma, {nested['n_normal']} normal)")
     return {"min_disc_score": min_score, "limits": limits.to_dict(), "referral_vcdr": threshold,
-            "report": rep, "referral_cv": nested, "rule": "docs/lab/screen-cv.md, rule 2 addendum and rule 3"}
+            "report": rep, "report_cv": rep_cv, "referral_cv": nested, "rule": "docs/lab/screen-cv.md, rule 2 addendum and rule 3"}
 
 
 def _judge(rows: list[Row], path: Path) -> int:

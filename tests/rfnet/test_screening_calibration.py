@@ -10,7 +10,9 @@ import pytest
 
 from rfnet.common import gradability as G
 from rfnet.predict import CASE_COLUMNS
-from rfnet.screening_calibration import FIELD_RATIO_MARGIN, envelope_limits, main, read_rows, refused
+from rfnet.errors import UsageError
+from rfnet.screening_calibration import (FIELD_RATIO_MARGIN, cross_fitted, envelope_limits, main, read_rows,
+                                          refused, report, verdict_limits)
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -51,6 +53,7 @@ def test_calibration_refuses_the_wrong_rows_keeps_the_good_ones_and_picks_a_refe
     assert cal["min_disc_score"] == pytest.approx(0.495)
     assert 0.9 < cal["limits"]["min_disc_contrast"] < 1.3 and cal["limits"]["max_disc_uncertainty"] < 0.6
     assert cal["report"]["all"]["wrong_graded"] == 0 and cal["report"]["all"]["well_kept"] >= 0.97
+    assert cal["report_cv"]["all"]["images"] == 180 and cal["report_cv"]["all"]["wrong_graded"] <= 3
     assert 0.5 < cal["referral_vcdr"] < 0.6 and cal["referral_cv"]["sensitivity"] == 1.0
     rows = read_rows(files)
     limits = G.GradingLimits.from_mapping(cal["limits"])
@@ -78,3 +81,29 @@ def test_one_atypical_well_row_does_not_open_the_envelope(tmp_path: Path) -> Non
     limits = envelope_limits(read_rows([_write(tmp_path / "p0" / "per_image.csv", rows)]), G.GradingLimits())
     assert 0.29 * FIELD_RATIO_MARGIN < limits.max_disc_field_ratio <= 0.3 * FIELD_RATIO_MARGIN < 0.7
     assert 0.12 / FIELD_RATIO_MARGIN <= limits.min_disc_field_ratio < 0.125 / FIELD_RATIO_MARGIN
+
+
+def test_cross_fitted_figures_judge_each_fold_by_a_verdict_that_never_saw_it(tmp_path: Path) -> None:
+    """Only fold 0 has wrong rows: calibrated on all rows the verdict refuses them (in sample), but
+    fold 0's cross-fitted verdict comes from folds 1-2, which show none. There the envelope still
+    refuses the discs off the nerve head (contrast 0.9), while the unsure masks, which only the
+    search could have learned to refuse, are graded: the figures a new camera's failure would get."""
+    rng = np.random.default_rng(5)
+    files = []
+    for k in range(3):
+        rows = _rows(rng, k, 120)
+        for i, r in enumerate(rows):
+            if k > 0 and r["dice_disc"] < 0.8:
+                r.update(dice_disc=0.95, disc_uncertainty=float(rng.uniform(0.02, 0.1)), disc_contrast=1.4)
+        files.append(_write(tmp_path / f"p{k}" / "per_image.csv", rows))
+    rows = read_rows(files)
+    n_wrong = sum(r.wrong for r in rows)
+    assert n_wrong == 20 and all(r.fold == "p0" for r in rows if r.wrong)
+    in_sample = report(rows, *verdict_limits(rows, 0.5, 0.97))
+    assert in_sample["all"]["wrong_graded"] == 0
+    cv = cross_fitted(rows, 0.5, 0.97)
+    unsure = sum(r.wrong and r.measures["disc_uncertainty"] == 0.6 for r in rows)
+    assert unsure == 10 and cv["all"]["images"] == len(rows) and cv["all"]["wrong_graded"] == unsure
+    assert cv["all"]["well_kept"] >= 0.97
+    with pytest.raises(UsageError, match="two folds"):
+        cross_fitted([r for r in rows if r.fold == "p1"], 0.5, 0.97)
