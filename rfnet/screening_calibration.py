@@ -277,7 +277,8 @@ def cross_fitted(rows: Sequence[Row], margin: float, min_kept: float) -> dict[st
     return tally(ordered, gradable)
 
 
-def _table(rep: dict[str, dict[str, float]]) -> str:
+def report_table(rep: dict[str, dict[str, float]]) -> str:
+    """:func:`report`'s figures as a Markdown table."""
     lines = ["| dataset | images | gradable | wrong but graded | well segmented kept |", "|---|---|---|---|---|"]
     for ds, st in rep.items():
         lines.append(f"| {ds} | {int(st['images'])} | {int(st['gradable'])} | {int(st['wrong_graded'])} "
@@ -324,11 +325,11 @@ def _calibrate(rows: list[Row], margin: float, min_kept: float, specificity: flo
     rep = report(rows, min_score, limits)
     print(f"min disc score {min_score}; limits {limits.to_dict()}")
     print("on the rows it was calibrated on (in sample):")
-    print(_table(rep))
+    print(report_table(rep))
     rep_cv = cross_fitted(rows, margin, min_kept) if len({r.fold for r in rows}) > 1 else {}
     if rep_cv:
         print("cross-fitted (each fold's verdict calibrated on the other folds' rows):")
-        print(_table(rep_cv))
+        print(report_table(rep_cv))
     nested = nested_referral(graded, specificity) if threshold is not None else {}
     if threshold is not None:
         print(f"referral vCDR {threshold:.4f}; per fold (threshold from the other folds): AUC {nested['auc']:.3f}, "
@@ -346,7 +347,7 @@ def _judge(rows: list[Row], path: Path) -> int:
         threshold = data.get("referral_vcdr")
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: not a calibration file ({exc})") from None
-    print(_table(report(rows, min_score, limits)))
+    print(report_table(report(rows, min_score, limits)))
     graded = _gradable_only(rows, min_score, limits)
     if threshold is not None and any(r.label in (0, 1) for r in graded):
         fig = referral_figures(graded, float(threshold))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rfnet.crossval import by_dataset, fold_stats, read_rows
-from rfnet.screening_calibration import _table, cross_fitted, read_rows as verdict_rows
+from rfnet.screening_calibration import cross_fitted, report_table, read_rows as verdict_rows
 
 FOLDS = [f"p{k}" for k in range(5)]
 
@@ -36,8 +36,8 @@ for ds in a:
     print(f"{ds} ({fa['images']}): disc {fa['dice_disc']:.4f} -> {fb['dice_disc']:.4f}, cup {fa['dice_cup']:.4f} -> "
           f"{fb['dice_cup']:.4f}, vCDR MAE all rows {fa['mae_all']:.4f} -> {fb['mae_all']:.4f} (graded rows "
           f"{fa['vcdr_mae_masks']:.4f} -> {fb['vcdr_mae_masks']:.4f}), rows changed {changed[ds]}")
-print("A, cross-fitted verdict:\n" + _table(va))
-print("B, cross-fitted verdict:\n" + _table(vb))
+print("A, cross-fitted verdict:\n" + report_table(va))
+print("B, cross-fitted verdict:\n" + report_table(vb))
 ra, rb = a["rim-one-dl"], b["rim-one-dl"]
 bars = {
     "RIM-ONE DL disc Dice rises by >= 0.02": rb["dice_disc"] - ra["dice_disc"] >= 0.02,
