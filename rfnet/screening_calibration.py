@@ -147,7 +147,7 @@ def calibrate_limits(rows: Sequence[Row], min_score: float, min_kept: float) -> 
         if best is None:
             return limits
         limits = _replace(limits, *best)
-        log.info("limit %s = %.4f", *best)
+        log.debug("limit %s = %.4f", *best)  # debug: cross-fitting runs the search once per fold
 
 
 #: Envelope limits set after the search (docs/lab/screen-cv.md, second and fourth addenda): the
