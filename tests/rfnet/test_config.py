@@ -46,14 +46,16 @@ def test_mid_preset_carries_its_calibrated_disc_score_into_the_model_metadata() 
 
 
 def test_screen_preset_carries_its_verdict_and_referral_into_the_model_metadata() -> None:
-    """The screen preset's calibrated limits and referral (docs/results.md) survive a checkpoint's
-    config JSON and reach the model's rfnet.* metadata as limits the verdict accepts."""
+    """The screen preset's calibrated limits, referral and crop margin (docs/results.md) survive a
+    checkpoint's config JSON and reach the model's rfnet.* metadata as values the verdict accepts."""
     from rfnet.metadata import metadata_from_config
     from rfnet.common.gradability import GradingLimits
-    from rfnet.config import SCREEN_GRADING_LIMITS, SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR, ModelConfig
+    from rfnet.config import (SCREEN_CROP_MARGIN, SCREEN_GRADING_LIMITS, SCREEN_MIN_DISC_SCORE,
+                              SCREEN_REFERRAL_VCDR, ModelConfig)
 
     meta = metadata_from_config(ModelConfig.from_dict(json.loads(get_preset("screen").to_json())), precision="fp32")
     assert (meta.min_disc_score, meta.referral_vcdr) == (SCREEN_MIN_DISC_SCORE, SCREEN_REFERRAL_VCDR)
+    assert meta.crop_margin == SCREEN_CROP_MARGIN > 1.0 and get_preset("mid").input.crop_margin == 1.0
     assert GradingLimits.from_mapping(meta.grading_limits) == GradingLimits.from_mapping(SCREEN_GRADING_LIMITS)
     assert GradingLimits.from_mapping(SCREEN_GRADING_LIMITS).max_disc_field_ratio < 0.5
 
