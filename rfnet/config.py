@@ -408,9 +408,9 @@ def screen_config() -> ModelConfig:
     20 %), a disc-centred crop (RIM-ONE DL, 65-95 %). The mask branch is the mid preset's polar
     U-Net (128 x 128, the box x1.2), sampling the full 1024 px input. At test a disc-centred crop
     (no fundus field edge) is letterboxed to 2/3 of the input (:data:`SCREEN_CROP_MARGIN`), so the
-    box the mask branch reads around a disc that fills the crop stays inside the image. Training: AdamW with a cosine
-    learning rate, zoom up to x1.5 either way, rotation, shift and colour jitter, on several
-    datasets mixed by weight (``rfnet.train --data``; docs/results.md).
+    box the mask branch reads around a disc that fills the crop stays inside the image. Training:
+    AdamW with a cosine learning rate, zoom up to x1.5 either way, rotation, shift and colour
+    jitter, on several datasets mixed by weight (``rfnet.train --data``; docs/results.md).
     """
     return ModelConfig(
         name="screen",
