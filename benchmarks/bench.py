@@ -40,7 +40,7 @@ import numpy as np
 from rfnet.benchmarks.endtoend import GTImage, PackedMasks, end_to_end, load_ground_truth, pipeline_throughput
 from rfnet.benchmarks.measure import MemoryProbe, time_model
 from rfnet.benchmarks.parity import DEFAULT_MAX_DICE_DROP, ParityRules, check_result, overall
-from rfnet.benchmarks.report import baseline, environment, now_utc, write_reports
+from rfnet.benchmarks.report import baseline, environment, machine_load_text, now_utc, write_reports
 from rfnet.benchmarks.runners import (
     ALL_RUNNERS,
     NotRunError,
@@ -51,6 +51,7 @@ from rfnet.benchmarks.runners import (
     runners_for,
     versions,
 )
+from rfnet.common import cpustat
 from rfnet.common.backend import Backend, BackendError, BackendUnavailableError
 from rfnet.common.cli import ExitCode, start
 from rfnet.common.contract import ModelMetadata
@@ -317,6 +318,7 @@ def _num(v: float | None, digits: int) -> str:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     specs, ref_spec = _check_args(args)
+    cpu0 = cpustat.snapshot()
     env = environment(args.threads, versions())
     images, problems = _load_images(args)
     # The reference runs first: its masks are what every other runner is compared with.
@@ -339,6 +341,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _add_differences(r, ref_result)
         r["parity"] = check_result(r, ref_result, rules)
     verdict = overall(results)
+    load = cpustat.machine_load(cpu0, cpustat.snapshot())  # steal / others / own shares of the CPU time
     report = {
         "format": "rfnet-benchmark-report",
         "format_version": 1,
@@ -346,6 +349,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "command": ["python", "benchmarks/bench.py", *argv],
         "environment": env,
         "load_average_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "machine_load": load,
         "baseline": baseline(),
         "data": {"dataset": args.dataset, "root": str(args.data), "split": args.split, "fold": args.fold,
                  "folds": args.folds, "seed": args.seed, "images": len(images), "problems": problems[:20]},
@@ -363,6 +367,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     paths = write_reports(args.out, report)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print("machine's CPU time during the run: " + machine_load_text(load))
     return _print_results(results, verdict)
 
 

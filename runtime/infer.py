@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rfnet.common import cpustat
 from rfnet.common.cli import ExitCode, images_run_epilog, new_parser, start
 from rfnet.common.imageio import IMAGE_EXTENSIONS, list_images
 from rfnet.common.progress import track
@@ -156,6 +157,7 @@ def _summary(
     n_images: int,
     wall_s: float,
     interrupted: bool,
+    load: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """summary.json: settings, counts, gradability, CDR statistics (gradable images), timings of
     the images processed by this invocation (a resumed run's earlier images are counted, not timed)."""
@@ -200,6 +202,8 @@ def _summary(
         "timing_ms_per_image": timing,
         "wall_time_s": round(wall_s, 3),
         "images_per_s": round(len(new) / wall_s, 3) if wall_s > 0 else None,
+        # shares of the machine's CPU time during the run (rfnet.common.cpustat): steal, others, own
+        "machine_load": load,
         "versions": _versions(kind),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -327,7 +331,7 @@ def _run(
     todo = [(i, p) for i, p in enumerate(paths) if str(p) not in done]
     failures: list[ImageFailure] = []
     interrupted = False
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpustat.snapshot()
     outcomes = pipeline.run([p for _, p in todo])
     background = BackgroundWriter(writer)  # files are written off this loop
     try:
@@ -350,8 +354,9 @@ def _run(
             log.warning("%s", unwritten.error)
             failures.append(unwritten)
     wall = time.perf_counter() - t0
+    load = cpustat.machine_load(cpu0, cpustat.snapshot())
     writer.write_csv()
-    summary = _summary(args, backend, kind, pipeline, writer.records, failures, len(paths), wall, interrupted)
+    summary = _summary(args, backend, kind, pipeline, writer.records, failures, len(paths), wall, interrupted, load)
     writer.write_summary(summary)
     if not args.no_report:
         write_run_report(writer)
@@ -359,6 +364,10 @@ def _run(
     log.info("%d/%d images processed in %.2f s (%d gradable, %d not: %s); results in %s", len(writer.records),
              len(paths), wall, grading["num_gradable"], grading["num_not_gradable"],
              ", ".join(f"{k} {v}" for k, v in grading["reasons"].items()) or "-", writer.out_dir)
+    if load is not None and load["steal"] + load["others"] > cpustat.BUSY_SHARE:
+        log.warning("the machine was shared during the run: %.0f %% of its CPU time went to other processes and "
+                    "%.0f %% was stolen by the hypervisor, so images_per_s understates this model's speed",
+                    100 * load["others"], 100 * load["steal"])
     if interrupted:
         return ExitCode.INTERRUPTED
     if failures:

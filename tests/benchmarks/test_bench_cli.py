@@ -37,6 +37,7 @@ def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path,
     assert "| model | backend | precision | end-to-end ms |" in md
     assert "ref_int8.onnx | onnxruntime-cpu | int8 |" in md
     assert "All parity checks held" in md
+    assert "- Machine's CPU time during the run: " in md  # a shared machine's figures say so
     # Without matplotlib (a runtime-only install) the figure is left out, the rest is written.
     from rfnet.benchmarks.report import write_reports
 
@@ -48,6 +49,7 @@ def test_report_files_and_fields(tmp_path: Path, bench_models, bench_data: Path,
     env = rep["environment"]
     assert env["cpu_model"] and env["cpu_count"] >= 1 and env["threads_requested"] == 1
     assert "onnxruntime" in env["libraries"] and "numpy" in env["libraries"]
+    assert rep["machine_load"] is None or 0 <= rep["machine_load"]["own"] <= 1
     assert rep["baseline"]["fps"] == PAPER_FPS and rep["baseline"]["latency_s"] == 0.244
     assert rep["data"]["images"] == 4
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,9 @@ def test_folder_end_to_end(contract_onnx: Path, image_dir: Path, tmp_path: Path,
     assert summary["num_images"] == 4 and summary["num_processed"] == 4 and summary["num_failed"] == 0
     assert summary["settings"]["batch_size"] == 3
     assert summary["model_info"]["input_size"] == 128
+    load = summary["machine_load"]  # shares of the machine's CPU time during the run (Linux: measured)
+    assert load is None if sys.platform != "linux" else (set(load) == {"steal", "others", "own"}
+                                                          and all(0 <= v <= 1 for v in load.values()))
     assert summary["cdr"]["vcdr"]["mean"] == pytest.approx(np.mean([float(r["vcdr"]) for r in rows.values()]), abs=1e-6)
     assert not list(out.rglob("*.tmp")), "atomic writes leave no temporaries"
 
