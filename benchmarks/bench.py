@@ -40,7 +40,7 @@ import numpy as np
 from rfnet.benchmarks.endtoend import GTImage, PackedMasks, end_to_end, load_ground_truth, pipeline_throughput
 from rfnet.benchmarks.measure import MemoryProbe, time_model
 from rfnet.benchmarks.parity import DEFAULT_MAX_DICE_DROP, ParityRules, check_result, overall
-from rfnet.benchmarks.report import baseline, environment, machine_load_text, now_utc, write_reports
+from rfnet.benchmarks.report import baseline, environment, now_utc, write_reports
 from rfnet.benchmarks.runners import (
     ALL_RUNNERS,
     NotRunError,
@@ -367,7 +367,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     }
     paths = write_reports(args.out, report)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    print("machine's CPU time during the run: " + machine_load_text(load))
+    print("machine's CPU time during the run: " + cpustat.describe(load))
     return _print_results(results, verdict)
 
 

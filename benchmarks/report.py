@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rfnet.benchmarks.measure import PAPER_DEVICE, PAPER_FPS, PAPER_LATENCY_S
+from rfnet.common import cpustat
 from rfnet.common.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,6 @@ def _f(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def machine_load_text(load: dict[str, float] | None) -> str:
-    """Steal / other processes / this run, as shares of the machine's CPU time (rfnet.common.cpustat)."""
-    if not load:
-        return "not measured (no /proc/stat)"
-    return (f"{100 * load['own']:.0f} % this run, {100 * load['others']:.0f} % other processes, "
-            f"{100 * load['steal']:.0f} % stolen by the hypervisor")
-
-
 def _ms(v: float) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
 
@@ -156,7 +149,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs, {env.get('cpu_affinity')} usable), "
         f"threads requested: {env['threads_requested'] or 'library default'}; "
         f"load average at start {env['load_average_start']}, at end {report.get('load_average_end')}",
-        f"- Machine's CPU time during the run: {machine_load_text(report.get('machine_load'))}",
+        f"- Machine's CPU time during the run: {cpustat.describe(report.get('machine_load'))}",
         f"- GPU: {', '.join(env['gpus']) or 'none'}",
         f"- Libraries: {', '.join(f'{k} {v}' for k, v in sorted(env['libraries'].items()))}",
         f"- Data: {report['data']['dataset']} `{report['data']['root']}` ({report['data']['images']} images)",

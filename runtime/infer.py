@@ -364,10 +364,8 @@ def _run(
     log.info("%d/%d images processed in %.2f s (%d gradable, %d not: %s); results in %s", len(writer.records),
              len(paths), wall, grading["num_gradable"], grading["num_not_gradable"],
              ", ".join(f"{k} {v}" for k, v in grading["reasons"].items()) or "-", writer.out_dir)
-    if load is not None and load["steal"] + load["others"] > cpustat.BUSY_SHARE:
-        log.warning("the machine was shared during the run: %.0f %% of its CPU time went to other processes and "
-                    "%.0f %% was stolen by the hypervisor, so images_per_s understates this model's speed",
-                    100 * load["others"], 100 * load["steal"])
+    if cpustat.is_shared(load):
+        log.warning("machine's CPU time during the run: %s", cpustat.describe(load))
     if interrupted:
         return ExitCode.INTERRUPTED
     if failures:

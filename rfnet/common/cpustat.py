@@ -72,3 +72,17 @@ def machine_load(before: CpuSnapshot | None, after: CpuSnapshot | None,
     return {"steal": round((after.steal - before.steal) / hz / total_s, 4),
             "others": round(max(busy - own, 0.0) / total_s, 4),
             "own": round(own / total_s, 4)}
+
+
+def is_shared(load: dict[str, float] | None) -> bool:
+    """Whether others (other processes and the hypervisor) took over :data:`BUSY_SHARE` of the machine."""
+    return load is not None and load["steal"] + load["others"] > BUSY_SHARE
+
+
+def describe(load: dict[str, float] | None) -> str:
+    """One line for a report or a log: the shares of :func:`machine_load`, and what they mean for speed."""
+    if load is None:
+        return "not measured (no /proc/stat)"
+    text = (f"{100 * load['own']:.0f} % this run, {100 * load['others']:.0f} % other processes, "
+            f"{100 * load['steal']:.0f} % stolen by the hypervisor")
+    return text + ("; the machine was shared, so the speed figures understate the model's" if is_shared(load) else "")

@@ -40,3 +40,12 @@ def test_snapshot_reads_a_stat_file_and_is_none_without_one(tmp_path: Path) -> N
     assert cpustat.snapshot(tmp_path / "missing") is None
     stat.write_text("intr 1\n")
     assert cpustat.snapshot(stat) is None
+
+
+def test_a_run_on_a_shared_machine_says_its_speed_is_understated() -> None:
+    quiet = {"steal": 0.01, "others": 0.05, "own": 0.9}
+    busy = {"steal": 0.06, "others": 0.05, "own": 0.8}  # 11 % taken by others
+    assert not cpustat.is_shared(quiet) and cpustat.is_shared(busy) and not cpustat.is_shared(None)
+    assert cpustat.describe(quiet) == "90 % this run, 5 % other processes, 1 % stolen by the hypervisor"
+    assert cpustat.describe(busy).endswith("the machine was shared, so the speed figures understate the model's")
+    assert cpustat.describe(None) == "not measured (no /proc/stat)"
