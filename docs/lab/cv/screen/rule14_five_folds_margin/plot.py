@@ -4,7 +4,6 @@ Usage (from the repository root): plot.py A_ROOT B_ROOT OUT.png (each root holdi
 Left: disc and cup Dice per fold; right: crops wrong with the limits off (disc Dice < 0.8 or
 |vCDR error| > 0.2).
 """
-import csv
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rfnet.crossval import is_wrong  # noqa: E402
+from rfnet.crossval import by_dataset, fold_stats, is_wrong, read_rows  # noqa: E402
 
 FOLDS = [f"p{k}" for k in range(5)]
 
@@ -22,10 +21,10 @@ FOLDS = [f"p{k}" for k in range(5)]
 def per_fold(root: Path) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"disc": [], "cup": [], "wrong": []}
     for k in FOLDS:
-        with open(root / k / "per_image.csv", newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r["dataset"] == "rim-one-dl"]
-        out["disc"].append(float(np.mean([float(r["dice_disc"]) for r in rows])))
-        out["cup"].append(float(np.mean([float(r["dice_cup"]) for r in rows])))
+        rows = by_dataset(read_rows(root / k))["rim-one-dl"]
+        stats = fold_stats(rows)  # the per-dataset figures of rfnet crossval (and judge.py)
+        out["disc"].append(stats["dice_disc"])
+        out["cup"].append(stats["dice_cup"])
         out["wrong"].append(sum(is_wrong(r) for r in rows))
     return out
 
